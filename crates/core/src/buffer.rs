@@ -1,0 +1,261 @@
+//! Bounded in-memory FIFO buffers and the flusher that drains one into its target.
+//!
+//! Policy when full: push back (the producer waits), never drop. The flusher takes items
+//! into its own in-flight slot and retries that slot, with [`Backoff`], until the target
+//! takes it, so order is kept even though the queue has no push-front.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crossbeam_queue::ArrayQueue;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::shutdown::sleep_or_cancel;
+
+/// A bounded FIFO queue with a cap on items and on bytes.
+#[derive(Debug)]
+pub struct BoundedQueue<T> {
+    name: &'static str,
+    queue: ArrayQueue<(T, usize)>,
+    max_bytes: usize,
+    bytes: AtomicUsize,
+    pushed: AtomicU64,
+    popped: AtomicU64,
+    /// The most items ever waiting at once, for the recovery report.
+    peak_len: AtomicUsize,
+    item_ready: Notify,
+    space_freed: Notify,
+}
+
+impl<T> BoundedQueue<T> {
+    /// `name` appears in logs; `max_items` and `max_bytes` are both caps. An item larger
+    /// than `max_bytes` is still taken when the queue is empty, so nothing can wedge.
+    pub fn new(name: &'static str, max_items: usize, max_bytes: usize) -> Self {
+        Self {
+            name,
+            queue: ArrayQueue::new(max_items.max(1)),
+            max_bytes,
+            bytes: AtomicUsize::new(0),
+            pushed: AtomicU64::new(0),
+            popped: AtomicU64::new(0),
+            peak_len: AtomicUsize::new(0),
+            item_ready: Notify::new(),
+            space_freed: Notify::new(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Adds `item` (weighing `bytes`), or hands it back when the queue is at a cap.
+    pub fn try_push(&self, item: T, bytes: usize) -> Result<(), T> {
+        let held = self.bytes.load(Ordering::Acquire);
+        if held > 0 && held + bytes > self.max_bytes {
+            return Err(item);
+        }
+        self.queue.push((item, bytes)).map_err(|(item, _)| item)?;
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        self.pushed.fetch_add(1, Ordering::Relaxed);
+        self.peak_len.fetch_max(self.queue.len(), Ordering::Relaxed);
+        self.item_ready.notify_one();
+        Ok(())
+    }
+
+    /// Adds `item`, waiting while the queue is at a cap: this is the push-back.
+    pub async fn push(&self, mut item: T, bytes: usize) {
+        loop {
+            let space = self.space_freed.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            match self.try_push(item, bytes) {
+                Ok(()) => return,
+                Err(back) => item = back,
+            }
+            space.await;
+        }
+    }
+
+    pub fn pop(&self) -> Option<T> {
+        let (item, bytes) = self.queue.pop()?;
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.popped.fetch_add(1, Ordering::Relaxed);
+        self.space_freed.notify_waiters();
+        Some(item)
+    }
+
+    /// Waits for an item; `None` on shutdown.
+    pub async fn pop_wait(&self, shutdown: &CancellationToken) -> Option<T> {
+        loop {
+            let ready = self.item_ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if let Some(item) = self.pop() {
+                return Some(item);
+            }
+            tokio::select! {
+                _ = ready => {}
+                _ = shutdown.cancelled() => return None,
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    pub fn pushed(&self) -> u64 {
+        self.pushed.load(Ordering::Relaxed)
+    }
+
+    pub fn popped(&self) -> u64 {
+        self.popped.load(Ordering::Relaxed)
+    }
+
+    pub fn peak_len(&self) -> usize {
+        self.peak_len.load(Ordering::Relaxed)
+    }
+}
+
+/// What a target did with the items it was offered.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Taken: drop them from the in-flight slot.
+    Done,
+    /// The target is down, hung or not listening: keep them and try again after a pause.
+    Retry(String),
+    /// The target refused them for good (for example a field-type conflict): retrying
+    /// would fail forever, so they are set aside (the deliverer has logged them).
+    Rejected,
+}
+
+/// Drains `queue` into a target until shutdown: takes up to `max_items` items at a time
+/// into an in-flight slot and calls `deliver` on that slot until it is not `Retry`,
+/// pausing with [`Backoff`] in between. Logs once when the target goes away and once when
+/// it is back, with how long it was gone and how much was waiting.
+pub async fn flush<T, F, Fut>(queue: &BoundedQueue<T>, max_items: usize, shutdown: &CancellationToken, mut deliver: F)
+where
+    F: FnMut(&[T]) -> Fut,
+    Fut: Future<Output = Delivery>,
+{
+    let mut backoff = Backoff::new();
+    let mut in_flight: Vec<T> = Vec::with_capacity(max_items);
+    let mut outage_since: Option<Instant> = None;
+    while let Some(first) = queue.pop_wait(shutdown).await {
+        in_flight.push(first);
+        while in_flight.len() < max_items {
+            match queue.pop() {
+                Some(item) => in_flight.push(item),
+                None => break,
+            }
+        }
+        loop {
+            match deliver(&in_flight).await {
+                Delivery::Done | Delivery::Rejected => break,
+                Delivery::Retry(reason) => {
+                    if outage_since.is_none() {
+                        tracing::warn!(buffer = queue.name(), buffered = queue.len() + in_flight.len(), %reason, "Target unavailable; buffering and retrying.");
+                        outage_since = Some(Instant::now());
+                    }
+                    if !sleep_or_cancel(backoff.next_delay(), shutdown).await {
+                        tracing::info!(buffer = queue.name(), buffered = queue.len() + in_flight.len(), "Shutting down with items still buffered; their sources will resend them.");
+                        return;
+                    }
+                }
+            }
+        }
+        if let Some(since) = outage_since.take() {
+            tracing::info!(buffer = queue.name(), buffered = queue.len(), after_ms = since.elapsed().as_millis() as u64, "Target back; flushing.");
+            backoff.reset();
+        }
+        in_flight.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn keeps_order_and_hands_back_at_either_cap() {
+        let queue = BoundedQueue::new("t", 3, 100);
+        assert!(queue.try_push(1, 10).is_ok());
+        assert!(queue.try_push(2, 10).is_ok());
+        assert_eq!(queue.try_push(3, 90), Err(3), "over the byte cap");
+        assert!(queue.try_push(4, 10).is_ok());
+        assert_eq!(queue.try_push(5, 1), Err(5), "over the item cap");
+        assert_eq!((queue.pop(), queue.pop(), queue.pop(), queue.pop()), (Some(1), Some(2), Some(4), None));
+        assert_eq!((queue.pushed(), queue.popped(), queue.bytes(), queue.peak_len()), (3, 3, 0, 3));
+        assert!(queue.try_push(6, 1000).is_ok(), "an empty queue takes an oversized item");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn push_waits_for_space_instead_of_dropping() {
+        let queue = Arc::new(BoundedQueue::new("t", 1, 100));
+        queue.push(1, 1).await;
+        let producer = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.push(2, 1).await }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!producer.is_finished(), "the producer must be pushed back");
+        assert_eq!(queue.pop(), Some(1));
+        producer.await.unwrap();
+        assert_eq!(queue.pop(), Some(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_retries_the_same_items_in_order_with_backoff() {
+        let queue = Arc::new(BoundedQueue::new("t", 10, 1000));
+        for item in 0..5 {
+            queue.push(item, 1).await;
+        }
+        let shutdown = CancellationToken::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let flusher = tokio::spawn({
+            let (queue, shutdown, seen, attempts) = (queue.clone(), shutdown.clone(), seen.clone(), attempts.clone());
+            async move {
+                flush(&queue, 2, &shutdown, |items: &[i32]| {
+                    let n = attempts.fetch_add(1, Ordering::SeqCst);
+                    let items = items.to_vec();
+                    let seen = seen.clone();
+                    async move {
+                        // The target is down for the first four attempts.
+                        if n < 4 {
+                            return Delivery::Retry("down".into());
+                        }
+                        seen.lock().unwrap().extend(items);
+                        Delivery::Done
+                    }
+                })
+                .await
+            }
+        });
+        let started = tokio::time::Instant::now();
+        while seen.lock().unwrap().len() < 5 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let waited = started.elapsed();
+        assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+        // Four pauses of 20, 40, 80, 160 ms, each with up to as much jitter again.
+        assert!(waited >= Duration::from_millis(300) && waited <= Duration::from_millis(700), "{waited:?}");
+        shutdown.cancel();
+        flusher.await.unwrap();
+    }
+}

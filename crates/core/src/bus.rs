@@ -1,0 +1,180 @@
+//! Redis pub/sub with every call under a timeout: a [`Publisher`] that reconnects on the
+//! next call after any failure, and a [`Subscription`] that reconnects, resubscribes and
+//! tells its owner that messages may have been missed in between.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::{AsyncConnectionConfig, Client};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::shutdown::sleep_or_cancel;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a subscription may stay silent before we PING to learn whether Redis is still
+/// there; a hung (SIGSTOPped) server keeps the socket open and says nothing.
+const IDLE_PING_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("REDIS_URL {url:?} is not usable: {reason}")]
+    Config { url: String, reason: String },
+    #[error("Redis at {url} is unavailable: {reason}")]
+    Unavailable { url: String, reason: String },
+}
+
+fn open(url: &str) -> Result<Client, BusError> {
+    Client::open(url).map_err(|e| BusError::Config { url: url.to_owned(), reason: e.to_string() })
+}
+
+/// Publishes messages on one connection, owned by one task.
+pub struct Publisher {
+    client: Client,
+    url: String,
+    connection: Option<MultiplexedConnection>,
+}
+
+impl Publisher {
+    /// Checks the URL now; connects on first use.
+    pub fn new(url: &str) -> Result<Self, BusError> {
+        Ok(Self { client: open(url)?, url: url.to_owned(), connection: None })
+    }
+
+    fn unavailable(&self, reason: impl ToString) -> BusError {
+        BusError::Unavailable { url: self.url.clone(), reason: reason.to_string() }
+    }
+
+    /// `PUBLISH`: how many subscribers received the message (0 means nobody did).
+    pub async fn publish(&mut self, channel: &str, payload: &[u8]) -> Result<u32, BusError> {
+        if self.connection.is_none() {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT));
+            let connecting = self.client.get_multiplexed_async_connection_with_config(&config);
+            let connection = tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, connecting)
+                .await
+                .map_err(|_| self.unavailable("connect timed out"))?
+                .map_err(|e| self.unavailable(e))?;
+            self.connection = Some(connection);
+        }
+        let connection = self.connection.as_mut().expect("connected above");
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(channel).arg(payload);
+        match tokio::time::timeout(RESPONSE_TIMEOUT, command.query_async::<u32>(connection)).await {
+            Ok(Ok(receivers)) => Ok(receivers),
+            Ok(Err(error)) => {
+                self.connection = None;
+                Err(self.unavailable(error))
+            }
+            Err(_) => {
+                self.connection = None;
+                Err(self.unavailable("PUBLISH timed out"))
+            }
+        }
+    }
+}
+
+/// What a subscription hands its owner.
+#[derive(Debug)]
+pub enum BusEvent {
+    /// (Re)subscribed. Anything published while we were not subscribed is gone, so the
+    /// owner should ask for whatever it may have missed.
+    Subscribed,
+    Message { channel: String, payload: Vec<u8> },
+}
+
+/// A pattern subscription that survives Redis outages.
+pub struct Subscription {
+    client: Client,
+    url: String,
+    patterns: Vec<&'static str>,
+    session: Option<(PubSubSink, PubSubStream)>,
+    backoff: Backoff,
+    /// When the current outage began, for the "recovered after" log line.
+    lost_at: Option<Instant>,
+}
+
+impl Subscription {
+    /// Checks the URL now; connects on the first [`Subscription::next`].
+    pub fn new(url: &str, patterns: &[&'static str]) -> Result<Self, BusError> {
+        Ok(Self {
+            client: open(url)?,
+            url: url.to_owned(),
+            patterns: patterns.to_vec(),
+            session: None,
+            backoff: Backoff::new(),
+            lost_at: None,
+        })
+    }
+
+    async fn connect(&mut self) -> Result<(PubSubSink, PubSubStream), String> {
+        let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        for pattern in &self.patterns {
+            tokio::time::timeout(RESPONSE_TIMEOUT, pubsub.psubscribe(*pattern))
+                .await
+                .map_err(|_| format!("PSUBSCRIBE {pattern} timed out"))?
+                .map_err(|e| format!("PSUBSCRIBE {pattern}: {e}"))?;
+        }
+        Ok(pubsub.split())
+    }
+
+    fn lost(&mut self, reason: &str) {
+        self.session = None;
+        if self.lost_at.is_none() {
+            tracing::warn!(url = %self.url, %reason, "Redis subscription lost; reconnecting.");
+            self.lost_at = Some(Instant::now());
+        }
+    }
+
+    /// The next event; `None` once `shutdown` is cancelled.
+    pub async fn next(&mut self, shutdown: &CancellationToken) -> Option<BusEvent> {
+        loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            let Some((sink, stream)) = self.session.as_mut() else {
+                match self.connect().await {
+                    Ok(session) => {
+                        self.session = Some(session);
+                        match self.lost_at.take() {
+                            Some(since) => tracing::info!(patterns = ?self.patterns, after_ms = since.elapsed().as_millis() as u64, "Redis subscription recovered."),
+                            None => tracing::info!(patterns = ?self.patterns, "Subscribed to Redis."),
+                        }
+                        return Some(BusEvent::Subscribed);
+                    }
+                    Err(reason) => {
+                        self.lost(&reason);
+                        if !sleep_or_cancel(self.backoff.next_delay(), shutdown).await {
+                            return None;
+                        }
+                        continue;
+                    }
+                }
+            };
+            tokio::select! {
+                message = stream.next() => match message {
+                    Some(message) => {
+                        self.backoff.reset();
+                        let channel = message.get_channel_name().to_owned();
+                        return Some(BusEvent::Message { channel, payload: message.get_payload_bytes().to_vec() });
+                    }
+                    None => self.lost("connection closed"),
+                },
+                _ = tokio::time::sleep(IDLE_PING_AFTER) => {
+                    match tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => self.backoff.reset(),
+                        Ok(Err(error)) => self.lost(&error.to_string()),
+                        Err(_) => self.lost("PING timed out (Redis hung?)"),
+                    }
+                }
+                _ = shutdown.cancelled() => return None,
+            }
+        }
+    }
+}

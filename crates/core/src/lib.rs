@@ -1,0 +1,26 @@
+//! What every WeatherVane role shares, and nothing role-specific: the row schema and CSV
+//! reading ([`row`]), hours ([`hour`]), channel names ([`channel`]), message payloads
+//! ([`payload`]), configuration ([`config`]), bounded FIFO buffers with their flush
+//! backoff ([`buffer`], [`backoff`]), the Redis and InfluxDB clients ([`bus`],
+//! [`influx`]), the report math ([`report`]) and process plumbing ([`shutdown`],
+//! [`telemetry`]).
+//!
+//! The roles (streamer, ingester, processor, api) live in crates of their own and depend on
+//! this one; this crate depends on none of them.
+
+pub mod backoff;
+pub mod buffer;
+pub mod bus;
+pub mod channel;
+pub mod config;
+pub mod hour;
+pub mod influx;
+pub mod payload;
+pub mod report;
+pub mod row;
+pub mod schema;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use hour::HourKey;
+pub use row::WeatherRow;

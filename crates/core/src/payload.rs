@@ -1,0 +1,122 @@
+//! Message bodies, as JSON (readable in `redis-cli`). Every decode checks the body
+//! against its channel, so a message that says one thing in its name and another in its
+//! body is rejected rather than stored under the wrong hour.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{HourKey, WeatherRow};
+
+/// One batch of one hour, on `weather_channel:data:<batch>:<hour>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchEnvelope {
+    pub hour: HourKey,
+    /// 0-based index of this batch.
+    pub batch: u32,
+    /// How many batches the hour has, so a gap shows without waiting for the last one.
+    pub batches: u32,
+    pub rows: Vec<WeatherRow>,
+}
+
+/// On `weather_channel:announce:<hour>`: every batch of the hour has been published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HourAnnouncement {
+    pub batches: u32,
+    pub rows: u64,
+}
+
+/// On `weather_channel:processor:<hour>`: every row of the hour is stored. The processor
+/// checks the stored row count against `rows` before it reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HourStored {
+    pub rows: u64,
+}
+
+/// On `weather_channel:reported:<hour>`: the reports of the hour are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HourReported {
+    pub rows: u64,
+    pub states: u32,
+}
+
+/// A message body that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("bad payload on {channel}: {reason}")]
+pub struct PayloadError {
+    pub channel: String,
+    pub reason: String,
+}
+
+pub fn encode<T: Serialize>(payload: &T) -> Vec<u8> {
+    serde_json::to_vec(payload).expect("payload types always serialize")
+}
+
+pub fn decode<T: DeserializeOwned>(channel: &str, body: &[u8]) -> Result<T, PayloadError> {
+    serde_json::from_slice(body).map_err(|error| PayloadError { channel: channel.to_owned(), reason: error.to_string() })
+}
+
+impl BatchEnvelope {
+    /// Decodes a batch and checks it against the `batch` and `hour` of its channel and
+    /// every row against the row rules.
+    pub fn decode_for(channel: &str, batch: u32, hour: HourKey, body: &[u8]) -> Result<Self, PayloadError> {
+        let envelope: Self = decode(channel, body)?;
+        let error = |reason: String| PayloadError { channel: channel.to_owned(), reason };
+        if envelope.hour != hour || envelope.batch != batch {
+            return Err(error(format!(
+                "body says batch {} of {}, channel says batch {batch} of {hour}",
+                envelope.batch, envelope.hour
+            )));
+        }
+        if envelope.batch >= envelope.batches {
+            return Err(error(format!("batch {} of only {} batches", envelope.batch, envelope.batches)));
+        }
+        for (index, row) in envelope.rows.iter().enumerate() {
+            row.validate().map_err(|reason| error(format!("row {index}: {reason}")))?;
+            if row.hour() != hour {
+                return Err(error(format!("row {index} is at {}, not in hour {hour}", row.time_utc())));
+            }
+        }
+        Ok(envelope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::row::NUMERIC_COLUMNS;
+
+    fn row(zip: &str, time: i64) -> WeatherRow {
+        let mut values = [None; NUMERIC_COLUMNS.len()];
+        for metric in crate::row::Metric::ALL {
+            values[metric.index()] = Some(1.5);
+        }
+        WeatherRow { zip_code: zip.into(), state: "CA".into(), name: "n".into(), time, wind_dir: "N".into(), values }
+    }
+
+    #[test]
+    fn a_batch_round_trips() {
+        let hour: HourKey = "2023-09-19T05".parse().unwrap();
+        let envelope = BatchEnvelope { hour, batch: 1, batches: 3, rows: vec![row("02134", hour.start_secs())] };
+        let body = encode(&envelope);
+        let decoded = BatchEnvelope::decode_for("c", 1, hour, &body).unwrap();
+        assert_eq!(decoded, envelope);
+        assert!(String::from_utf8(body).unwrap().contains("\"hour\":\"2023-09-19T05\""));
+    }
+
+    #[test]
+    fn mismatches_and_garbage_are_rejected_with_the_channel_named() {
+        let hour: HourKey = "2023-09-19T05".parse().unwrap();
+        let ok = |batch, batches, time| encode(&BatchEnvelope { hour, batch, batches, rows: vec![row("1", time)] });
+        let cases: [(Vec<u8>, &str); 4] = [
+            (b"{not json".to_vec(), "key must be a string"),
+            (ok(2, 3, hour.start_secs()), "channel says batch 1"),
+            (ok(1, 1, hour.start_secs()), "of only 1 batches"),
+            (ok(1, 3, hour.start_secs() + 3600), "not in hour"),
+        ];
+        for (body, why) in cases {
+            let error = BatchEnvelope::decode_for("weather_channel:data:1:2023-09-19T05", 1, hour, &body).unwrap_err();
+            let text = error.to_string();
+            assert!(text.contains(why) && text.contains("weather_channel:data:1"), "{text}");
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The row schema (one station, one hour) and reading it from CSV files: column mapping by
+//! header name, per-row validation with file and line in every error.
+
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::HourKey;
+
+/// The numeric columns, in the order of [`WeatherRow::values`]. Every one is stored as a
+/// float, always, so a column holding `49` in one row and `49.5` in another never causes
+/// a field-type conflict in InfluxDB.
+pub const NUMERIC_COLUMNS: [&str; 32] = [
+    "lat", "lon", "temp_c", "temp_f", "is_day", "wind_mph", "wind_kph", "wind_degree",
+    "pressure_mb", "pressure_in", "precip_mm", "precip_in", "snow_cm", "humidity", "cloud",
+    "feelslike_c", "feelslike_f", "windchill_c", "windchill_f", "heatindex_c", "heatindex_f",
+    "dewpoint_c", "dewpoint_f", "will_it_rain", "chance_of_rain", "will_it_snow",
+    "chance_of_snow", "vis_km", "vis_miles", "gust_mph", "gust_kph", "uv",
+];
+
+/// The four metrics every hourly report covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Metric {
+    TempC,
+    PressureMb,
+    Humidity,
+    PrecipMm,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 4] = [Metric::TempC, Metric::PressureMb, Metric::Humidity, Metric::PrecipMm];
+
+    /// The column (and InfluxDB field) name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::TempC => "temp_c",
+            Metric::PressureMb => "pressure_mb",
+            Metric::Humidity => "humidity",
+            Metric::PrecipMm => "precip_mm",
+        }
+    }
+
+    /// Position of this metric in [`WeatherRow::values`].
+    pub fn index(self) -> usize {
+        numeric_index(self.name()).expect("every metric is a numeric column")
+    }
+}
+
+fn numeric_index(name: &str) -> Option<usize> {
+    NUMERIC_COLUMNS.iter().position(|column| *column == name)
+}
+
+/// One observation: one station (identified by its zip code) at one time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WeatherRow {
+    /// A string, so `02134` keeps its leading zero.
+    pub zip_code: String,
+    /// Two uppercase letters.
+    pub state: String,
+    pub name: String,
+    /// Seconds since the Unix epoch (UTC).
+    pub time: i64,
+    pub wind_dir: String,
+    /// Values of [`NUMERIC_COLUMNS`] in that order; `None` where the cell was empty.
+    /// The report metrics are never `None`.
+    pub values: [Option<f64>; NUMERIC_COLUMNS.len()],
+}
+
+impl WeatherRow {
+    pub fn hour(&self) -> HourKey {
+        HourKey::containing(self.time_utc())
+    }
+
+    pub fn time_utc(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp(self.time, 0).unwrap_or_default()
+    }
+
+    /// The value of a report metric, which a parsed row always has.
+    pub fn metric(&self, metric: Metric) -> f64 {
+        self.values[metric.index()].unwrap_or(f64::NAN)
+    }
+
+    /// Checks the invariants a parsed row has, for rows that arrive from elsewhere
+    /// (a channel payload) rather than from [`CsvSource`].
+    pub fn validate(&self) -> Result<(), String> {
+        validate_state(&self.state)?;
+        validate_zip(&self.zip_code)?;
+        for (column, value) in NUMERIC_COLUMNS.iter().zip(&self.values) {
+            if let Some(value) = value {
+                if !value.is_finite() {
+                    return Err(format!("{column} is not a finite number"));
+                }
+            }
+        }
+        for metric in Metric::ALL {
+            if self.values[metric.index()].is_none() {
+                return Err(format!("{} is missing", metric.name()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_state(state: &str) -> Result<(), String> {
+    if state.len() == 2 && state.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(format!("state {state:?} is not two uppercase letters"))
+    }
+}
+
+fn validate_zip(zip: &str) -> Result<(), String> {
+    if !zip.is_empty() && zip.len() <= 16 && zip.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        Ok(())
+    } else {
+        Err(format!("zip_code {zip:?} is not 1-16 letters, digits or '-'"))
+    }
+}
+
+/// Parses `YYYY-MM-DD HH:MM` (UTC), with optional seconds, or RFC 3339.
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    ["%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+        .map(|naive| naive.and_utc())
+        .or_else(|| DateTime::parse_from_rfc3339(text).ok().map(|time| time.to_utc()))
+}
+
+/// A row (or a whole file) that could not be read, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum CsvError {
+    #[error("{path}: cannot open: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("{path}: bad header: {reason}")]
+    Header { path: PathBuf, reason: String },
+    #[error("{}", .0)]
+    Row(#[from] RowError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub struct RowError {
+    pub path: PathBuf,
+    /// 1-based line number in the file (the header is line 1).
+    pub line: u64,
+    pub reason: String,
+}
+
+impl fmt::Display for RowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.path.display(), self.line, self.reason)
+    }
+}
+
+/// Where a record starts in its file, so an hour can be read again later without keeping
+/// its rows in memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowLocation {
+    pub position: csv::Position,
+}
+
+/// Which CSV column holds which field of [`WeatherRow`]; built from the header, so column
+/// order may differ between files and unknown columns are ignored.
+#[derive(Clone, Debug)]
+struct ColumnMap {
+    zip_code: usize,
+    state: usize,
+    name: Option<usize>,
+    time: usize,
+    wind_dir: Option<usize>,
+    numeric: [Option<usize>; NUMERIC_COLUMNS.len()],
+}
+
+impl ColumnMap {
+    fn from_header(header: &csv::StringRecord) -> Result<Self, String> {
+        let find = |name: &str| header.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
+        let require = |name: &str| find(name).ok_or_else(|| format!("missing column {name:?}"));
+        let numeric = NUMERIC_COLUMNS.map(find);
+        for metric in Metric::ALL {
+            require(metric.name())?;
+        }
+        Ok(Self {
+            zip_code: require("zip_code")?,
+            state: require("state")?,
+            name: find("name"),
+            time: require("time")?,
+            wind_dir: find("wind_dir"),
+            numeric,
+        })
+    }
+
+    fn parse(&self, record: &csv::StringRecord) -> Result<WeatherRow, String> {
+        let cell = |index: usize| record.get(index).unwrap_or("").trim();
+        let optional = |index: Option<usize>| index.map(cell).unwrap_or("").to_owned();
+        let zip_code = cell(self.zip_code).to_owned();
+        validate_zip(&zip_code)?;
+        let state = cell(self.state).to_ascii_uppercase();
+        validate_state(&state)?;
+        let time_text = cell(self.time);
+        let time = parse_time(time_text)
+            .ok_or_else(|| format!("time {time_text:?} is not YYYY-MM-DD HH:MM or RFC 3339"))?;
+        let mut values = [None; NUMERIC_COLUMNS.len()];
+        for (slot, (column, index)) in values.iter_mut().zip(NUMERIC_COLUMNS.iter().zip(self.numeric)) {
+            let text = index.map(cell).unwrap_or("");
+            if text.is_empty() {
+                continue;
+            }
+            let value: f64 = text.parse().map_err(|_| format!("{column} {text:?} is not a number"))?;
+            if !value.is_finite() {
+                return Err(format!("{column} {text:?} is not a finite number"));
+            }
+            *slot = Some(value);
+        }
+        for metric in Metric::ALL {
+            if values[metric.index()].is_none() {
+                return Err(format!("{} is empty", metric.name()));
+            }
+        }
+        Ok(WeatherRow {
+            zip_code,
+            state,
+            name: optional(self.name),
+            time: time.timestamp(),
+            wind_dir: optional(self.wind_dir),
+            values,
+        })
+    }
+}
+
+/// One CSV input file, read row by row.
+pub struct CsvSource {
+    path: PathBuf,
+    reader: csv::Reader<File>,
+    columns: ColumnMap,
+    record: csv::StringRecord,
+}
+
+impl CsvSource {
+    pub fn open(path: &Path) -> Result<Self, CsvError> {
+        let file = File::open(path).map_err(|source| CsvError::Open { path: path.to_owned(), source })?;
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+        let header_error = |reason: String| CsvError::Header { path: path.to_owned(), reason };
+        let header = reader.headers().map_err(|e| header_error(e.to_string()))?;
+        let columns = ColumnMap::from_header(header).map_err(header_error)?;
+        Ok(Self { path: path.to_owned(), reader, columns, record: csv::StringRecord::new() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next row with where it starts, or the error that rejected it; `None` at the end.
+    pub fn next_row(&mut self) -> Option<Result<(RowLocation, WeatherRow), RowError>> {
+        let position = self.reader.position().clone();
+        let row_error = |line: u64, reason: String| RowError { path: self.path.clone(), line, reason };
+        match self.reader.read_record(&mut self.record) {
+            Ok(false) => None,
+            Ok(true) => {
+                let start = self.record.position().cloned().unwrap_or(position);
+                Some(
+                    self.columns
+                        .parse(&self.record)
+                        .map(|row| (RowLocation { position: start.clone() }, row))
+                        .map_err(|reason| row_error(start.line(), reason)),
+                )
+            }
+            Err(error) => {
+                let line = error.position().map_or(position.line(), |p| p.line());
+                Some(Err(row_error(line, error.to_string())))
+            }
+        }
+    }
+
+    /// Reads the row that starts at `location` (from an earlier [`Self::next_row`]).
+    pub fn read_at(&mut self, location: &RowLocation) -> Result<WeatherRow, RowError> {
+        if self.reader.position().byte() != location.position.byte() {
+            self.reader.seek(location.position.clone()).map_err(|error| RowError {
+                path: self.path.clone(),
+                line: location.position.line(),
+                reason: format!("cannot seek: {error}"),
+            })?;
+        }
+        match self.next_row() {
+            Some(Ok((_, row))) => Ok(row),
+            Some(Err(error)) => Err(error),
+            None => Err(RowError {
+                path: self.path.clone(),
+                line: location.position.line(),
+                reason: "the file ended early (was it changed while WeatherVane ran?)".into(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    const HEADER: &str = "zip_code,state,name,time,lat,lon,temp_c,temp_f,is_day,wind_mph,wind_kph,wind_degree,wind_dir,pressure_mb,pressure_in,precip_mm,precip_in,snow_cm,humidity,cloud,feelslike_c,feelslike_f,windchill_c,windchill_f,heatindex_c,heatindex_f,dewpoint_c,dewpoint_f,will_it_rain,chance_of_rain,will_it_snow,chance_of_snow,vis_km,vis_miles,gust_mph,gust_kph,uv";
+    const GOOD: &str = "02134,MA,Allston,2023-09-19 05:00,42.35,-71.13,14.2,57.6,0,3.1,5.0,200,SSW,1015.0,29.97,0.0,0.0,0,88,25,13.9,57.0,13.9,57.0,14.2,57.6,12.2,54.0,0,0,0,0,10.0,6.0,6.3,10.1,1.0";
+
+    fn file_with(lines: &[&str]) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        for line in lines {
+            writeln!(file, "{line}").unwrap();
+        }
+        file
+    }
+
+    fn read_all(path: &Path) -> Vec<Result<WeatherRow, RowError>> {
+        let mut source = CsvSource::open(path).unwrap();
+        std::iter::from_fn(|| source.next_row()).map(|r| r.map(|(_, row)| row)).collect()
+    }
+
+    #[test]
+    fn parses_a_good_row() {
+        let file = file_with(&[HEADER, GOOD]);
+        let rows = read_all(file.path());
+        let row = rows[0].as_ref().unwrap();
+        assert_eq!(row.zip_code, "02134");
+        assert_eq!(row.state, "MA");
+        assert_eq!(row.wind_dir, "SSW");
+        assert_eq!(row.hour().to_string(), "2023-09-19T05");
+        assert_eq!(row.metric(Metric::TempC), 14.2);
+        assert_eq!(row.metric(Metric::Humidity), 88.0);
+        assert_eq!(row.values[numeric_index("uv").unwrap()], Some(1.0));
+        assert!(row.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_rows_name_their_line_and_reason_and_the_rest_goes_on() {
+        let bad_temp = GOOD.replace(",14.2,57.6,0,", ",hot,57.6,0,");
+        let bad_time = GOOD.replace("2023-09-19 05:00", "19/09/2023");
+        let bad_state = GOOD.replace(",MA,", ",Mass,");
+        let file = file_with(&[HEADER, GOOD, &bad_temp, &bad_time, "02134,MA", &bad_state, GOOD]);
+        let rows = read_all(file.path());
+        assert_eq!(rows.len(), 6);
+        let errors: Vec<_> = rows.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(errors.len(), 4);
+        assert_eq!(errors[0].line, 3);
+        assert!(errors[0].reason.contains("temp_c \"hot\""), "{}", errors[0]);
+        assert_eq!(errors[1].line, 4);
+        assert!(errors[1].reason.contains("time"), "{}", errors[1]);
+        assert_eq!(errors[2].line, 5);
+        assert!(errors[2].reason.contains("time"), "{}", errors[2]);
+        assert_eq!(errors[3].line, 6);
+        assert!(errors[3].reason.contains("state"), "{}", errors[3]);
+        assert!(errors[0].to_string().starts_with(&format!("{}:3: ", file.path().display())));
+        assert!(rows[5].is_ok());
+    }
+
+    #[test]
+    fn columns_may_be_reordered_and_extra_ones_ignored() {
+        let file = file_with(&[
+            "time,state,zip_code,temp_c,pressure_mb,humidity,precip_mm,extra",
+            "2023-09-19T05:30:00Z,ca,90210,20.5,1010,40,0.5,whatever",
+        ]);
+        let rows = read_all(file.path());
+        let row = rows[0].as_ref().unwrap();
+        assert_eq!((row.state.as_str(), row.zip_code.as_str()), ("CA", "90210"));
+        assert_eq!(row.hour().to_string(), "2023-09-19T05");
+        assert_eq!(row.values[numeric_index("lat").unwrap()], None);
+    }
+
+    #[test]
+    fn a_missing_metric_column_is_a_header_error() {
+        let file = file_with(&["zip_code,state,time,temp_c,pressure_mb,humidity"]);
+        let error = CsvSource::open(file.path()).err().unwrap().to_string();
+        assert!(error.contains("missing column \"precip_mm\""), "{error}");
+    }
+
+    #[test]
+    fn read_at_returns_the_row_at_a_location() {
+        let second = GOOD.replace("02134", "02135");
+        let file = file_with(&[HEADER, GOOD, &second]);
+        let mut source = CsvSource::open(file.path()).unwrap();
+        let (first_at, _) = source.next_row().unwrap().unwrap();
+        let (second_at, _) = source.next_row().unwrap().unwrap();
+        assert_eq!(source.read_at(&second_at).unwrap().zip_code, "02135");
+        assert_eq!(source.read_at(&first_at).unwrap().zip_code, "02134");
+        assert_eq!(source.read_at(&second_at).unwrap().zip_code, "02135");
+    }
+
+    #[test]
+    fn non_finite_numbers_are_rejected() {
+        let file = file_with(&[HEADER, &GOOD.replace(",1015.0,", ",NaN,")]);
+        let rows = read_all(file.path());
+        assert!(rows[0].as_ref().unwrap_err().reason.contains("pressure_mb"));
+    }
+}
