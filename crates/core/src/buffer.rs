@@ -140,15 +140,16 @@ pub enum Delivery {
     Rejected,
 }
 
-/// Drains `queue` into a target until shutdown: takes up to `max_items` items at a time
-/// into an in-flight slot and calls `deliver` on that slot until it is not `Retry`,
-/// pausing with [`Backoff`] in between. Logs once when the target goes away and once when
-/// it is back, with how long it was gone and how much was waiting.
-pub async fn flush<T, F, Fut>(queue: &BoundedQueue<T>, max_items: usize, shutdown: &CancellationToken, mut deliver: F)
-where
-    F: FnMut(&[T]) -> Fut,
-    Fut: Future<Output = Delivery>,
-{
+/// Where a flusher delivers: InfluxDB, a Redis channel.
+pub trait Target<T> {
+    fn deliver(&mut self, items: &[T]) -> impl Future<Output = Delivery> + Send;
+}
+
+/// Drains `queue` into `target` until shutdown: takes up to `max_items` items at a time
+/// into an in-flight slot and offers that slot until it is not `Retry`, pausing with
+/// [`Backoff`] in between. Logs once when the target goes away and once when it is back,
+/// with how long it was gone and how much was waiting.
+pub async fn flush<T>(queue: &BoundedQueue<T>, max_items: usize, shutdown: &CancellationToken, target: &mut impl Target<T>) {
     let mut backoff = Backoff::new();
     let mut in_flight: Vec<T> = Vec::with_capacity(max_items);
     let mut outage_since: Option<Instant> = None;
@@ -161,7 +162,7 @@ where
             }
         }
         loop {
-            match deliver(&in_flight).await {
+            match target.deliver(&in_flight).await {
                 Delivery::Done | Delivery::Rejected => break,
                 Delivery::Retry(reason) => {
                     if outage_since.is_none() {
@@ -225,27 +226,27 @@ mod tests {
         for item in 0..5 {
             queue.push(item, 1).await;
         }
+        /// Down for its first four attempts, then takes everything.
+        struct FlakyTarget {
+            attempts: usize,
+            seen: Arc<Mutex<Vec<i32>>>,
+        }
+        impl Target<i32> for FlakyTarget {
+            async fn deliver(&mut self, items: &[i32]) -> Delivery {
+                self.attempts += 1;
+                if self.attempts <= 4 {
+                    return Delivery::Retry("down".into());
+                }
+                self.seen.lock().unwrap().extend(items);
+                Delivery::Done
+            }
+        }
         let shutdown = CancellationToken::new();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let attempts = Arc::new(AtomicUsize::new(0));
+        let mut target = FlakyTarget { attempts: 0, seen: seen.clone() };
         let flusher = tokio::spawn({
-            let (queue, shutdown, seen, attempts) = (queue.clone(), shutdown.clone(), seen.clone(), attempts.clone());
-            async move {
-                flush(&queue, 2, &shutdown, |items: &[i32]| {
-                    let n = attempts.fetch_add(1, Ordering::SeqCst);
-                    let items = items.to_vec();
-                    let seen = seen.clone();
-                    async move {
-                        // The target is down for the first four attempts.
-                        if n < 4 {
-                            return Delivery::Retry("down".into());
-                        }
-                        seen.lock().unwrap().extend(items);
-                        Delivery::Done
-                    }
-                })
-                .await
-            }
+            let (queue, shutdown) = (queue.clone(), shutdown.clone());
+            async move { flush(&queue, 2, &shutdown, &mut target).await }
         });
         let started = tokio::time::Instant::now();
         while seen.lock().unwrap().len() < 5 {

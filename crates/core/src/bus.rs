@@ -10,6 +10,7 @@ use redis::{AsyncConnectionConfig, Client};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::buffer::{Delivery, Target};
 use crate::shutdown::sleep_or_cancel;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -74,6 +75,54 @@ impl Publisher {
                 Err(self.unavailable("PUBLISH timed out"))
             }
         }
+    }
+}
+
+/// A message waiting to be published.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    pub channel: String,
+    pub payload: std::sync::Arc<[u8]>,
+}
+
+impl Outbound {
+    pub fn new(channel: impl ToString, payload: impl Into<std::sync::Arc<[u8]>>) -> Self {
+        Self { channel: channel.to_string(), payload: payload.into() }
+    }
+
+    /// Weight in a buffer.
+    pub fn bytes(&self) -> usize {
+        self.channel.len() + self.payload.len()
+    }
+}
+
+/// What to do with a message nobody was subscribed to receive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unheard {
+    /// Keep it and publish again: someone must receive it.
+    Retry,
+    /// Let it go: it is a courtesy that the receiver asks for again if it needs it.
+    Drop,
+}
+
+/// Delivers [`Outbound`] messages one by one through a [`Publisher`].
+pub struct PublishTarget {
+    pub publisher: Publisher,
+    pub unheard: Unheard,
+}
+
+impl Target<Outbound> for PublishTarget {
+    async fn deliver(&mut self, items: &[Outbound]) -> Delivery {
+        for message in items {
+            match self.publisher.publish(&message.channel, &message.payload).await {
+                Ok(0) if self.unheard == Unheard::Retry => {
+                    return Delivery::Retry(format!("nobody is subscribed to {}", message.channel));
+                }
+                Ok(_) => {}
+                Err(error) => return Delivery::Retry(error.to_string()),
+            }
+        }
+        Delivery::Done
     }
 }
 

@@ -1,1 +1,343 @@
-//! placeholder
+//! The streamer: reads weather CSV files, groups their rows by hour and publishes each hour
+//! in batches on `weather_channel:data:<batch>:<hour>`, answers resend requests, and keeps
+//! every hour until the processor says its reports are stored.
+//!
+//! It does not talk to InfluxDB. It is the one place that holds the input, so it drives
+//! recovery end to end: an hour not yet reported is announced again until it is, which
+//! re-drives whatever was lost downstream (a message published into a gap, a killed
+//! ingester or processor).
+
+mod confirmed;
+mod input;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use weathervane_core::buffer::{self, BoundedQueue};
+use weathervane_core::bus::{BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard};
+use weathervane_core::channel::{Channel, pattern};
+use weathervane_core::config::{BufferArgs, RedisArgs};
+use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourReported};
+use weathervane_core::row::CsvError;
+use weathervane_core::shutdown::sleep_or_cancel;
+use weathervane_core::{HourKey, WeatherRow};
+
+use crate::confirmed::ConfirmedHours;
+use crate::input::{InputIndex, Rejects};
+
+/// Bytes a buffered row weighs, for turning `--buffer-rows` into a byte cap.
+const BYTES_PER_ROW: usize = 400;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct StreamerConfig {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub buffer: BufferArgs,
+    /// CSV files to stream (header row first; rows in any order; any number of days).
+    #[arg(long, required = true, num_args = 1..)]
+    pub input: Vec<PathBuf>,
+    /// Rows per published batch.
+    #[arg(long, env = "WEATHERVANE_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+    /// Pause between hours, in seconds (0 = as fast as the pipeline takes them).
+    #[arg(long, env = "WEATHERVANE_HOUR_INTERVAL", default_value_t = 60.0)]
+    pub hour_interval: f64,
+    /// Exit 0 once every hour of the input is reported, instead of staying to answer
+    /// resend requests.
+    #[arg(long)]
+    pub once: bool,
+    /// Most hours streamed but not yet reported at once; the streamer stops reading
+    /// while this many are in flight.
+    #[arg(long, env = "WEATHERVANE_MAX_PENDING_HOURS", default_value_t = 3)]
+    pub max_pending_hours: usize,
+    /// Seconds between announcements of an hour that is not yet reported.
+    #[arg(long, default_value_t = 2.0)]
+    pub announce_interval: f64,
+    /// Where rejected rows are written (file,line,reason); created on the first reject.
+    #[arg(long, env = "WEATHERVANE_REJECTS", default_value = "rejects.csv")]
+    pub rejects: PathBuf,
+    /// Record of reported hours, so a restarted streamer skips them. Without it a restart
+    /// streams everything again (harmless, only slower).
+    #[arg(long, env = "WEATHERVANE_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamerError {
+    #[error(transparent)]
+    Input(#[from] CsvError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("state file {path}: {source}")]
+    State { path: PathBuf, source: std::io::Error },
+    #[error("--hour-interval and --announce-interval must be finite and not negative")]
+    Interval,
+}
+
+/// An hour streamed but not yet reported.
+struct PendingHour {
+    /// The encoded batches, kept for resends until the hour is reported.
+    batches: Arc<Vec<Arc<[u8]>>>,
+    rows: u64,
+    /// When it was last announced; `None` asks for an announcement now.
+    announced_at: Option<Instant>,
+}
+
+/// What the streaming loop, the request handler and the announcer share.
+struct Shared {
+    config: StreamerConfig,
+    index: InputIndex,
+    rejects: Mutex<Rejects>,
+    outbound: BoundedQueue<Outbound>,
+    pending: Mutex<BTreeMap<HourKey, PendingHour>>,
+    confirmed: Mutex<ConfirmedHours>,
+    /// Signalled whenever an hour is reported.
+    hour_reported: Notify,
+}
+
+/// Streams the input until shutdown (or, with `--once`, until every hour is reported).
+pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<(), StreamerError> {
+    let interval_ok = |s: f64| s.is_finite() && s >= 0.0;
+    if !interval_ok(config.hour_interval) || !interval_ok(config.announce_interval) {
+        return Err(StreamerError::Interval);
+    }
+    let publisher = Publisher::new(&config.redis.url)?;
+    let subscription = Subscription::new(&config.redis.url, &[pattern::REQUEST, pattern::REPORTED])?;
+    let confirmed = ConfirmedHours::load(config.state_file.clone())
+        .map_err(|source| StreamerError::State { path: config.state_file.clone().unwrap_or_default(), source })?;
+    let mut rejects = Rejects::new(config.rejects.clone());
+    let index = InputIndex::build(&config.input, &mut rejects)?;
+    tracing::info!(files = config.input.len(), rows = index.row_count(), hours = index.hours().count(), rejected = rejects.count(), rejects_file = %rejects.path().display(), already_reported = confirmed.len(), "Input indexed.");
+    let buffer_rows = config.buffer.buffer_rows.max(config.batch_size as usize);
+    let shared = Arc::new(Shared {
+        outbound: BoundedQueue::new("streamer-outbound", buffer_rows.div_ceil(config.batch_size as usize) + 64, buffer_rows * BYTES_PER_ROW),
+        rejects: Mutex::new(rejects),
+        pending: Mutex::new(BTreeMap::new()),
+        confirmed: Mutex::new(confirmed),
+        hour_reported: Notify::new(),
+        index,
+        config,
+    });
+
+    let tasks = CancellationToken::new();
+    let stop_tasks = tasks.clone();
+    let _stop_on_exit = stop_tasks.drop_guard();
+    let flusher = tokio::spawn({
+        let (shared, tasks) = (shared.clone(), tasks.clone());
+        async move {
+            let mut target = PublishTarget { publisher, unheard: Unheard::Retry };
+            buffer::flush(&shared.outbound, 1, &tasks, &mut target).await;
+        }
+    });
+    tokio::spawn(listen(shared.clone(), subscription, tasks.clone()));
+    tokio::spawn(announce(shared.clone(), tasks.clone()));
+
+    let streamed = tokio::select! {
+        result = stream_all(&shared) => result,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    streamed?;
+    if shared.config.once {
+        tokio::select! {
+            _ = all_reported(&shared) => tracing::info!(rows = shared.index.row_count(), "Every hour is reported; exiting (--once)."),
+            _ = shutdown.cancelled() => {}
+        }
+    } else {
+        shutdown.cancelled().await;
+    }
+    tasks.cancel();
+    let _ = flusher.await;
+    Ok(())
+}
+
+/// Reads and queues every hour not yet reported, in time order, keeping at most
+/// `--max-pending-hours` unreported hours in flight.
+async fn stream_all(shared: &Arc<Shared>) -> Result<(), StreamerError> {
+    let hours: Vec<HourKey> = shared.index.hours().collect();
+    let interval = Duration::from_secs_f64(shared.config.hour_interval);
+    for (position, hour) in hours.iter().copied().enumerate() {
+        if shared.confirmed.lock().unwrap().contains(hour) {
+            continue;
+        }
+        loop {
+            let reported = shared.hour_reported.notified();
+            if shared.pending.lock().unwrap().len() < shared.config.max_pending_hours.max(1) {
+                break;
+            }
+            reported.await;
+        }
+        let (batches, rows) = read_batches(shared.clone(), hour).await?;
+        let batches = Arc::new(batches);
+        if batches.is_empty() {
+            continue;
+        }
+        shared.pending.lock().unwrap().insert(hour, PendingHour { batches: batches.clone(), rows, announced_at: Some(Instant::now()) });
+        for (batch, payload) in batches.iter().enumerate() {
+            let message = Outbound::new(Channel::Data { batch: batch as u32, hour }, payload.clone());
+            let bytes = message.bytes();
+            shared.outbound.push(message, bytes).await;
+        }
+        let announcement = announcement(hour, batches.len(), rows);
+        let bytes = announcement.bytes();
+        shared.outbound.push(announcement, bytes).await;
+        tracing::info!(hour = %hour, batches = batches.len(), rows, "Hour queued for publishing.");
+        if position + 1 < hours.len() && !interval.is_zero() {
+            tokio::time::sleep(interval).await;
+        }
+    }
+    Ok(())
+}
+
+fn announcement(hour: HourKey, batches: usize, rows: u64) -> Outbound {
+    Outbound::new(Channel::Announce { hour }, payload::encode(&HourAnnouncement { batches: batches as u32, rows }))
+}
+
+/// Reads `hour` from the input and encodes its batches (off the async threads: it is
+/// file reading and parsing). Returns the batches and the row count.
+async fn read_batches(shared: Arc<Shared>, hour: HourKey) -> Result<(Vec<Arc<[u8]>>, u64), StreamerError> {
+    tokio::task::spawn_blocking(move || {
+        let rows = shared.index.read_hour(hour, &mut shared.rejects.lock().unwrap())?;
+        let count = rows.len() as u64;
+        Ok((encode_batches(hour, rows, shared.config.batch_size as usize), count))
+    })
+    .await
+    .expect("reading an hour does not panic")
+}
+
+fn encode_batches(hour: HourKey, rows: Vec<WeatherRow>, batch_size: usize) -> Vec<Arc<[u8]>> {
+    let batches = rows.len().div_ceil(batch_size) as u32;
+    let mut rows = rows.into_iter();
+    (0..batches)
+        .map(|batch| {
+            let rows: Vec<WeatherRow> = rows.by_ref().take(batch_size).collect();
+            payload::encode(&BatchEnvelope { hour, batch, batches, rows }).into()
+        })
+        .collect()
+}
+
+async fn all_reported(shared: &Shared) {
+    loop {
+        let reported = shared.hour_reported.notified();
+        if shared.pending.lock().unwrap().is_empty() {
+            return;
+        }
+        reported.await;
+    }
+}
+
+/// Handles resend requests and report confirmations.
+async fn listen(shared: Arc<Shared>, mut subscription: Subscription, shutdown: CancellationToken) {
+    while let Some(event) = subscription.next(&shutdown).await {
+        let (channel, body) = match event {
+            BusEvent::Subscribed => {
+                // Confirmations may have been published while we were away: ask again.
+                shared.pending.lock().unwrap().values_mut().for_each(|p| p.announced_at = None);
+                continue;
+            }
+            BusEvent::Message { channel, payload } => (channel, payload),
+        };
+        match Channel::parse(&channel) {
+            Ok(Channel::Request { batch, hour }) => resend(&shared, hour, batch).await,
+            Ok(Channel::Reported { hour }) => match payload::decode::<HourReported>(&channel, &body) {
+                Ok(reported) => confirm(&shared, hour, reported),
+                Err(error) => tracing::warn!(%error, "Malformed message set aside."),
+            },
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "Malformed message set aside."),
+        }
+    }
+}
+
+async fn resend(shared: &Arc<Shared>, hour: HourKey, batch: u32) {
+    let cached = shared.pending.lock().unwrap().get(&hour).map(|p| p.batches.clone());
+    let batches = match cached {
+        Some(batches) => batches,
+        None => match read_batches(shared.clone(), hour).await {
+            Ok((batches, _)) => Arc::new(batches),
+            Err(error) => {
+                tracing::error!(hour = %hour, batch, %error, "Cannot read the input again for a resend.");
+                return;
+            }
+        },
+    };
+    let Some(payload) = batches.get(batch as usize) else {
+        tracing::warn!(hour = %hour, batch, batches = batches.len(), "Resend requested for a batch that does not exist; ignored.");
+        return;
+    };
+    tracing::info!(hour = %hour, batch, "Resending batch on request.");
+    let message = Outbound::new(Channel::Data { batch, hour }, payload.clone());
+    let bytes = message.bytes();
+    shared.outbound.push(message, bytes).await;
+}
+
+fn confirm(shared: &Shared, hour: HourKey, reported: HourReported) {
+    let mut pending = shared.pending.lock().unwrap();
+    let Some(expected) = pending.get(&hour).map(|p| p.rows) else { return };
+    if reported.rows != expected {
+        tracing::warn!(hour = %hour, reported = reported.rows, expected, "Reported row count differs from the input; announcing the hour again.");
+        return;
+    }
+    pending.remove(&hour);
+    drop(pending);
+    if let Err(error) = shared.confirmed.lock().unwrap().record(hour) {
+        tracing::error!(hour = %hour, %error, "Cannot record the reported hour; a restart will stream it again.");
+    }
+    tracing::info!(hour = %hour, rows = expected, states = reported.states, "Hour reported.");
+    shared.hour_reported.notify_waiters();
+}
+
+/// Announces every unreported hour whose batches have all been published, again each
+/// `--announce-interval`, until it is reported.
+async fn announce(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let every = Duration::from_secs_f64(shared.config.announce_interval.max(0.05));
+    while sleep_or_cancel(Duration::from_millis(100), &shutdown).await {
+        // While messages wait to be published, the hour's last announcement is among them.
+        if !shared.outbound.is_empty() {
+            continue;
+        }
+        let due: Vec<Outbound> = shared
+            .pending
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .filter(|(_, p)| p.announced_at.is_none_or(|at| at.elapsed() >= every))
+            .map(|(hour, p)| {
+                p.announced_at = Some(Instant::now());
+                announcement(*hour, p.batches.len(), p.rows)
+            })
+            .collect();
+        for message in due {
+            tracing::debug!(channel = %message.channel, "Announcing unreported hour.");
+            let bytes = message.bytes();
+            shared.outbound.push(message, bytes).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weathervane_core::row::{Metric, NUMERIC_COLUMNS};
+
+    use super::*;
+
+    #[test]
+    fn batches_split_rows_in_order_and_say_how_many_there_are() {
+        let hour: HourKey = "2023-09-19T05".parse().unwrap();
+        let mut values = [None; NUMERIC_COLUMNS.len()];
+        Metric::ALL.iter().for_each(|m| values[m.index()] = Some(1.0));
+        let rows: Vec<WeatherRow> = (0..1001)
+            .map(|i| WeatherRow { zip_code: format!("{i:05}"), state: "CA".into(), name: String::new(), time: hour.start_secs(), wind_dir: String::new(), values })
+            .collect();
+        let batches = encode_batches(hour, rows, 500);
+        assert_eq!(batches.len(), 3);
+        let decoded: Vec<BatchEnvelope> = batches.iter().enumerate().map(|(i, b)| BatchEnvelope::decode_for("c", i as u32, hour, b).unwrap()).collect();
+        assert_eq!(decoded.iter().map(|b| b.rows.len()).collect::<Vec<_>>(), [500, 500, 1]);
+        assert!(decoded.iter().all(|b| b.batches == 3));
+        assert_eq!(decoded[1].rows[0].zip_code, "00500");
+    }
+}
