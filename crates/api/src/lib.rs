@@ -1,1 +1,134 @@
-//! placeholder
+//! The HTTP API: `/`, `/avg`, `/extremes`, `/state_extremes` over the reports in
+//! InfluxDB. Every parameter is validated before it reaches InfluxQL; errors are JSON
+//! `{"error": ...}` with 400 (bad parameter), 404 (no such report) or 503 (InfluxDB
+//! unreachable, answered within the query timeout).
+//!
+//! It reads reports only: it never talks to Redis and never writes.
+
+mod error;
+mod params;
+mod reports;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use weathervane_core::config::InfluxArgs;
+use weathervane_core::influx::{InfluxClient, InfluxError};
+
+pub use crate::error::AppError;
+
+/// Long enough for a loaded InfluxDB, short enough that a client gets its 503 quickly.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ApiConfig {
+    #[command(flatten)]
+    pub influx: InfluxArgs,
+    /// Address the API listens on.
+    #[arg(long = "api-addr", env = "API_ADDR", default_value = "127.0.0.1:9000")]
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Influx(#[from] InfluxError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub influx: InfluxClient,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(|| async { "WeatherVane API is online.\n" }))
+        .route("/avg", get(reports::avg))
+        .route("/extremes", get(reports::extremes))
+        .route("/state_extremes", get(reports::state_extremes))
+        .fallback(|| async { AppError::NotFound("no such endpoint; try /avg, /extremes or /state_extremes".into()) })
+        .with_state(state)
+}
+
+/// Serves until `shutdown`, then finishes the requests in flight.
+pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), ApiError> {
+    let state = AppState { influx: InfluxClient::new(&config.influx, QUERY_TIMEOUT)? };
+    let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| ApiError::Bind { addr: config.addr, source })?;
+    let addr = listener.local_addr().map_err(ApiError::Serve)?;
+    tracing::info!(%addr, "API listening.");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(ApiError::Serve)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// An app whose InfluxDB is a closed loopback port: every query fails to connect.
+    fn app_without_influx() -> Router {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let args = InfluxArgs { url: format!("http://127.0.0.1:{port}"), db: "weather".into(), user: None, password: None, token: None };
+        app(AppState { influx: InfluxClient::new(&args, QUERY_TIMEOUT).unwrap() })
+    }
+
+    async fn get(uri: &str) -> (StatusCode, serde_json::Value) {
+        let response = app_without_influx().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn root_says_online() {
+        let response = app_without_influx().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&bytes).contains("online"));
+    }
+
+    #[tokio::test]
+    async fn bad_parameters_are_400_with_a_json_error_before_any_query() {
+        for uri in [
+            "/avg?state=CA%27%20OR%20%271%27=%271&hour=05",
+            "/avg?state=CA&hour=24",
+            "/avg?state=CA&hour=ab",
+            "/avg?hour=05",
+            "/extremes?state=CA",
+            "/state_extremes?hour=5&date=2023-13-01",
+        ] {
+            let (status, body) = get(uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{uri}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unreachable_influxdb_is_503_with_a_json_error() {
+        for uri in ["/avg?state=CA&hour=05&date=2023-09-19", "/extremes?state=CA&hour=5", "/state_extremes?hour=23"] {
+            let (status, body) = get(uri).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+            assert!(body["error"].as_str().unwrap().contains("unavailable"), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_are_404_json() {
+        let (status, body) = get("/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body["error"].is_string());
+    }
+}

@@ -113,12 +113,13 @@ pub fn run(args: &GenArgs) -> Result<GenSummary> {
         out.flush().context("writing to standard output")?;
         summary
     } else {
-        let file = File::create(&args.out)
-            .with_context(|| format!("creating {}", args.out.display()))?;
+        let file =
+            File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let summary =
             write_csv(args, &mut out).with_context(|| format!("writing {}", args.out.display()))?;
-        out.flush().with_context(|| format!("writing {}", args.out.display()))?;
+        out.flush()
+            .with_context(|| format!("writing {}", args.out.display()))?;
         summary
     };
     tracing::info!(
@@ -165,7 +166,11 @@ pub fn write_csv<W: Write>(args: &GenArgs, mut out: W) -> Result<GenSummary> {
             .and_then(chrono::TimeDelta::try_hours)
             .and_then(|d| start.checked_add_signed(d))
         else {
-            bail!("{} days from {} is past the end of the calendar", args.days, args.start);
+            bail!(
+                "{} days from {} is past the end of the calendar",
+                args.days,
+                args.start
+            );
         };
         time.clear();
         write!(time, "{}", at.format("%Y-%m-%d %H:%M"))?;
@@ -175,6 +180,7 @@ pub fn write_csv<W: Write>(args: &GenArgs, mut out: W) -> Result<GenSummary> {
             time: &time,
             utc_hour,
             season: (std::f64::consts::TAU * (doy - 200.0) / 365.25).cos(),
+            sun: 0.5 + 0.5 * (std::f64::consts::TAU * (doy - 172.0) / 365.25).cos(),
         };
         for region in &mut regions {
             region.step();
@@ -186,7 +192,11 @@ pub fn write_csv<W: Write>(args: &GenArgs, mut out: W) -> Result<GenSummary> {
         }
         rows += stations.len() as u64;
     }
-    Ok(GenSummary { rows, stations: args.stations, states })
+    Ok(GenSummary {
+        rows,
+        stations: args.stations,
+        states,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -273,7 +283,10 @@ const STATES: [StateInfo; 38] = [
 impl StateInfo {
     /// How many 5-digit zip codes the state's prefix ranges hold.
     fn zip_capacity(&self) -> u64 {
-        self.zips.iter().map(|&(a, b)| u64::from(b - a + 1) * 100).sum()
+        self.zips
+            .iter()
+            .map(|&(a, b)| u64::from(b - a + 1) * 100)
+            .sum()
     }
 
     /// The `k`-th 5-digit zip code (as a number) of the state's ranges, `k < capacity`.
@@ -392,7 +405,11 @@ fn layout(seed: u64, stations: u32) -> Result<Vec<Site>> {
                 for k in spread_pick(&mut rng, capacity, n) {
                     let zip = s.zip_at(k);
                     zips.push((
-                        if round == 0 { format!("{zip:05}") } else { format!("{zip:05}-{round:04}") },
+                        if round == 0 {
+                            format!("{zip:05}")
+                        } else {
+                            format!("{zip:05}-{round:04}")
+                        },
                         i,
                     ));
                 }
@@ -407,7 +424,13 @@ fn layout(seed: u64, stations: u32) -> Result<Vec<Site>> {
             let s = &STATES[state];
             let lat = round_to(s.lat.0 + (s.lat.1 - s.lat.0) * rng.random::<f64>(), 2);
             let lon = round_to(s.lon.0 + (s.lon.1 - s.lon.0) * rng.random::<f64>(), 2);
-            Site { zip, state, name: String::new(), lat, lon }
+            Site {
+                zip,
+                state,
+                name: String::new(),
+                lat,
+                lon,
+            }
         })
         .collect();
     sites.sort_by(|a, b| a.zip.cmp(&b.zip));
@@ -481,9 +504,32 @@ fn compass(degree: u32) -> &'static str {
     POINTS[((degree * 100 + 1125) / 2250 % 16) as usize]
 }
 
-fn round_to(v: f64, decimals: i32) -> f64 {
-    let scale = 10f64.powi(decimals);
-    (v * scale).round() / scale
+/// Rounds half away from zero (as `f64::round`, without a libm call on baseline x86-64);
+/// saturates outside the `i64` range, NaN gives 0.
+#[inline]
+fn round_i64(v: f64) -> i64 {
+    if v >= 0.0 {
+        (v + 0.5) as i64
+    } else {
+        -((0.5 - v) as i64)
+    }
+}
+
+#[inline]
+fn round(v: f64) -> f64 {
+    round_i64(v) as f64
+}
+
+/// `v` rounded to `decimals` (0..=3) decimals.
+#[inline]
+fn round_to(v: f64, decimals: u32) -> f64 {
+    let scale = match decimals {
+        0 => 1.0,
+        1 => 10.0,
+        2 => 100.0,
+        _ => 1000.0,
+    };
+    round(v * scale) / scale
 }
 
 fn c_to_f(c: f64) -> f64 {
@@ -532,6 +578,8 @@ struct Hour<'a> {
     utc_hour: f64,
     /// Seasonal phase: +1 in mid July, -1 in mid January.
     season: f64,
+    /// Sun height phase: 1 at the June solstice, 0 at the December one.
+    sun: f64,
 }
 
 /// Weather shared by the stations of a state (synoptic-scale anomalies).
@@ -546,7 +594,11 @@ impl Region {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let temp = 2.5 * gauss(&mut rng);
         let pressure = 6.0 * gauss(&mut rng);
-        Region { temp, pressure, rng }
+        Region {
+            temp,
+            pressure,
+            rng,
+        }
     }
 
     fn step(&mut self) {
@@ -604,7 +656,8 @@ impl Station {
         let wind_mean = 6.0 + 10.0 * unit(r);
         let wind_prevailing = (250.0 + 50.0 * gauss(r)).rem_euclid(360.0);
         let cloud_mean = (35.0 + 0.6 * s.humid_bias + 10.0 * gauss(r)).clamp(5.0, 80.0);
-        let rain_start = 0.012 * (1.0 + s.humid_bias / 40.0).clamp(0.25, 2.0) * (0.8 + 0.4 * unit(r));
+        let rain_start =
+            0.012 * (1.0 + s.humid_bias / 40.0).clamp(0.25, 2.0) * (0.8 + 0.4 * unit(r));
         let temp = gauss(r);
         let humidity = 6.0 * gauss(r);
         let pressure = gauss(r);
@@ -675,7 +728,8 @@ impl Station {
             if unit(r) < 0.18 {
                 self.raining = false;
             } else {
-                self.rain_rate = (0.8 * self.rain_rate + 0.2 * (0.2 + 3.0 * unit(r).powi(3))).max(0.05);
+                self.rain_rate =
+                    (0.8 * self.rain_rate + 0.2 * (0.2 + 3.0 * unit(r).powi(3))).max(0.05);
             }
         } else {
             let factor = if pressure_anomaly < -3.0 {
@@ -700,8 +754,8 @@ impl Station {
         };
         let cloud = (self.cloud_mean + self.cloud + if raining { 55.0 } else { 0.0 }
             - 2.0 * pressure_anomaly.max(0.0))
-        .clamp(0.0, 100.0)
-        .round();
+        .clamp(0.0, 100.0);
+        let cloud = round(cloud);
 
         // Temperature.
         let temp = self.temp_mean
@@ -720,7 +774,7 @@ impl Station {
         if raining {
             humidity = (humidity + 25.0).max(80.0);
         }
-        let humidity = humidity.clamp(5.0, 100.0).round();
+        let humidity = round(humidity.clamp(5.0, 100.0));
         let dewpoint_c = round_to(dewpoint(temp_c, humidity), 1).min(temp_c);
 
         // Pressure.
@@ -747,12 +801,16 @@ impl Station {
             1,
         )
         .max(wind_kph);
-        let wind_degree = (self.wind_degree.round() as u32) % 360;
+        let wind_degree = (round_i64(self.wind_degree) % 360) as u32;
 
         // Feels-like.
         let windchill_c = round_to(wind_chill(temp_c, wind_kph), 1).min(temp_c);
         let heatindex_c = round_to(heat_index(temp_c, humidity), 1).max(temp_c);
-        let feelslike_c = if windchill_c < temp_c { windchill_c } else { heatindex_c };
+        let feelslike_c = if windchill_c < temp_c {
+            windchill_c
+        } else {
+            heatindex_c
+        };
 
         // Chances.
         let snow_share = ((1.0 - temp_c) / 2.0).clamp(0.0, 1.0);
@@ -762,8 +820,8 @@ impl Station {
             ((cloud - 50.0) * 0.7 + (humidity - 75.0) * 0.5 - 2.0 * pressure_anomaly)
                 .clamp(0.0, 60.0)
         };
-        let chance_of_rain = (chance * (1.0 - snow_share)).round();
-        let chance_of_snow = (chance * snow_share).round();
+        let chance_of_rain = round(chance * (1.0 - snow_share));
+        let chance_of_snow = round(chance * snow_share);
         let snow_cm = if temp_c < 0.0 && precip_mm > 0.0 {
             round_to(precip_mm * (0.8 + 0.5 * unit(r)), 2)
         } else {
@@ -782,9 +840,11 @@ impl Station {
         };
         let vis_km = round_to(vis_km, 1);
         let uv = if is_day {
-            let peak = (12.0 - 0.18 * (self.lat - 20.0) + 1.5 * hour.season).clamp(1.0, 11.0);
+            let summer = 12.0 - 0.12 * (self.lat - 20.0);
+            let winter = 8.5 - 0.28 * (self.lat - 20.0);
+            let peak = (winter + (summer - winter) * hour.sun).clamp(1.0, 11.0);
             let sun = (std::f64::consts::PI * (local - 6.0) / 12.0).sin().max(0.0);
-            (peak * sun * (1.0 - 0.75 * cloud / 100.0)).round().clamp(0.0, 11.0)
+            round(peak * sun * (1.0 - 0.75 * cloud / 100.0)).clamp(0.0, 11.0)
         } else {
             0.0
         };
@@ -832,19 +892,22 @@ impl Station {
 // ---------------------------------------------------------------------------------------
 // Formatting
 
-/// Appends a non-negative integer's decimal digits.
-fn put_digits(buf: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+/// Appends a non-negative integer's decimal digits (pushes, no copies, for the common
+/// small values).
+#[inline]
+fn put_digits(buf: &mut Vec<u8>, n: u64) {
+    let digit = |d: u64| b'0' + (d % 10) as u8;
+    match n {
+        0..10 => buf.push(digit(n)),
+        10..100 => buf.extend([digit(n / 10), digit(n)]),
+        100..1000 => buf.extend([digit(n / 100), digit(n / 10), digit(n)]),
+        1000..10000 => buf.extend([digit(n / 1000), digit(n / 100), digit(n / 10), digit(n)]),
+        _ => {
+            put_digits(buf, n / 10_000);
+            let n = n % 10_000;
+            buf.extend([digit(n / 1000), digit(n / 100), digit(n / 10), digit(n)]);
         }
     }
-    buf.extend_from_slice(&digits[i..]);
 }
 
 fn put_int(buf: &mut Vec<u8>, n: i64) {
@@ -854,25 +917,33 @@ fn put_int(buf: &mut Vec<u8>, n: i64) {
     put_digits(buf, n.unsigned_abs());
 }
 
-/// Appends `v` with exactly `decimals` (0..=3) decimals; never `-0.0`, never NaN/inf
-/// (non-finite values print as 0).
+/// Appends `v` with exactly `decimals` (0..=3) decimals, rounded half away from zero;
+/// never `-0.0`, never NaN/inf (non-finite values print as 0).
+#[inline]
 fn put_fixed(buf: &mut Vec<u8>, v: f64, decimals: u32) {
-    let scale = 10u64.pow(decimals);
+    let scale = match decimals {
+        0 => 1,
+        1 => 10,
+        2 => 100,
+        _ => 1000,
+    };
     let v = if v.is_finite() { v } else { 0.0 };
-    let n = (v * scale as f64).round() as i64;
+    let n = round_i64(v * scale as f64);
     if n < 0 {
         buf.push(b'-');
     }
     let n = n.unsigned_abs();
     put_digits(buf, n / scale);
-    if decimals > 0 {
-        buf.push(b'.');
-        let frac = n % scale;
-        let mut div = scale / 10;
-        while div > 0 {
-            buf.push(b'0' + (frac / div % 10) as u8);
-            div /= 10;
-        }
+    match decimals {
+        0 => {}
+        1 => buf.extend([b'.', b'0' + (n % 10) as u8]),
+        2 => buf.extend([b'.', b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]),
+        _ => buf.extend([
+            b'.',
+            b'0' + (n / 100 % 10) as u8,
+            b'0' + (n / 10 % 10) as u8,
+            b'0' + (n % 10) as u8,
+        ]),
     }
 }
 
@@ -884,4 +955,395 @@ fn put_sep_fixed(buf: &mut Vec<u8>, v: f64, decimals: u32) {
 fn put_sep_int(buf: &mut Vec<u8>, n: i64) {
     buf.push(b',');
     put_int(buf, n);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+
+    use super::*;
+
+    fn args(stations: u32, days: u32, seed: u64) -> GenArgs {
+        GenArgs {
+            stations,
+            days,
+            seed,
+            start: NaiveDate::from_ymd_opt(2023, 9, 19).unwrap(),
+            out: PathBuf::from("-"),
+        }
+    }
+
+    fn generate(args: &GenArgs) -> (Vec<u8>, GenSummary) {
+        let mut out = Vec::new();
+        let summary = write_csv(args, &mut out).unwrap();
+        (out, summary)
+    }
+
+    /// The header and the rows, as parsed by the `csv` crate.
+    fn parse(bytes: &[u8]) -> (Vec<String>, Vec<csv::StringRecord>) {
+        let mut reader = csv::Reader::from_reader(bytes);
+        let header = reader.headers().unwrap().iter().map(String::from).collect();
+        let rows = reader.records().map(Result::unwrap).collect();
+        (header, rows)
+    }
+
+    /// Column index by name.
+    fn ix(name: &str) -> usize {
+        HEADER.iter().position(|&h| h == name).unwrap()
+    }
+
+    fn num(row: &csv::StringRecord, name: &str) -> f64 {
+        let text = &row[ix(name)];
+        let v: f64 = text.parse().unwrap_or_else(|_| panic!("{name} = {text:?}"));
+        assert!(v.is_finite(), "{name} = {text:?}");
+        v
+    }
+
+    fn is_plain_zip(zip: &str) -> bool {
+        zip.len() == 5 && zip.bytes().all(|b| b.is_ascii_digit())
+    }
+
+    fn is_suffixed_zip(zip: &str) -> bool {
+        zip.len() == 10
+            && is_plain_zip(&zip[..5])
+            && zip.as_bytes()[5] == b'-'
+            && zip[6..].bytes().all(|b| b.is_ascii_digit())
+            && &zip[6..] != "0000"
+    }
+
+    /// The local solar hour of a row, as the generator defines it.
+    fn local_hour(row: &csv::StringRecord) -> f64 {
+        let utc: f64 = row[ix("time")][11..13].parse().unwrap();
+        (utc + num(row, "lon") / 15.0).rem_euclid(24.0)
+    }
+
+    #[test]
+    fn same_args_give_the_same_bytes_and_another_seed_does_not() {
+        let (a, sa) = generate(&args(60, 2, 7));
+        let (b, sb) = generate(&args(60, 2, 7));
+        assert_eq!(sa, sb);
+        assert!(a == b, "same arguments, different output");
+        let (c, _) = generate(&args(60, 2, 8));
+        assert!(a != c, "another seed, same output");
+        // More days extend the file: the first day is unchanged.
+        let (d, _) = generate(&args(60, 3, 7));
+        assert!(d.starts_with(&a));
+    }
+
+    #[test]
+    fn run_writes_a_file() {
+        let path = std::env::temp_dir().join(format!("weathervane-gen-{}.csv", std::process::id()));
+        let mut a = args(40, 1, 3);
+        a.out = path.clone();
+        let summary = run(&a).unwrap();
+        let written = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            summary,
+            GenSummary {
+                rows: 40 * 24,
+                stations: 40,
+                states: 38
+            }
+        );
+        assert_eq!(written, generate(&a).0);
+    }
+
+    #[test]
+    fn rows_header_zip_codes_and_times_are_as_specified() {
+        let (stations, days) = (300u32, 2u32);
+        let (bytes, summary) = generate(&args(stations, days, 1));
+        assert!(bytes.starts_with(format!("{}\n", HEADER.join(",")).as_bytes()));
+        let (header, rows) = parse(&bytes);
+        assert_eq!(header.len(), 37);
+        assert_eq!(header, HEADER);
+        assert_eq!(rows.len() as u64, u64::from(stations * days * 24));
+        assert_eq!(summary.rows, rows.len() as u64);
+        assert_eq!(summary.stations, stations);
+        assert_eq!(summary.states, STATES.len());
+
+        let first_hour: Vec<&str> = rows[..stations as usize].iter().map(|r| &r[0]).collect();
+        for (h, hour) in rows.chunks(stations as usize).enumerate() {
+            let expected = NaiveDate::from_ymd_opt(2023, 9, 19)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+                + chrono::TimeDelta::hours(h as i64);
+            let expected = expected.format("%Y-%m-%d %H:%M").to_string();
+            let mut zips = HashSet::new();
+            for (i, row) in hour.iter().enumerate() {
+                assert_eq!(row.len(), 37);
+                assert_eq!(&row[ix("time")], expected);
+                let zip = &row[0];
+                assert!(is_plain_zip(zip), "{zip:?}");
+                assert!(
+                    zips.insert(zip.to_owned()),
+                    "duplicate zip {zip} at {expected}"
+                );
+                // Same stations in the same order (by zip) every hour.
+                assert_eq!(zip, first_hour[i]);
+                let state = &row[ix("state")];
+                assert!(state.len() == 2 && state.bytes().all(|b| b.is_ascii_uppercase()));
+                assert!(!row[ix("name")].is_empty());
+            }
+            assert!(first_hour.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+
+    #[test]
+    fn columns_are_consistent() {
+        let (bytes, _) = generate(&args(300, 2, 11));
+        let (_, mut rows) = parse(&bytes);
+        // A winter week adds snow and wind chill.
+        let mut winter = args(200, 3, 5);
+        winter.start = NaiveDate::from_ymd_opt(2024, 1, 10).unwrap();
+        let winter_bytes = generate(&winter).0;
+        rows.extend(parse(&winter_bytes).1);
+        let close = |a: f64, b: f64, tol: f64| (a - b).abs() <= tol + 1e-9;
+        let (mut snowy, mut rainy, mut chilled, mut heated) = (0, 0, 0, 0);
+        for row in &rows {
+            for (i, field) in row.iter().enumerate() {
+                if !matches!(
+                    HEADER[i],
+                    "zip_code" | "state" | "name" | "time" | "wind_dir"
+                ) {
+                    num(row, HEADER[i]);
+                    assert!(!field.contains("NaN") && !field.contains("inf"));
+                }
+            }
+            let state = STATES.iter().find(|s| s.code == &row[ix("state")]).unwrap();
+            let (lat, lon) = (num(row, "lat"), num(row, "lon"));
+            assert!((state.lat.0..=state.lat.1).contains(&lat) && lon < 0.0);
+            assert!((state.lon.0..=state.lon.1).contains(&lon));
+
+            let temp = num(row, "temp_c");
+            assert!(close(num(row, "temp_f"), temp * 1.8 + 32.0, 0.11));
+            for (c, f) in [
+                ("feelslike_c", "feelslike_f"),
+                ("windchill_c", "windchill_f"),
+                ("heatindex_c", "heatindex_f"),
+                ("dewpoint_c", "dewpoint_f"),
+            ] {
+                assert!(
+                    close(num(row, f), num(row, c) * 1.8 + 32.0, 0.11),
+                    "{c}/{f}"
+                );
+            }
+            let humidity = num(row, "humidity");
+            assert!(!row[ix("humidity")].contains('.') && (0.0..=100.0).contains(&humidity));
+            let dewpoint = num(row, "dewpoint_c");
+            assert!(dewpoint <= temp);
+            assert!(num(row, "windchill_c") <= temp && num(row, "heatindex_c") >= temp);
+            chilled += usize::from(num(row, "windchill_c") < temp);
+            heated += usize::from(num(row, "heatindex_c") > temp);
+
+            let (kph, mph) = (num(row, "wind_kph"), num(row, "wind_mph"));
+            assert!((0.0..=60.0).contains(&kph) && close(mph, kph / 1.609, 0.051));
+            let (gust_kph, gust_mph) = (num(row, "gust_kph"), num(row, "gust_mph"));
+            assert!(gust_kph >= kph && gust_mph >= mph && close(gust_mph, gust_kph / 1.609, 0.051));
+            let degree: u32 = row[ix("wind_degree")].parse().unwrap();
+            assert!(degree < 360);
+            let dir = &row[ix("wind_dir")];
+            let points = [
+                "N", "NNE", "NE", "ENE", "E", "ESE", "SE", "SSE", "S", "SSW", "SW", "WSW", "W",
+                "WNW", "NW", "NNW",
+            ];
+            let center = points.iter().position(|&p| p == dir).unwrap() as f64 * 22.5;
+            let off = (f64::from(degree) - center + 540.0).rem_euclid(360.0) - 180.0;
+            assert!(off.abs() <= 11.25, "{degree} is not {dir}");
+
+            let mb = num(row, "pressure_mb");
+            assert!(
+                (950.0..=1060.0).contains(&mb)
+                    && close(num(row, "pressure_in"), mb * 0.02953, 0.0051)
+            );
+            let mm = num(row, "precip_mm");
+            assert!(mm >= 0.0 && close(num(row, "precip_in"), mm / 25.4, 0.0051));
+            let snow = num(row, "snow_cm");
+            assert!(snow >= 0.0);
+            if snow > 0.0 {
+                assert!(temp < 0.0 && mm > 0.0);
+                snowy += 1;
+            }
+            rainy += usize::from(mm > 0.0);
+            let cloud = num(row, "cloud");
+            assert!(!row[ix("cloud")].contains('.') && (0.0..=100.0).contains(&cloud));
+            for (will, chance) in [
+                ("will_it_rain", "chance_of_rain"),
+                ("will_it_snow", "chance_of_snow"),
+            ] {
+                let (will, chance) = (&row[ix(will)], num(row, chance));
+                assert!(
+                    (0.0..=100.0).contains(&chance) && !row[ix("chance_of_rain")].contains('.')
+                );
+                assert_eq!(will, if chance >= 50.0 { "1" } else { "0" });
+            }
+            let vis = num(row, "vis_km");
+            assert!(
+                (0.0..=10.0).contains(&vis) && close(num(row, "vis_miles"), vis / 1.609, 0.051)
+            );
+            if mm > 0.0 {
+                assert!(vis < 10.0);
+            }
+            let is_day = &row[ix("is_day")];
+            assert_eq!(
+                is_day,
+                if (6.0..18.0).contains(&local_hour(row)) {
+                    "1"
+                } else {
+                    "0"
+                }
+            );
+            let uv = num(row, "uv");
+            assert!((0.0..=11.0).contains(&uv));
+            if is_day == "0" {
+                assert_eq!(uv, 0.0);
+            }
+        }
+        // The interesting branches do happen.
+        assert!(
+            rainy > rows.len() / 100 && rainy < rows.len() / 4,
+            "rainy rows: {rainy}"
+        );
+        assert!(
+            snowy > 0 && chilled > 0 && heated > 0,
+            "{snowy} {chilled} {heated}"
+        );
+    }
+
+    #[test]
+    fn ties_happen_but_not_everywhere() {
+        let (bytes, _) = generate(&args(300, 1, 1));
+        let (_, rows) = parse(&bytes);
+        let temps: HashSet<&str> = rows[..300].iter().map(|r| &r[ix("temp_c")]).collect();
+        assert!(
+            temps.len() < 300 && temps.len() > 100,
+            "{} distinct temps",
+            temps.len()
+        );
+    }
+
+    #[test]
+    fn a_small_sample_covers_many_states_with_several_zip_codes_each() {
+        let (bytes, summary) = generate(&args(300, 1, 1));
+        let (_, rows) = parse(&bytes);
+        let mut by_state: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+        for row in &rows[..300] {
+            by_state
+                .entry(row[ix("state")].to_owned())
+                .or_default()
+                .insert(row[0].to_owned());
+        }
+        assert!(by_state.len() >= 15);
+        assert_eq!(by_state.len(), summary.states);
+        assert!(
+            by_state.values().all(|zips| zips.len() >= 2),
+            "{by_state:?}"
+        );
+        assert!(by_state["CA"].len() > by_state["WY"].len());
+    }
+
+    #[test]
+    fn afternoons_are_warmer_than_early_mornings() {
+        let (bytes, _) = generate(&args(300, 1, 2));
+        let (_, rows) = parse(&bytes);
+        let (mut afternoon, mut morning) = (Vec::new(), Vec::new());
+        for row in &rows {
+            let local = local_hour(row);
+            if (13.0..16.0).contains(&local) {
+                afternoon.push(num(row, "temp_c"));
+            } else if (4.0..7.0).contains(&local) {
+                morning.push(num(row, "temp_c"));
+            }
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        assert!(afternoon.len() > 500 && morning.len() > 500);
+        assert!(
+            mean(&afternoon) > mean(&morning) + 3.0,
+            "afternoon {} vs morning {}",
+            mean(&afternoon),
+            mean(&morning)
+        );
+    }
+
+    #[test]
+    fn zip_codes_stay_unique_at_every_size() {
+        for stations in [
+            0, 1, 5, 37, 38, 75, 76, 300, 43_800, 90_000, 90_001, 175_200,
+        ] {
+            let sites = layout(9, stations).unwrap();
+            assert_eq!(sites.len(), stations as usize);
+            let zips: HashSet<&str> = sites.iter().map(|s| s.zip.as_str()).collect();
+            assert_eq!(zips.len(), sites.len(), "{stations} stations");
+            for site in &sites {
+                if stations <= MAX_PLAIN_ZIP_STATIONS {
+                    assert!(is_plain_zip(&site.zip), "{stations}: {:?}", site.zip);
+                } else {
+                    assert!(
+                        is_plain_zip(&site.zip) || is_suffixed_zip(&site.zip),
+                        "{:?}",
+                        site.zip
+                    );
+                }
+            }
+            let mut per_state = [0u32; STATES.len()];
+            sites.iter().for_each(|s| per_state[s.state] += 1);
+            if stations >= 2 * STATES.len() as u32 {
+                assert!(
+                    per_state.iter().all(|&n| n >= 2),
+                    "{stations}: {per_state:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn state_table_is_sane() {
+        assert!(STATES.len() >= 20);
+        let mut owner = vec![None; 1000];
+        for (i, s) in STATES.iter().enumerate() {
+            assert!(s.code.len() == 2 && s.code.bytes().all(|b| b.is_ascii_uppercase()));
+            assert!(s.lat.0 < s.lat.1 && s.lon.0 < s.lon.1 && s.lon.1 < 0.0);
+            assert!(!s.towns.is_empty() && s.towns.iter().all(|t| !t.contains([',', '"'])));
+            for &(a, b) in s.zips {
+                assert!(a <= b && b < 1000);
+                for prefix in a..=b {
+                    assert_eq!(owner[prefix as usize], None, "prefix {prefix:03} twice");
+                    owner[prefix as usize] = Some(i);
+                }
+            }
+        }
+        let codes: HashSet<&str> = STATES.iter().map(|s| s.code).collect();
+        assert_eq!(codes.len(), STATES.len());
+    }
+
+    #[test]
+    fn formatting_helpers() {
+        let text = |v: f64, d: u32| {
+            let mut buf = Vec::new();
+            put_fixed(&mut buf, v, d);
+            String::from_utf8(buf).unwrap()
+        };
+        assert_eq!(text(12.0, 1), "12.0");
+        assert_eq!(text(-0.04, 1), "0.0");
+        assert_eq!(text(-3.25, 2), "-3.25");
+        assert_eq!(text(0.005, 2), "0.01");
+        assert_eq!(text(1013.25, 1), "1013.3");
+        assert_eq!(text(f64::NAN, 1), "0.0");
+        assert_eq!(text(7.0, 0), "7");
+        let mut buf = Vec::new();
+        put_int(&mut buf, -120);
+        assert_eq!(buf, b"-120");
+        assert_eq!(
+            [
+                compass(0),
+                compass(11),
+                compass(12),
+                compass(348),
+                compass(349)
+            ],
+            ["N", "N", "NNE", "NNW", "N"]
+        );
+        assert_eq!(compass(270), "W");
+    }
 }

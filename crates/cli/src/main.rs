@@ -1,4 +1,87 @@
-//! The `weathervane` binary: parses the command line and hands over to a role's `run`.
-mod gen;
+//! The `weathervane` binary: parses the command line and hands over to a role's `run`
+//! (or a tool). Errors are printed with their causes and set the exit code.
 
-fn main() {}
+#[path = "gen.rs"]
+mod generate;
+mod up;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use weathervane_core::{shutdown, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "weathervane", version, about = "A weather-station pipeline over Redis and InfluxDB that loses nothing through outages.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Publish CSV rows, hour by hour, in batches over Redis.
+    Streamer(weathervane_streamer::StreamerConfig),
+    /// Store published batches in InfluxDB and tell the processor when an hour is complete.
+    Ingester(weathervane_ingester::IngesterConfig),
+    /// Compute and store the hourly reports.
+    Processor(weathervane_processor::ProcessorConfig),
+    /// Serve the reports over HTTP.
+    Api(weathervane_api::ApiConfig),
+    /// Run all four roles in one process (a quick start against REDIS_URL / INFLUXDB_URL).
+    Up(up::UpArgs),
+    /// Generate a deterministic weather CSV.
+    Gen(generate::GenArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    if let Command::Gen(args) = &command {
+        let summary = generate::run(args)?;
+        eprintln!("wrote {} rows ({} stations, {} states) to {}", summary.rows, summary.stations, summary.states, args.out.display());
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = shutdown::on_signal();
+        match command {
+            Command::Streamer(config) => weathervane_streamer::run(config, shutdown).await.context("streamer"),
+            Command::Ingester(config) => weathervane_ingester::run(config, shutdown).await.context("ingester"),
+            Command::Processor(config) => weathervane_processor::run(config, shutdown).await.context("processor"),
+            Command::Api(config) => weathervane_api::run(config, shutdown).await.context("api"),
+            Command::Up(args) => up::run(args, shutdown).await,
+            Command::Gen(_) => unreachable!("handled above"),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn environment_fallbacks_use_the_documented_names() {
+        let help = Cli::command().find_subcommand_mut("up").unwrap().render_long_help().to_string();
+        for name in ["REDIS_URL", "INFLUXDB_URL", "INFLUXDB_DB", "INFLUXDB_USER", "INFLUXDB_PASSWORD", "INFLUXDB_TOKEN", "API_ADDR"] {
+            assert!(help.contains(name), "{name} missing from `up --help`");
+        }
+    }
+}

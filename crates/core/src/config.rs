@@ -9,7 +9,7 @@ use std::str::FromStr;
 #[derive(Clone, Debug, clap::Args)]
 pub struct RedisArgs {
     /// Redis URL, e.g. redis://127.0.0.1:6379 (redis://:password@host:port/db for auth).
-    #[arg(long = "redis-url", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(id = "redis_url", long = "redis-url", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub url: String,
 }
 
@@ -17,7 +17,7 @@ pub struct RedisArgs {
 #[derive(Clone, Debug, clap::Args)]
 pub struct InfluxArgs {
     /// InfluxDB base URL (its v1 HTTP API: /ping, /write, /query).
-    #[arg(long = "influxdb-url", env = "INFLUXDB_URL", default_value = "http://127.0.0.1:8086")]
+    #[arg(id = "influxdb_url", long = "influxdb-url", env = "INFLUXDB_URL", default_value = "http://127.0.0.1:8086")]
     pub url: String,
     /// Database; created if missing.
     #[arg(long = "influxdb-db", env = "INFLUXDB_DB", default_value = "weather")]

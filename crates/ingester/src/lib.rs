@@ -1,1 +1,226 @@
-//! placeholder
+//! The ingester: subscribes to `weather_channel:data:*`, checks each batch, writes its rows
+//! to InfluxDB's `weather_data` through a push-back buffer, asks the streamer for batches
+//! that went missing, and publishes `weather_channel:processor:<hour>` once every batch of
+//! an hour is stored.
+//!
+//! It computes no reports and keeps nothing on disk: after a restart it relearns hours
+//! from the streamer's announcements, asks for their batches again and rewrites them,
+//! which is harmless because writes are idempotent.
+
+mod progress;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use weathervane_core::buffer::{self, BoundedQueue, Delivery, Target};
+use weathervane_core::bus::{BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard};
+use weathervane_core::channel::{Channel, pattern};
+use weathervane_core::config::{BufferArgs, InfluxArgs, RedisArgs};
+use weathervane_core::influx::{InfluxClient, InfluxError};
+use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourStored};
+use weathervane_core::{HourKey, schema};
+
+use crate::progress::{AnnounceVerdict, Progress};
+
+/// A write of a few thousand rows takes well under a second; allow for a busy server.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Line protocol bytes a row weighs, for turning `--buffer-rows` into a byte cap.
+const BYTES_PER_ROW: usize = 500;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct IngesterConfig {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub influx: InfluxArgs,
+    #[command(flatten)]
+    pub buffer: BufferArgs,
+    /// Batches combined into one InfluxDB write (InfluxDB prefers a few thousand points
+    /// per request).
+    #[arg(long, env = "WEATHERVANE_WRITE_BATCHES", default_value_t = 10)]
+    pub write_batches: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngesterError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Influx(#[from] InfluxError),
+}
+
+/// One received batch, as line protocol, waiting to be written.
+struct WriteChunk {
+    hour: HourKey,
+    batch: u32,
+    rows: u64,
+    lines: Vec<u8>,
+}
+
+struct Shared {
+    progress: Mutex<Progress>,
+    writes: BoundedQueue<WriteChunk>,
+    requests: BoundedQueue<Outbound>,
+    notices: BoundedQueue<Outbound>,
+    rejected_payloads: AtomicU64,
+}
+
+impl Shared {
+    async fn request(&self, hour: HourKey, batches: Vec<u32>) {
+        if batches.is_empty() {
+            return;
+        }
+        tracing::info!(hour = %hour, batches = ?batches, "Requesting missing batches.");
+        for batch in batches {
+            let message = Outbound::new(Channel::Request { batch, hour }, &b""[..]);
+            let bytes = message.bytes();
+            self.requests.push(message, bytes).await;
+        }
+    }
+
+    async fn notify_stored(&self, hour: HourKey, rows: u64) {
+        let message = Outbound::new(Channel::Processor { hour }, payload::encode(&HourStored { rows }));
+        let bytes = message.bytes();
+        self.notices.push(message, bytes).await;
+    }
+}
+
+pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<(), IngesterError> {
+    let influx = InfluxClient::new(&config.influx, WRITE_TIMEOUT)?;
+    let mut subscription = Subscription::new(&config.redis.url, &[pattern::DATA, pattern::ANNOUNCE])?;
+    let mut request_target = PublishTarget { publisher: Publisher::new(&config.redis.url)?, unheard: Unheard::Retry };
+    let mut notice_target = PublishTarget { publisher: Publisher::new(&config.redis.url)?, unheard: Unheard::Retry };
+    let rows = config.buffer.buffer_rows.max(1000);
+    let shared = Arc::new(Shared {
+        progress: Mutex::new(Progress::default()),
+        writes: BoundedQueue::new("ingester-writes", rows / 50, rows * BYTES_PER_ROW),
+        requests: BoundedQueue::new("ingester-requests", 100_000, 4 << 20),
+        notices: BoundedQueue::new("ingester-notices", 10_000, 1 << 20),
+        rejected_payloads: AtomicU64::new(0),
+    });
+    let tasks = CancellationToken::new();
+    let _stop_on_exit = tasks.clone().drop_guard();
+    let write_batches = config.write_batches.max(1);
+    let mut influx_target = InfluxTarget { influx, shared: shared.clone() };
+    let flushers = [
+        tokio::spawn({
+            let (shared, tasks) = (shared.clone(), tasks.clone());
+            async move { buffer::flush(&shared.writes, write_batches, &tasks, &mut influx_target).await }
+        }),
+        tokio::spawn({
+            let (shared, tasks) = (shared.clone(), tasks.clone());
+            async move { buffer::flush(&shared.requests, 1, &tasks, &mut request_target).await }
+        }),
+        tokio::spawn({
+            let (shared, tasks) = (shared.clone(), tasks.clone());
+            async move { buffer::flush(&shared.notices, 1, &tasks, &mut notice_target).await }
+        }),
+    ];
+
+    while let Some(event) = subscription.next(&shutdown).await {
+        match event {
+            BusEvent::Subscribed => {
+                // Batches published while we were away are gone: ask for them now.
+                let missing = shared.progress.lock().unwrap().on_resubscribed(Instant::now());
+                for (hour, batches) in missing {
+                    shared.request(hour, batches).await;
+                }
+            }
+            BusEvent::Message { channel, payload } => {
+                if let Err(error) = handle(&shared, &channel, &payload).await {
+                    let count = shared.rejected_payloads.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(%channel, %error, rejected_payloads = count, "Malformed message set aside.");
+                }
+            }
+        }
+    }
+    tasks.cancel();
+    for flusher in flushers {
+        let _ = flusher.await;
+    }
+    Ok(())
+}
+
+async fn handle(shared: &Shared, channel: &str, body: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+    match Channel::parse(channel)? {
+        Channel::Data { batch, hour } => {
+            let envelope = BatchEnvelope::decode_for(channel, batch, hour, body)?;
+            let verdict = shared.progress.lock().unwrap().on_batch(hour, batch, envelope.batches, Instant::now());
+            if verdict.store {
+                let rows = envelope.rows.len() as u64;
+                let lines = envelope.rows.iter().fold(Vec::with_capacity(envelope.rows.len() * BYTES_PER_ROW), schema::encode_row);
+                tracing::debug!(hour = %hour, batch, rows, "Batch received.");
+                let bytes = lines.len();
+                shared.writes.push(WriteChunk { hour, batch, rows, lines }, bytes).await;
+            }
+            shared.request(hour, verdict.request).await;
+        }
+        Channel::Announce { hour } => {
+            let announcement: HourAnnouncement = payload::decode(channel, body)?;
+            let verdict = shared.progress.lock().unwrap().on_announce(hour, announcement.batches, Instant::now());
+            match verdict {
+                AnnounceVerdict::Request(batches) => shared.request(hour, batches).await,
+                AnnounceVerdict::Notify(rows) => shared.notify_stored(hour, rows).await,
+                AnnounceVerdict::Wait => {}
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Writes chunks to InfluxDB and records what got stored.
+struct InfluxTarget {
+    influx: InfluxClient,
+    shared: Arc<Shared>,
+}
+
+impl InfluxTarget {
+    async fn stored(&self, chunk: &WriteChunk) {
+        let completed = self.shared.progress.lock().unwrap().on_stored(chunk.hour, chunk.batch, chunk.rows);
+        if let Some(rows) = completed {
+            tracing::info!(hour = %chunk.hour, rows, buffered_batches = self.shared.writes.len(), "Hour stored; notifying the processor.");
+            self.shared.notify_stored(chunk.hour, rows).await;
+        }
+    }
+}
+
+impl Target<WriteChunk> for InfluxTarget {
+    async fn deliver(&mut self, chunks: &[WriteChunk]) -> Delivery {
+        let body: Vec<u8> = chunks.iter().flat_map(|c| c.lines.iter().copied()).collect();
+        match self.influx.write(&body).await {
+            Ok(()) => {
+                for chunk in chunks {
+                    self.stored(chunk).await;
+                }
+                Delivery::Done
+            }
+            Err(InfluxError::Rejected { .. }) if chunks.len() > 1 => {
+                // Find the poison batch: write each chunk on its own.
+                for chunk in chunks {
+                    match self.influx.write(&chunk.lines).await {
+                        Ok(()) => self.stored(chunk).await,
+                        Err(error) if error.is_retriable() => return Delivery::Retry(error.to_string()),
+                        Err(error) => self.poisoned(chunk, &error),
+                    }
+                }
+                Delivery::Done
+            }
+            Err(error) if error.is_retriable() => Delivery::Retry(error.to_string()),
+            Err(InfluxError::DatabaseNotFound { .. }) => Delivery::Retry("database not created yet".into()),
+            Err(error) => {
+                self.poisoned(&chunks[0], &error);
+                Delivery::Rejected
+            }
+        }
+    }
+}
+
+impl InfluxTarget {
+    fn poisoned(&self, chunk: &WriteChunk, error: &InfluxError) {
+        tracing::error!(hour = %chunk.hour, batch = chunk.batch, %error, "InfluxDB refused a batch for good; set aside, the hour will not be reported.");
+        self.shared.progress.lock().unwrap().on_poisoned(chunk.hour, chunk.batch);
+    }
+}

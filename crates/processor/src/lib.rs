@@ -1,1 +1,186 @@
-//! placeholder
+//! The processor: on `weather_channel:processor:<hour>` it reads that hour's rows
+//! back from InfluxDB with one InfluxQL query, checks that exactly the announced number
+//! of rows is there, computes the reports (state averages, zip-code and state extremes)
+//! and writes them with one request, then publishes `weather_channel:reported:<hour>`.
+//!
+//! It never computes a report from an hour the ingester has not declared complete, and
+//! keeps nothing on disk: reports are idempotent, so a restarted processor simply waits
+//! for the hours the streamer announces again.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use weathervane_core::buffer::{self, BoundedQueue, Delivery, Target};
+use weathervane_core::bus::{BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard};
+use weathervane_core::channel::{Channel, pattern};
+use weathervane_core::config::{InfluxArgs, RedisArgs};
+use weathervane_core::influx::{InfluxClient, InfluxError, Series};
+use weathervane_core::payload::{self, HourReported, HourStored};
+use weathervane_core::report::{self, HourReport, MetricValues};
+use weathervane_core::row::Metric;
+use weathervane_core::{HourKey, schema};
+
+const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ProcessorConfig {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub influx: InfluxArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Influx(#[from] InfluxError),
+}
+
+/// A stored hour waiting for its reports.
+#[derive(Clone, Copy, Debug)]
+struct ReportJob {
+    hour: HourKey,
+    rows: u64,
+}
+
+struct Shared {
+    jobs: BoundedQueue<ReportJob>,
+    /// Hours queued or being computed, so a repeated notice does not queue them twice.
+    queued: Mutex<HashSet<HourKey>>,
+    acks: BoundedQueue<Outbound>,
+}
+
+pub async fn run(config: ProcessorConfig, shutdown: CancellationToken) -> Result<(), ProcessorError> {
+    let influx = InfluxClient::new(&config.influx, QUERY_TIMEOUT)?;
+    let mut subscription = Subscription::new(&config.redis.url, &[pattern::PROCESSOR])?;
+    // A confirmation nobody hears is not kept: the streamer announces the hour again and
+    // the confirmation follows.
+    let mut ack_target = PublishTarget { publisher: Publisher::new(&config.redis.url)?, unheard: Unheard::Drop };
+    let shared = Arc::new(Shared {
+        jobs: BoundedQueue::new("processor-jobs", 10_000, usize::MAX),
+        queued: Mutex::new(HashSet::new()),
+        acks: BoundedQueue::new("processor-acks", 10_000, 1 << 20),
+    });
+    let tasks = CancellationToken::new();
+    let _stop_on_exit = tasks.clone().drop_guard();
+    let mut report_target = ReportTarget { influx, shared: shared.clone() };
+    let flushers = [
+        tokio::spawn({
+            let (shared, tasks) = (shared.clone(), tasks.clone());
+            async move { buffer::flush(&shared.jobs, 1, &tasks, &mut report_target).await }
+        }),
+        tokio::spawn({
+            let (shared, tasks) = (shared.clone(), tasks.clone());
+            async move { buffer::flush(&shared.acks, 1, &tasks, &mut ack_target).await }
+        }),
+    ];
+    while let Some(event) = subscription.next(&shutdown).await {
+        let BusEvent::Message { channel, payload } = event else { continue };
+        let job = Channel::parse(&channel).map_err(|e| e.to_string()).and_then(|parsed| match parsed {
+            Channel::Processor { hour } => payload::decode::<HourStored>(&channel, &payload)
+                .map(|stored| Some(ReportJob { hour, rows: stored.rows }))
+                .map_err(|e| e.to_string()),
+            _ => Ok(None),
+        });
+        match job {
+            Ok(Some(job)) if shared.queued.lock().unwrap().insert(job.hour) => shared.jobs.push(job, 1).await,
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%channel, %error, "Malformed message set aside."),
+        }
+    }
+    tasks.cancel();
+    for flusher in flushers {
+        let _ = flusher.await;
+    }
+    Ok(())
+}
+
+/// Computes and stores the reports of one hour.
+struct ReportTarget {
+    influx: InfluxClient,
+    shared: Arc<Shared>,
+}
+
+impl Target<ReportJob> for ReportTarget {
+    async fn deliver(&mut self, jobs: &[ReportJob]) -> Delivery {
+        let job = jobs[0];
+        let started = Instant::now();
+        let delivery = match self.report(job).await {
+            Ok(report) => {
+                let states = report.averages.len() as u32;
+                tracing::info!(hour = %job.hour, rows = job.rows, states, elapsed_ms = started.elapsed().as_millis() as u64, "Reports stored.");
+                let ack = Outbound::new(Channel::Reported { hour: job.hour }, payload::encode(&HourReported { rows: job.rows, states }));
+                let bytes = ack.bytes();
+                self.shared.acks.push(ack, bytes).await;
+                Delivery::Done
+            }
+            Err(JobError::Influx(error)) if error.is_retriable() => return Delivery::Retry(error.to_string()),
+            Err(error) => {
+                tracing::warn!(hour = %job.hour, %error, "Hour not reported; it will be reported when the ingester notifies it again.");
+                Delivery::Rejected
+            }
+        };
+        self.shared.queued.lock().unwrap().remove(&job.hour);
+        delivery
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error(transparent)]
+    Influx(#[from] InfluxError),
+    #[error("InfluxDB holds {stored} rows for the hour, the ingester stored {expected}")]
+    RowCount { stored: u64, expected: u64 },
+    #[error("unexpected query answer: {0}")]
+    Answer(String),
+}
+
+impl ReportTarget {
+    async fn report(&self, job: ReportJob) -> Result<HourReport, JobError> {
+        let metrics: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+        // Hour keys are generated by us, never taken from a request, so they are safe to
+        // splice into the statement.
+        let statement = format!(
+            "SELECT {}, state, zip_code FROM {} WHERE time >= '{}' AND time < '{}'",
+            metrics.join(", "),
+            schema::WEATHER_DATA,
+            job.hour.rfc3339(),
+            job.hour.next().rfc3339()
+        );
+        let series = self.influx.query(&statement).await?;
+        let rows = hour_rows(&series)?;
+        if rows.len() as u64 != job.rows {
+            return Err(JobError::RowCount { stored: rows.len() as u64, expected: job.rows });
+        }
+        let report = report::compute(job.hour, rows.iter().map(|(state, zip, values)| (state.as_str(), zip.as_str(), *values)));
+        self.influx.write(&report::encode(&report)).await?;
+        Ok(report)
+    }
+}
+
+/// `(state, zip_code, metrics)` for every row of the answer.
+fn hour_rows(series: &[Series]) -> Result<Vec<(String, String, MetricValues)>, JobError> {
+    let mut rows = Vec::new();
+    for series in series {
+        let find = |name: &str| series.column(name).ok_or_else(|| JobError::Answer(format!("no column {name}")));
+        let metric_columns = Metric::ALL.map(|m| find(m.name()));
+        let (state, zip) = (find("state")?, find("zip_code")?);
+        for values in &series.values {
+            let text = |i: usize| values.get(i).and_then(|v| v.as_str()).map(str::to_owned);
+            let mut metrics = [0.0; 4];
+            for (slot, column) in metrics.iter_mut().zip(&metric_columns) {
+                let column = *column.as_ref().map_err(|e| JobError::Answer(e.to_string()))?;
+                *slot = values.get(column).and_then(serde_json::Value::as_f64).ok_or_else(|| JobError::Answer(format!("row without {}", series.columns[column])))?;
+            }
+            match (text(state), text(zip)) {
+                (Some(state), Some(zip)) => rows.push((state, zip, metrics)),
+                _ => return Err(JobError::Answer("row without state or zip_code".into())),
+            }
+        }
+    }
+    Ok(rows)
+}

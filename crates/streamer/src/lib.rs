@@ -38,6 +38,14 @@ pub struct StreamerConfig {
     pub redis: RedisArgs,
     #[command(flatten)]
     pub buffer: BufferArgs,
+    #[command(flatten)]
+    pub stream: StreamOptions,
+}
+
+/// What to stream and how fast; separate from the connection settings so `weathervane up`
+/// can reuse it.
+#[derive(Clone, Debug, clap::Args)]
+pub struct StreamOptions {
     /// CSV files to stream (header row first; rows in any order; any number of days).
     #[arg(long, required = true, num_args = 1..)]
     pub input: Vec<PathBuf>,
@@ -90,7 +98,7 @@ struct PendingHour {
 
 /// What the streaming loop, the request handler and the announcer share.
 struct Shared {
-    config: StreamerConfig,
+    options: StreamOptions,
     index: InputIndex,
     rejects: Mutex<Rejects>,
     outbound: BoundedQueue<Outbound>,
@@ -102,26 +110,27 @@ struct Shared {
 
 /// Streams the input until shutdown (or, with `--once`, until every hour is reported).
 pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<(), StreamerError> {
+    let StreamerConfig { redis, buffer, stream: options } = config;
     let interval_ok = |s: f64| s.is_finite() && s >= 0.0;
-    if !interval_ok(config.hour_interval) || !interval_ok(config.announce_interval) {
+    if !interval_ok(options.hour_interval) || !interval_ok(options.announce_interval) {
         return Err(StreamerError::Interval);
     }
-    let publisher = Publisher::new(&config.redis.url)?;
-    let subscription = Subscription::new(&config.redis.url, &[pattern::REQUEST, pattern::REPORTED])?;
-    let confirmed = ConfirmedHours::load(config.state_file.clone())
-        .map_err(|source| StreamerError::State { path: config.state_file.clone().unwrap_or_default(), source })?;
-    let mut rejects = Rejects::new(config.rejects.clone());
-    let index = InputIndex::build(&config.input, &mut rejects)?;
-    tracing::info!(files = config.input.len(), rows = index.row_count(), hours = index.hours().count(), rejected = rejects.count(), rejects_file = %rejects.path().display(), already_reported = confirmed.len(), "Input indexed.");
-    let buffer_rows = config.buffer.buffer_rows.max(config.batch_size as usize);
+    let publisher = Publisher::new(&redis.url)?;
+    let subscription = Subscription::new(&redis.url, &[pattern::REQUEST, pattern::REPORTED])?;
+    let confirmed = ConfirmedHours::load(options.state_file.clone())
+        .map_err(|source| StreamerError::State { path: options.state_file.clone().unwrap_or_default(), source })?;
+    let mut rejects = Rejects::new(options.rejects.clone());
+    let index = InputIndex::build(&options.input, &mut rejects)?;
+    tracing::info!(files = options.input.len(), rows = index.row_count(), hours = index.hours().count(), rejected = rejects.count(), rejects_file = %rejects.path().display(), already_reported = confirmed.len(), "Input indexed.");
+    let buffer_rows = buffer.buffer_rows.max(options.batch_size as usize);
     let shared = Arc::new(Shared {
-        outbound: BoundedQueue::new("streamer-outbound", buffer_rows.div_ceil(config.batch_size as usize) + 64, buffer_rows * BYTES_PER_ROW),
+        outbound: BoundedQueue::new("streamer-outbound", buffer_rows.div_ceil(options.batch_size as usize) + 64, buffer_rows * BYTES_PER_ROW),
         rejects: Mutex::new(rejects),
         pending: Mutex::new(BTreeMap::new()),
         confirmed: Mutex::new(confirmed),
         hour_reported: Notify::new(),
         index,
-        config,
+        options,
     });
 
     let tasks = CancellationToken::new();
@@ -142,7 +151,7 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
         _ = shutdown.cancelled() => return Ok(()),
     };
     streamed?;
-    if shared.config.once {
+    if shared.options.once {
         tokio::select! {
             _ = all_reported(&shared) => tracing::info!(rows = shared.index.row_count(), "Every hour is reported; exiting (--once)."),
             _ = shutdown.cancelled() => {}
@@ -159,14 +168,14 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
 /// `--max-pending-hours` unreported hours in flight.
 async fn stream_all(shared: &Arc<Shared>) -> Result<(), StreamerError> {
     let hours: Vec<HourKey> = shared.index.hours().collect();
-    let interval = Duration::from_secs_f64(shared.config.hour_interval);
+    let interval = Duration::from_secs_f64(shared.options.hour_interval);
     for (position, hour) in hours.iter().copied().enumerate() {
         if shared.confirmed.lock().unwrap().contains(hour) {
             continue;
         }
         loop {
             let reported = shared.hour_reported.notified();
-            if shared.pending.lock().unwrap().len() < shared.config.max_pending_hours.max(1) {
+            if shared.pending.lock().unwrap().len() < shared.options.max_pending_hours.max(1) {
                 break;
             }
             reported.await;
@@ -203,7 +212,7 @@ async fn read_batches(shared: Arc<Shared>, hour: HourKey) -> Result<(Vec<Arc<[u8
     tokio::task::spawn_blocking(move || {
         let rows = shared.index.read_hour(hour, &mut shared.rejects.lock().unwrap())?;
         let count = rows.len() as u64;
-        Ok((encode_batches(hour, rows, shared.config.batch_size as usize), count))
+        Ok((encode_batches(hour, rows, shared.options.batch_size as usize), count))
     })
     .await
     .expect("reading an hour does not panic")
@@ -294,7 +303,7 @@ fn confirm(shared: &Shared, hour: HourKey, reported: HourReported) {
 /// Announces every unreported hour whose batches have all been published, again each
 /// `--announce-interval`, until it is reported.
 async fn announce(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let every = Duration::from_secs_f64(shared.config.announce_interval.max(0.05));
+    let every = Duration::from_secs_f64(shared.options.announce_interval.max(0.05));
     while sleep_or_cancel(Duration::from_millis(100), &shutdown).await {
         // While messages wait to be published, the hour's last announcement is among them.
         if !shared.outbound.is_empty() {

@@ -1,0 +1,112 @@
+//! The report endpoints: validate, find the hour, ask InfluxDB, shape the JSON.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use chrono::NaiveDate;
+use serde_json::{Map, Value, json};
+use weathervane_core::HourKey;
+use weathervane_core::influx::{InfluxClient, Series, quote_literal};
+use weathervane_core::row::Metric;
+use weathervane_core::schema::{STATE_EXTREMES, WEATHER_AVERAGES, ZIP_CODE_EXTREMES};
+
+use crate::params::{self, RawParams};
+use crate::{AppError, AppState};
+
+type Params = Result<Query<RawParams>, QueryRejection>;
+
+fn raw(query: Params) -> Result<RawParams, AppError> {
+    query.map(|Query(params)| params).map_err(|rejection| AppError::BadRequest(format!("malformed query string: {rejection}")))
+}
+
+/// The hour asked for: `hour` on `date`, or on the latest date that has reports.
+async fn report_hour(influx: &InfluxClient, hour: u32, date: Option<NaiveDate>) -> Result<HourKey, AppError> {
+    let date = match date {
+        Some(date) => date,
+        None => {
+            let series = influx.query(&format!("SELECT LAST(\"count\") FROM {WEATHER_AVERAGES}")).await?;
+            let latest = series.first().and_then(|s| s.values.first()).and_then(|row| row.first()).and_then(Value::as_i64);
+            let time = latest.and_then(|secs| chrono::DateTime::from_timestamp(secs, 0));
+            time.ok_or_else(|| AppError::NotFound("no reports yet".into()))?.date_naive()
+        }
+    };
+    Ok(HourKey::from_date_hour(date, hour).expect("hour was validated to be 0-23"))
+}
+
+/// Every row of every series as a column → value map.
+fn records(series: &[Series]) -> Vec<Map<String, Value>> {
+    series
+        .iter()
+        .flat_map(|s| s.values.iter().map(|row| s.columns.iter().cloned().zip(row.iter().cloned()).collect()))
+        .collect()
+}
+
+fn when(hour: HourKey) -> (String, String) {
+    (hour.date().to_string(), format!("{:02}", hour.hour()))
+}
+
+pub async fn avg(State(state): State<AppState>, query: Params) -> Result<Json<Value>, AppError> {
+    let params = raw(query)?;
+    let (code, hour, date) = (params::state(&params)?, params::hour(&params)?, params::date(&params)?);
+    let hour = report_hour(&state.influx, hour, date).await?;
+    let statement = format!(
+        "SELECT avg_temp_c, avg_pressure_mb, avg_humidity, avg_precip_mm, \"count\" FROM {WEATHER_AVERAGES} WHERE state = {} AND time = '{}'",
+        quote_literal(&code),
+        hour.rfc3339()
+    );
+    let record = records(&state.influx.query(&statement).await?).into_iter().next();
+    let record = record.ok_or_else(|| AppError::NotFound(format!("no report for state {code} at {hour}")))?;
+    let (date, hour) = when(hour);
+    let mut body = json!({ "state": code, "date": date, "hour": hour });
+    for key in ["avg_temp_c", "avg_pressure_mb", "avg_humidity", "avg_precip_mm", "count"] {
+        body[key] = record.get(key).cloned().unwrap_or(Value::Null);
+    }
+    Ok(Json(body))
+}
+
+/// `{"max": {metric: {holder_key: .., "value": ..}}, "min": {..}}` from rows with a
+/// `metric` column and `max_<holder>`, `max_value`, `min_<holder>`, `min_value`.
+fn extremes_body(records: &[Map<String, Value>], holder: &str) -> Option<Value> {
+    let mut body = json!({ "max": {}, "min": {} });
+    for metric in Metric::ALL {
+        let record = records.iter().find(|r| r.get("metric").and_then(Value::as_str) == Some(metric.name()))?;
+        for side in ["max", "min"] {
+            body[side][metric.name()] = json!({
+                holder: record.get(&format!("{side}_{holder}"))?,
+                "value": record.get(&format!("{side}_value"))?,
+            });
+        }
+    }
+    Some(body)
+}
+
+pub async fn extremes(State(state): State<AppState>, query: Params) -> Result<Json<Value>, AppError> {
+    let params = raw(query)?;
+    let (code, hour, date) = (params::state(&params)?, params::hour(&params)?, params::date(&params)?);
+    let hour = report_hour(&state.influx, hour, date).await?;
+    let statement = format!(
+        "SELECT metric, max_zip_code, max_value, min_zip_code, min_value FROM {ZIP_CODE_EXTREMES} WHERE state = {} AND time = '{}'",
+        quote_literal(&code),
+        hour.rfc3339()
+    );
+    let records = records(&state.influx.query(&statement).await?);
+    let mut body = extremes_body(&records, "zip_code").ok_or_else(|| AppError::NotFound(format!("no report for state {code} at {hour}")))?;
+    let (date, hour) = when(hour);
+    body["state"] = json!(code);
+    body["date"] = json!(date);
+    body["hour"] = json!(hour);
+    Ok(Json(body))
+}
+
+pub async fn state_extremes(State(state): State<AppState>, query: Params) -> Result<Json<Value>, AppError> {
+    let params = raw(query)?;
+    let (hour, date) = (params::hour(&params)?, params::date(&params)?);
+    let hour = report_hour(&state.influx, hour, date).await?;
+    let statement = format!("SELECT metric, max_state, max_value, min_state, min_value FROM {STATE_EXTREMES} WHERE time = '{}'", hour.rfc3339());
+    let records = records(&state.influx.query(&statement).await?);
+    let mut body = extremes_body(&records, "state").ok_or_else(|| AppError::NotFound(format!("no report at {hour}")))?;
+    let (date, hour) = when(hour);
+    body["date"] = json!(date);
+    body["hour"] = json!(hour);
+    Ok(Json(body))
+}

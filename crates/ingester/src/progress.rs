@@ -1,0 +1,192 @@
+//! Which batches of which hours the ingester has received and stored: the bookkeeping
+//! behind gap detection, resend requests and "hour stored" notifications. Pure state, no
+//! I/O, so every rule is unit-tested.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use weathervane_core::HourKey;
+
+/// Don't ask for the same batch again sooner than this: the answer may be on its way.
+pub const REQUEST_AGAIN_AFTER: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BatchState {
+    Missing { requested_at: Option<Instant> },
+    /// Received and waiting in the write buffer.
+    Received,
+    Stored { rows: u64 },
+    /// InfluxDB refused it for good; set aside, never requested again.
+    Poisoned,
+}
+
+#[derive(Debug)]
+struct HourProgress {
+    batches: Vec<BatchState>,
+}
+
+impl HourProgress {
+    fn new(batches: u32) -> Self {
+        Self { batches: vec![BatchState::Missing { requested_at: None }; batches as usize] }
+    }
+
+    fn stored_rows(&self) -> Option<u64> {
+        self.batches
+            .iter()
+            .map(|b| match b {
+                BatchState::Stored { rows } => Some(*rows),
+                _ => None,
+            })
+            .sum()
+    }
+
+    /// Missing batches not asked for recently, now marked as asked for.
+    fn take_requests(&mut self, below: usize, now: Instant) -> Vec<u32> {
+        let mut requests = Vec::new();
+        for (index, state) in self.batches.iter_mut().enumerate().take(below) {
+            if let BatchState::Missing { requested_at } = state {
+                if requested_at.is_none_or(|at| now.duration_since(at) >= REQUEST_AGAIN_AFTER) {
+                    *requested_at = Some(now);
+                    requests.push(index as u32);
+                }
+            }
+        }
+        requests
+    }
+}
+
+/// What the subscriber should do about a batch that arrived.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BatchVerdict {
+    /// Store it (false: a duplicate of one received or stored already).
+    pub store: bool,
+    /// Batches before it that are missing: ask the streamer for them.
+    pub request: Vec<u32>,
+}
+
+/// What to do about an announcement that every batch of an hour has been published.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AnnounceVerdict {
+    /// Ask for these batches.
+    Request(Vec<u32>),
+    /// Everything is stored: tell the processor (again) with this row count.
+    Notify(u64),
+    /// Everything is received and on its way to InfluxDB, or asked for recently.
+    Wait,
+}
+
+#[derive(Debug, Default)]
+pub struct Progress {
+    hours: BTreeMap<HourKey, HourProgress>,
+}
+
+impl Progress {
+    fn hour(&mut self, hour: HourKey, batches: u32) -> &mut HourProgress {
+        let progress = self.hours.entry(hour).or_insert_with(|| HourProgress::new(batches));
+        // A streamer restarted with another batch size: start the hour afresh.
+        if progress.batches.len() != batches as usize {
+            *progress = HourProgress::new(batches);
+        }
+        progress
+    }
+
+    pub fn on_batch(&mut self, hour: HourKey, batch: u32, batches: u32, now: Instant) -> BatchVerdict {
+        let progress = self.hour(hour, batches);
+        let state = &mut progress.batches[batch as usize];
+        let store = matches!(state, BatchState::Missing { .. });
+        if store {
+            *state = BatchState::Received;
+        }
+        BatchVerdict { store, request: progress.take_requests(batch as usize, now) }
+    }
+
+    /// Marks a batch stored; returns the hour's row count if that completed the hour.
+    pub fn on_stored(&mut self, hour: HourKey, batch: u32, rows: u64) -> Option<u64> {
+        let progress = self.hours.get_mut(&hour)?;
+        let state = progress.batches.get_mut(batch as usize)?;
+        if *state != BatchState::Received {
+            return None;
+        }
+        *state = BatchState::Stored { rows };
+        progress.stored_rows()
+    }
+
+    pub fn on_poisoned(&mut self, hour: HourKey, batch: u32) {
+        if let Some(state) = self.hours.get_mut(&hour).and_then(|p| p.batches.get_mut(batch as usize)) {
+            *state = BatchState::Poisoned;
+        }
+    }
+
+    pub fn on_announce(&mut self, hour: HourKey, batches: u32, now: Instant) -> AnnounceVerdict {
+        let progress = self.hour(hour, batches);
+        if let Some(rows) = progress.stored_rows() {
+            return AnnounceVerdict::Notify(rows);
+        }
+        let requests = progress.take_requests(batches as usize, now);
+        if requests.is_empty() { AnnounceVerdict::Wait } else { AnnounceVerdict::Request(requests) }
+    }
+
+    /// After a reconnect: every missing batch of every known hour.
+    pub fn on_resubscribed(&mut self, now: Instant) -> Vec<(HourKey, Vec<u32>)> {
+        self.hours
+            .iter_mut()
+            .map(|(hour, progress)| {
+                for state in &mut progress.batches {
+                    if let BatchState::Missing { requested_at } = state {
+                        *requested_at = None;
+                    }
+                }
+                let len = progress.batches.len();
+                (*hour, progress.take_requests(len, now))
+            })
+            .filter(|(_, requests)| !requests.is_empty())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hour() -> HourKey {
+        "2023-09-19T05".parse().unwrap()
+    }
+
+    #[test]
+    fn a_gap_is_requested_once_then_again_after_a_while() {
+        let mut progress = Progress::default();
+        let t0 = Instant::now();
+        assert_eq!(progress.on_batch(hour(), 0, 4, t0), BatchVerdict { store: true, request: vec![] });
+        assert_eq!(progress.on_batch(hour(), 3, 4, t0), BatchVerdict { store: true, request: vec![1, 2] });
+        assert_eq!(progress.on_batch(hour(), 0, 4, t0), BatchVerdict { store: false, request: vec![] });
+        assert_eq!(progress.on_announce(hour(), 4, t0), AnnounceVerdict::Wait);
+        assert_eq!(progress.on_announce(hour(), 4, t0 + REQUEST_AGAIN_AFTER), AnnounceVerdict::Request(vec![1, 2]));
+    }
+
+    #[test]
+    fn an_hour_completes_when_every_batch_is_stored_and_counts_its_rows() {
+        let mut progress = Progress::default();
+        let now = Instant::now();
+        for batch in 0..3 {
+            progress.on_batch(hour(), batch, 3, now);
+        }
+        assert_eq!(progress.on_stored(hour(), 0, 500), None);
+        assert_eq!(progress.on_stored(hour(), 2, 7), None);
+        assert_eq!(progress.on_announce(hour(), 3, now), AnnounceVerdict::Wait, "batch 1 is received, not missing");
+        assert_eq!(progress.on_stored(hour(), 1, 500), Some(1007));
+        assert_eq!(progress.on_stored(hour(), 1, 500), None, "a second store does not complete it again");
+        assert_eq!(progress.on_announce(hour(), 3, now), AnnounceVerdict::Notify(1007));
+    }
+
+    #[test]
+    fn an_unknown_announced_hour_is_requested_whole_and_poison_is_not_requested() {
+        let mut progress = Progress::default();
+        let now = Instant::now();
+        assert_eq!(progress.on_announce(hour(), 3, now), AnnounceVerdict::Request(vec![0, 1, 2]));
+        progress.on_batch(hour(), 1, 3, now);
+        progress.on_poisoned(hour(), 1);
+        let later = now + REQUEST_AGAIN_AFTER;
+        assert_eq!(progress.on_announce(hour(), 3, later), AnnounceVerdict::Request(vec![0, 2]));
+        assert_eq!(progress.on_resubscribed(later), vec![(hour(), vec![0, 2])]);
+    }
+}
