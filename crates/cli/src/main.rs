@@ -1,7 +1,6 @@
 //! The `weathervane` binary: parses the command line and hands over to a role's `run`
 //! (or a tool). Errors are printed with their causes and set the exit code.
 
-#[path = "gen.rs"]
 mod generate;
 mod up;
 
@@ -48,8 +47,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     if let Command::Gen(args) = &command {
-        let summary = generate::run(args)?;
-        eprintln!("wrote {} rows ({} stations, {} states) to {}", summary.rows, summary.stations, summary.states, args.out.display());
+        generate::run(args)?;
         return Ok(());
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
