@@ -13,8 +13,22 @@ pub type CsvRow = BTreeMap<String, String>;
 
 pub fn read_csv(path: &Path) -> Vec<CsvRow> {
     let mut reader = csv::Reader::from_path(path).expect("readable CSV");
-    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
-    reader.records().map(|r| header.iter().cloned().zip(r.unwrap().iter().map(str::to_owned)).collect()).collect()
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    reader
+        .records()
+        .map(|r| {
+            header
+                .iter()
+                .cloned()
+                .zip(r.unwrap().iter().map(str::to_owned))
+                .collect()
+        })
+        .collect()
 }
 
 /// `YYYY-MM-DD HH:MM` → `YYYY-MM-DDTHH` (the hour key) and the RFC 3339 time InfluxDB shows.
@@ -55,14 +69,28 @@ pub fn extremes_of(mut pairs: Vec<(String, f64)>) -> (Extreme, Extreme) {
             min = (holder, value);
         }
     }
-    (Extreme { holder: max.0, value: max.1 }, Extreme { holder: min.0, value: min.1 })
+    (
+        Extreme {
+            holder: max.0,
+            value: max.1,
+        },
+        Extreme {
+            holder: min.0,
+            value: min.1,
+        },
+    )
 }
 
 impl Expected {
     pub fn from_rows(rows: &[CsvRow]) -> Self {
         let mut grouped: BTreeMap<String, BTreeMap<String, Vec<&CsvRow>>> = BTreeMap::new();
         for row in rows {
-            grouped.entry(hour_of(&row["time"])).or_default().entry(row["state"].clone()).or_default().push(row);
+            grouped
+                .entry(hour_of(&row["time"]))
+                .or_default()
+                .entry(row["state"].clone())
+                .or_default()
+                .push(row);
         }
         let hours = grouped
             .into_iter()
@@ -70,14 +98,29 @@ impl Expected {
                 let figures = states
                     .into_iter()
                     .map(|(state, rows)| {
-                        let value = |row: &CsvRow, metric: &str| row[metric].parse::<f64>().unwrap();
+                        let value =
+                            |row: &CsvRow, metric: &str| row[metric].parse::<f64>().unwrap();
                         let count = rows.len() as u64;
-                        let means = METRICS.map(|m| rows.iter().map(|r| value(r, m)).sum::<f64>() / count as f64);
+                        let means = METRICS
+                            .map(|m| rows.iter().map(|r| value(r, m)).sum::<f64>() / count as f64);
                         let extremes = METRICS
                             .iter()
-                            .map(|m| extremes_of(rows.iter().map(|r| (r["zip_code"].clone(), value(r, m))).collect()))
+                            .map(|m| {
+                                extremes_of(
+                                    rows.iter()
+                                        .map(|r| (r["zip_code"].clone(), value(r, m)))
+                                        .collect(),
+                                )
+                            })
                             .collect();
-                        (state, StateHour { count, means, extremes })
+                        (
+                            state,
+                            StateHour {
+                                count,
+                                means,
+                                extremes,
+                            },
+                        )
                     })
                     .collect();
                 (hour, figures)
@@ -89,7 +132,16 @@ impl Expected {
     /// Per metric: the states with the highest and lowest average in `hour`.
     pub fn state_extremes(&self, hour: &str) -> Vec<(Extreme, Extreme)> {
         let states = &self.hours[hour];
-        (0..4).map(|i| extremes_of(states.iter().map(|(s, f)| (s.clone(), f.means[i])).collect())).collect()
+        (0..4)
+            .map(|i| {
+                extremes_of(
+                    states
+                        .iter()
+                        .map(|(s, f)| (s.clone(), f.means[i]))
+                        .collect(),
+                )
+            })
+            .collect()
     }
 }
 
@@ -99,7 +151,11 @@ pub fn close(a: f64, b: f64) -> bool {
 }
 
 /// Runs one InfluxQL statement; returns the rows of every series as column → value maps.
-pub async fn influx_query(url: &str, db: &str, statement: &str) -> Vec<BTreeMap<String, serde_json::Value>> {
+pub async fn influx_query(
+    url: &str,
+    db: &str,
+    statement: &str,
+) -> Vec<BTreeMap<String, serde_json::Value>> {
     let body: serde_json::Value = reqwest::Client::new()
         .get(format!("{url}/query"))
         .query(&[("db", db), ("q", statement)])
@@ -110,10 +166,25 @@ pub async fn influx_query(url: &str, db: &str, statement: &str) -> Vec<BTreeMap<
         .await
         .unwrap();
     let mut rows = Vec::new();
-    for series in body["results"][0]["series"].as_array().into_iter().flatten() {
-        let columns: Vec<String> = series["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+    for series in body["results"][0]["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let columns: Vec<String> = series["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect();
         for values in series["values"].as_array().unwrap() {
-            rows.push(columns.iter().cloned().zip(values.as_array().unwrap().iter().cloned()).collect());
+            rows.push(
+                columns
+                    .iter()
+                    .cloned()
+                    .zip(values.as_array().unwrap().iter().cloned())
+                    .collect(),
+            );
         }
     }
     rows
@@ -123,7 +194,10 @@ pub async fn influx_query(url: &str, db: &str, statement: &str) -> Vec<BTreeMap<
 pub async fn api_get(addr: &str, path: &str) -> (u16, serde_json::Value) {
     let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
     let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[cfg(test)]
@@ -132,7 +206,253 @@ mod tests {
 
     #[test]
     fn extremes_break_ties_by_the_smallest_holder() {
-        let (max, min) = extremes_of(vec![("b".into(), 2.0), ("a".into(), 2.0), ("c".into(), 1.0), ("d".into(), 1.0)]);
+        let (max, min) = extremes_of(vec![
+            ("b".into(), 2.0),
+            ("a".into(), 2.0),
+            ("c".into(), 1.0),
+            ("d".into(), 1.0),
+        ]);
         assert_eq!((max.holder.as_str(), min.holder.as_str()), ("a", "c"));
+    }
+}
+
+/// A private stack: redis-server, influxd, and the ingester, processor and api as
+/// separate `weathervane` processes, all on free loopback ports, all killed on drop.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub redis: weathervane_harness::RedisServer,
+    pub influx: weathervane_harness::InfluxServer,
+    pub ingester: weathervane_harness::ManagedProcess,
+    pub processor: weathervane_harness::ManagedProcess,
+    pub api: weathervane_harness::ManagedProcess,
+    pub api_addr: String,
+}
+
+pub const DB: &str = "weather";
+
+impl Stack {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let redis = weathervane_harness::RedisServer::start().unwrap();
+        let influx = weathervane_harness::InfluxServer::start().unwrap();
+        let api_addr = format!("127.0.0.1:{}", weathervane_harness::free_port().unwrap());
+        let mut stack = Self {
+            ingester: role(
+                dir.path(),
+                "ingester",
+                &redis.url(),
+                &influx.url(),
+                &api_addr,
+            ),
+            processor: role(
+                dir.path(),
+                "processor",
+                &redis.url(),
+                &influx.url(),
+                &api_addr,
+            ),
+            api: role(dir.path(), "api", &redis.url(), &influx.url(), &api_addr),
+            dir,
+            redis,
+            influx,
+            api_addr,
+        };
+        for process in [&mut stack.ingester, &mut stack.processor, &mut stack.api] {
+            process.start().unwrap();
+        }
+        stack
+    }
+
+    /// A streamer for `input` with extra arguments, not yet started.
+    pub fn streamer(&self, input: &Path, args: &[&str]) -> weathervane_harness::ManagedProcess {
+        role(
+            self.dir.path(),
+            "streamer",
+            &self.redis.url(),
+            &self.influx.url(),
+            &self.api_addr,
+        )
+        .arg("--input")
+        .arg(input)
+        .arg("--rejects")
+        .arg(self.dir.path().join("rejects.csv"))
+        .args(args)
+    }
+
+    /// Generates a CSV with the project's generator (the input; what is expected is then
+    /// computed from that file independently).
+    pub fn generate(&self, stations: u32, days: u32, seed: u64) -> std::path::PathBuf {
+        let out = self
+            .dir
+            .path()
+            .join(format!("input-{stations}-{days}-{seed}.csv"));
+        let status = std::process::Command::new(weathervane_harness::weathervane_binary().unwrap())
+            .args([
+                "gen",
+                "--stations",
+                &stations.to_string(),
+                "--days",
+                &days.to_string(),
+                "--seed",
+                &seed.to_string(),
+                "--out",
+            ])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        out
+    }
+
+    pub async fn query(&self, statement: &str) -> Vec<BTreeMap<String, serde_json::Value>> {
+        influx_query(&self.influx.url(), DB, statement).await
+    }
+
+    pub fn log(&self, process: &weathervane_harness::ManagedProcess) -> String {
+        std::fs::read_to_string(process.log_path()).unwrap_or_default()
+    }
+}
+
+fn role(
+    dir: &Path,
+    name: &str,
+    redis: &str,
+    influx: &str,
+    api: &str,
+) -> weathervane_harness::ManagedProcess {
+    weathervane_harness::ManagedProcess::weathervane(name, dir)
+        .unwrap()
+        .arg(name)
+        .env("REDIS_URL", redis)
+        .env("INFLUXDB_URL", influx)
+        .env("INFLUXDB_DB", DB)
+        .env("API_ADDR", api)
+        .env("RUST_LOG", "info")
+}
+
+/// `YYYY-MM-DD HH:MM` as InfluxDB prints times.
+pub fn rfc3339(time: &str) -> String {
+    format!("{}T{}:00Z", &time[..10], &time[11..16])
+}
+
+/// Checks, against values computed from `rows`, that InfluxDB holds exactly those rows
+/// with every value, and the right averages, counts, zip-code and state extremes for
+/// every hour. Panics with what differs.
+pub async fn assert_stored_exactly(stack: &Stack, rows: &[CsvRow]) {
+    let expected = Expected::from_rows(rows);
+    let stored = stack.query("SELECT * FROM weather_data").await;
+    assert_eq!(stored.len(), rows.len(), "rows stored vs rows in the input");
+    let by_key: BTreeMap<(String, String), &BTreeMap<String, serde_json::Value>> = stored
+        .iter()
+        .map(|r| {
+            (
+                (
+                    r["zip_code"].as_str().unwrap().to_owned(),
+                    r["time"].as_str().unwrap().to_owned(),
+                ),
+                r,
+            )
+        })
+        .collect();
+    for row in rows {
+        let point = by_key
+            .get(&(row["zip_code"].clone(), rfc3339(&row["time"])))
+            .unwrap_or_else(|| panic!("row missing: {row:?}"));
+        for (column, text) in row {
+            match column.as_str() {
+                "time" => {}
+                "zip_code" | "state" | "name" | "wind_dir" => assert_eq!(
+                    point[column].as_str(),
+                    Some(text.as_str()),
+                    "{column} of {row:?}"
+                ),
+                _ => assert_eq!(
+                    point[column].as_f64(),
+                    Some(text.parse::<f64>().unwrap()),
+                    "{column} of {row:?}"
+                ),
+            }
+        }
+    }
+
+    let averages = stack.query("SELECT * FROM weather_averages").await;
+    let expected_states: usize = expected.hours.values().map(BTreeMap::len).sum();
+    assert_eq!(
+        averages.len(),
+        expected_states,
+        "one average per hour and state"
+    );
+    for average in &averages {
+        let hour = hour_of(&average["time"].as_str().unwrap().replace('T', " "));
+        let state = average["state"].as_str().unwrap();
+        let want = &expected.hours[&hour][state];
+        assert_eq!(
+            average["count"].as_u64(),
+            Some(want.count),
+            "count of {state} at {hour}"
+        );
+        for (i, metric) in METRICS.iter().enumerate() {
+            let got = average[&format!("avg_{metric}")].as_f64().unwrap();
+            assert!(
+                close(got, want.means[i]),
+                "avg {metric} of {state} at {hour}: {got} vs {}",
+                want.means[i]
+            );
+        }
+    }
+
+    let zip_extremes = stack.query("SELECT * FROM zip_code_extremes").await;
+    assert_eq!(
+        zip_extremes.len(),
+        expected_states * 4,
+        "one zip-code extreme per hour, state and metric"
+    );
+    for extreme in &zip_extremes {
+        let hour = hour_of(&extreme["time"].as_str().unwrap().replace('T', " "));
+        let (state, metric) = (
+            extreme["state"].as_str().unwrap(),
+            extreme["metric"].as_str().unwrap(),
+        );
+        let i = METRICS.iter().position(|m| m == &metric).unwrap();
+        let (max, min) = &expected.hours[&hour][state].extremes[i];
+        assert_eq!(
+            extreme["max_zip_code"].as_str(),
+            Some(max.holder.as_str()),
+            "max {metric} zip of {state} at {hour}"
+        );
+        assert_eq!(extreme["max_value"].as_f64(), Some(max.value));
+        assert_eq!(
+            extreme["min_zip_code"].as_str(),
+            Some(min.holder.as_str()),
+            "min {metric} zip of {state} at {hour}"
+        );
+        assert_eq!(extreme["min_value"].as_f64(), Some(min.value));
+    }
+
+    let state_extremes = stack.query("SELECT * FROM state_extremes").await;
+    assert_eq!(
+        state_extremes.len(),
+        expected.hours.len() * 4,
+        "one state extreme per hour and metric"
+    );
+    for extreme in &state_extremes {
+        let hour = hour_of(&extreme["time"].as_str().unwrap().replace('T', " "));
+        let i = METRICS
+            .iter()
+            .position(|m| Some(*m) == extreme["metric"].as_str())
+            .unwrap();
+        let (max, min) = &expected.state_extremes(&hour)[i];
+        assert_eq!(
+            extreme["max_state"].as_str(),
+            Some(max.holder.as_str()),
+            "max state at {hour}"
+        );
+        assert!(close(extreme["max_value"].as_f64().unwrap(), max.value));
+        assert_eq!(
+            extreme["min_state"].as_str(),
+            Some(min.holder.as_str()),
+            "min state at {hour}"
+        );
+        assert!(close(extreme["min_value"].as_f64().unwrap(), min.value));
     }
 }

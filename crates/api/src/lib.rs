@@ -37,7 +37,10 @@ pub enum ApiError {
     #[error(transparent)]
     Influx(#[from] InfluxError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -53,14 +56,23 @@ pub fn app(state: AppState) -> Router {
         .route("/avg", get(reports::avg))
         .route("/extremes", get(reports::extremes))
         .route("/state_extremes", get(reports::state_extremes))
-        .fallback(|| async { AppError::NotFound("no such endpoint; try /avg, /extremes or /state_extremes".into()) })
+        .fallback(|| async {
+            AppError::NotFound("no such endpoint; try /avg, /extremes or /state_extremes".into())
+        })
         .with_state(state)
 }
 
 /// Serves until `shutdown`, then finishes the requests in flight.
 pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), ApiError> {
-    let state = AppState { influx: InfluxClient::new(&config.influx, QUERY_TIMEOUT)? };
-    let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| ApiError::Bind { addr: config.addr, source })?;
+    let state = AppState {
+        influx: InfluxClient::new(&config.influx, QUERY_TIMEOUT)?,
+    };
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(|source| ApiError::Bind {
+            addr: config.addr,
+            source,
+        })?;
     let addr = listener.local_addr().map_err(ApiError::Serve)?;
     tracing::info!(%addr, "API listening.");
     axum::serve(listener, app(state))
@@ -80,21 +92,42 @@ mod tests {
 
     /// An app whose InfluxDB is a closed loopback port: every query fails to connect.
     fn app_without_influx() -> Router {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let args = InfluxArgs { url: format!("http://127.0.0.1:{port}"), db: "weather".into(), user: None, password: None, token: None };
-        app(AppState { influx: InfluxClient::new(&args, QUERY_TIMEOUT).unwrap() })
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let args = InfluxArgs {
+            url: format!("http://127.0.0.1:{port}"),
+            db: "weather".into(),
+            user: None,
+            password: None,
+            token: None,
+        };
+        app(AppState {
+            influx: InfluxClient::new(&args, QUERY_TIMEOUT).unwrap(),
+        })
     }
 
     async fn get(uri: &str) -> (StatusCode, serde_json::Value) {
-        let response = app_without_influx().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let response = app_without_influx()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     #[tokio::test]
     async fn root_says_online() {
-        let response = app_without_influx().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+        let response = app_without_influx()
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         assert!(String::from_utf8_lossy(&bytes).contains("online"));
@@ -112,16 +145,26 @@ mod tests {
         ] {
             let (status, body) = get(uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
-            assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{uri}: {body}");
+            assert!(
+                body["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{uri}: {body}"
+            );
         }
     }
 
     #[tokio::test]
     async fn unreachable_influxdb_is_503_with_a_json_error() {
-        for uri in ["/avg?state=CA&hour=05&date=2023-09-19", "/extremes?state=CA&hour=5", "/state_extremes?hour=23"] {
+        for uri in [
+            "/avg?state=CA&hour=05&date=2023-09-19",
+            "/extremes?state=CA&hour=5",
+            "/state_extremes?hour=23",
+        ] {
             let (status, body) = get(uri).await;
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
-            assert!(body["error"].as_str().unwrap().contains("unavailable"), "{body}");
+            assert!(
+                body["error"].as_str().unwrap().contains("unavailable"),
+                "{body}"
+            );
         }
     }
 

@@ -16,15 +16,23 @@ pub fn state(params: &RawParams) -> Result<String, AppError> {
     if value.len() == 2 && value.bytes().all(|b| b.is_ascii_alphabetic()) {
         Ok(value.to_ascii_uppercase())
     } else {
-        Err(AppError::BadRequest(format!("state {value:?} is not a two-letter state code such as CA")))
+        Err(AppError::BadRequest(format!(
+            "state {value:?} is not a two-letter state code such as CA"
+        )))
     }
 }
 
 /// `HH`, 0-23, with or without a leading zero.
 pub fn hour(params: &RawParams) -> Result<u32, AppError> {
     let value = required(params, "hour")?;
-    let hour = (1..=2).contains(&value.len()).then(|| value.parse::<u32>().ok()).flatten().filter(|h| *h < 24);
-    hour.ok_or_else(|| AppError::BadRequest(format!("hour {value:?} is not an hour 0-23 such as 05")))
+    let hour = (1..=2)
+        .contains(&value.len())
+        .then(|| value.parse::<u32>().ok())
+        .flatten()
+        .filter(|h| *h < 24);
+    hour.ok_or_else(|| {
+        AppError::BadRequest(format!("hour {value:?} is not an hour 0-23 such as 05"))
+    })
 }
 
 /// `YYYY-MM-DD`, or `None` when absent (meaning: the latest date with reports).
@@ -35,13 +43,18 @@ pub fn date(params: &RawParams) -> Result<Option<NaiveDate>, AppError> {
             NaiveDate::parse_from_str(value, "%Y-%m-%d")
                 .ok()
                 .filter(|_| value.len() == 10)
-                .ok_or_else(|| AppError::BadRequest(format!("date {value:?} is not a date YYYY-MM-DD")))
+                .ok_or_else(|| {
+                    AppError::BadRequest(format!("date {value:?} is not a date YYYY-MM-DD"))
+                })
         })
         .transpose()
 }
 
 fn required<'a>(params: &'a RawParams, name: &str) -> Result<&'a str, AppError> {
-    params.get(name).map(String::as_str).ok_or_else(|| AppError::BadRequest(format!("missing parameter {name}")))
+    params
+        .get(name)
+        .map(String::as_str)
+        .ok_or_else(|| AppError::BadRequest(format!("missing parameter {name}")))
 }
 
 #[cfg(test)]
@@ -49,7 +62,10 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> RawParams {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -58,17 +74,39 @@ mod tests {
         assert_eq!(hour(&params(&[("hour", "05")])).unwrap(), 5);
         assert_eq!(hour(&params(&[("hour", "5")])).unwrap(), 5);
         assert_eq!(hour(&params(&[("hour", "23")])).unwrap(), 23);
-        assert_eq!(date(&params(&[("date", "2023-09-19")])).unwrap(), NaiveDate::from_ymd_opt(2023, 9, 19));
+        assert_eq!(
+            date(&params(&[("date", "2023-09-19")])).unwrap(),
+            NaiveDate::from_ymd_opt(2023, 9, 19)
+        );
         assert_eq!(date(&params(&[])).unwrap(), None);
     }
 
     #[test]
     fn rejects_bad_values_naming_them() {
-        for (name, value) in [("state", "CA' OR '1'='1"), ("state", "C"), ("hour", "24"), ("hour", "ab"), ("hour", "005"), ("hour", "-1"), ("date", "2023-9-1"), ("date", "yesterday")] {
+        for (name, value) in [
+            ("state", "CA' OR '1'='1"),
+            ("state", "C"),
+            ("hour", "24"),
+            ("hour", "ab"),
+            ("hour", "005"),
+            ("hour", "-1"),
+            ("date", "2023-9-1"),
+            ("date", "yesterday"),
+        ] {
             let p = params(&[("state", "CA"), ("hour", "1"), (name, value)]);
-            let error = state(&p).and_then(|_| hour(&p)).and_then(|_| date(&p)).unwrap_err().to_string();
-            assert!(error.contains(name) && error.contains(value), "{name}={value}: {error}");
+            let error = state(&p)
+                .and_then(|_| hour(&p))
+                .and_then(|_| date(&p))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(name) && error.contains(value),
+                "{name}={value}: {error}"
+            );
         }
-        assert_eq!(state(&params(&[])).unwrap_err().to_string(), "missing parameter state");
+        assert_eq!(
+            state(&params(&[])).unwrap_err().to_string(),
+            "missing parameter state"
+        );
     }
 }

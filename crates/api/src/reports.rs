@@ -16,18 +16,31 @@ use crate::{AppError, AppState};
 type Params = Result<Query<RawParams>, QueryRejection>;
 
 fn raw(query: Params) -> Result<RawParams, AppError> {
-    query.map(|Query(params)| params).map_err(|rejection| AppError::BadRequest(format!("malformed query string: {rejection}")))
+    query
+        .map(|Query(params)| params)
+        .map_err(|rejection| AppError::BadRequest(format!("malformed query string: {rejection}")))
 }
 
 /// The hour asked for: `hour` on `date`, or on the latest date that has reports.
-async fn report_hour(influx: &InfluxClient, hour: u32, date: Option<NaiveDate>) -> Result<HourKey, AppError> {
+async fn report_hour(
+    influx: &InfluxClient,
+    hour: u32,
+    date: Option<NaiveDate>,
+) -> Result<HourKey, AppError> {
     let date = match date {
         Some(date) => date,
         None => {
-            let series = influx.query(&format!("SELECT LAST(\"count\") FROM {WEATHER_AVERAGES}")).await?;
-            let latest = series.first().and_then(|s| s.values.first()).and_then(|row| row.first()).and_then(Value::as_i64);
+            let series = influx
+                .query(&format!("SELECT LAST(\"count\") FROM {WEATHER_AVERAGES}"))
+                .await?;
+            let latest = series
+                .first()
+                .and_then(|s| s.values.first())
+                .and_then(|row| row.first())
+                .and_then(Value::as_i64);
             let time = latest.and_then(|secs| chrono::DateTime::from_timestamp(secs, 0));
-            time.ok_or_else(|| AppError::NotFound("no reports yet".into()))?.date_naive()
+            time.ok_or_else(|| AppError::NotFound("no reports yet".into()))?
+                .date_naive()
         }
     };
     Ok(HourKey::from_date_hour(date, hour).expect("hour was validated to be 0-23"))
@@ -37,7 +50,11 @@ async fn report_hour(influx: &InfluxClient, hour: u32, date: Option<NaiveDate>) 
 fn records(series: &[Series]) -> Vec<Map<String, Value>> {
     series
         .iter()
-        .flat_map(|s| s.values.iter().map(|row| s.columns.iter().cloned().zip(row.iter().cloned()).collect()))
+        .flat_map(|s| {
+            s.values
+                .iter()
+                .map(|row| s.columns.iter().cloned().zip(row.iter().cloned()).collect())
+        })
         .collect()
 }
 
@@ -47,18 +64,31 @@ fn when(hour: HourKey) -> (String, String) {
 
 pub async fn avg(State(state): State<AppState>, query: Params) -> Result<Json<Value>, AppError> {
     let params = raw(query)?;
-    let (code, hour, date) = (params::state(&params)?, params::hour(&params)?, params::date(&params)?);
+    let (code, hour, date) = (
+        params::state(&params)?,
+        params::hour(&params)?,
+        params::date(&params)?,
+    );
     let hour = report_hour(&state.influx, hour, date).await?;
     let statement = format!(
         "SELECT avg_temp_c, avg_pressure_mb, avg_humidity, avg_precip_mm, \"count\" FROM {WEATHER_AVERAGES} WHERE state = {} AND time = '{}'",
         quote_literal(&code),
         hour.rfc3339()
     );
-    let record = records(&state.influx.query(&statement).await?).into_iter().next();
-    let record = record.ok_or_else(|| AppError::NotFound(format!("no report for state {code} at {hour}")))?;
+    let record = records(&state.influx.query(&statement).await?)
+        .into_iter()
+        .next();
+    let record = record
+        .ok_or_else(|| AppError::NotFound(format!("no report for state {code} at {hour}")))?;
     let (date, hour) = when(hour);
     let mut body = json!({ "state": code, "date": date, "hour": hour });
-    for key in ["avg_temp_c", "avg_pressure_mb", "avg_humidity", "avg_precip_mm", "count"] {
+    for key in [
+        "avg_temp_c",
+        "avg_pressure_mb",
+        "avg_humidity",
+        "avg_precip_mm",
+        "count",
+    ] {
         body[key] = record.get(key).cloned().unwrap_or(Value::Null);
     }
     Ok(Json(body))
@@ -69,7 +99,9 @@ pub async fn avg(State(state): State<AppState>, query: Params) -> Result<Json<Va
 fn extremes_body(records: &[Map<String, Value>], holder: &str) -> Option<Value> {
     let mut body = json!({ "max": {}, "min": {} });
     for metric in Metric::ALL {
-        let record = records.iter().find(|r| r.get("metric").and_then(Value::as_str) == Some(metric.name()))?;
+        let record = records
+            .iter()
+            .find(|r| r.get("metric").and_then(Value::as_str) == Some(metric.name()))?;
         for side in ["max", "min"] {
             body[side][metric.name()] = json!({
                 holder: record.get(&format!("{side}_{holder}"))?,
@@ -80,9 +112,16 @@ fn extremes_body(records: &[Map<String, Value>], holder: &str) -> Option<Value> 
     Some(body)
 }
 
-pub async fn extremes(State(state): State<AppState>, query: Params) -> Result<Json<Value>, AppError> {
+pub async fn extremes(
+    State(state): State<AppState>,
+    query: Params,
+) -> Result<Json<Value>, AppError> {
     let params = raw(query)?;
-    let (code, hour, date) = (params::state(&params)?, params::hour(&params)?, params::date(&params)?);
+    let (code, hour, date) = (
+        params::state(&params)?,
+        params::hour(&params)?,
+        params::date(&params)?,
+    );
     let hour = report_hour(&state.influx, hour, date).await?;
     let statement = format!(
         "SELECT metric, max_zip_code, max_value, min_zip_code, min_value FROM {ZIP_CODE_EXTREMES} WHERE state = {} AND time = '{}'",
@@ -90,7 +129,8 @@ pub async fn extremes(State(state): State<AppState>, query: Params) -> Result<Js
         hour.rfc3339()
     );
     let records = records(&state.influx.query(&statement).await?);
-    let mut body = extremes_body(&records, "zip_code").ok_or_else(|| AppError::NotFound(format!("no report for state {code} at {hour}")))?;
+    let mut body = extremes_body(&records, "zip_code")
+        .ok_or_else(|| AppError::NotFound(format!("no report for state {code} at {hour}")))?;
     let (date, hour) = when(hour);
     body["state"] = json!(code);
     body["date"] = json!(date);
@@ -98,13 +138,20 @@ pub async fn extremes(State(state): State<AppState>, query: Params) -> Result<Js
     Ok(Json(body))
 }
 
-pub async fn state_extremes(State(state): State<AppState>, query: Params) -> Result<Json<Value>, AppError> {
+pub async fn state_extremes(
+    State(state): State<AppState>,
+    query: Params,
+) -> Result<Json<Value>, AppError> {
     let params = raw(query)?;
     let (hour, date) = (params::hour(&params)?, params::date(&params)?);
     let hour = report_hour(&state.influx, hour, date).await?;
-    let statement = format!("SELECT metric, max_state, max_value, min_state, min_value FROM {STATE_EXTREMES} WHERE time = '{}'", hour.rfc3339());
+    let statement = format!(
+        "SELECT metric, max_state, max_value, min_state, min_value FROM {STATE_EXTREMES} WHERE time = '{}'",
+        hour.rfc3339()
+    );
     let records = records(&state.influx.query(&statement).await?);
-    let mut body = extremes_body(&records, "state").ok_or_else(|| AppError::NotFound(format!("no report at {hour}")))?;
+    let mut body = extremes_body(&records, "state")
+        .ok_or_else(|| AppError::NotFound(format!("no report at {hour}")))?;
     let (date, hour) = when(hour);
     body["date"] = json!(date);
     body["hour"] = json!(hour);

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use weathervane_core::{shutdown, telemetry};
 
 #[derive(Debug, Parser)]
-#[command(name = "weathervane", version, about = "A weather-station pipeline over Redis and InfluxDB that loses nothing through outages.")]
+#[command(
+    name = "weathervane",
+    version,
+    about = "A weather-station pipeline over Redis and InfluxDB that loses nothing through outages."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,9 +58,15 @@ fn run(command: Command) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = shutdown::on_signal();
         match command {
-            Command::Streamer(config) => weathervane_streamer::run(config, shutdown).await.context("streamer"),
-            Command::Ingester(config) => weathervane_ingester::run(config, shutdown).await.context("ingester"),
-            Command::Processor(config) => weathervane_processor::run(config, shutdown).await.context("processor"),
+            Command::Streamer(config) => weathervane_streamer::run(config, shutdown)
+                .await
+                .context("streamer"),
+            Command::Ingester(config) => weathervane_ingester::run(config, shutdown)
+                .await
+                .context("ingester"),
+            Command::Processor(config) => weathervane_processor::run(config, shutdown)
+                .await
+                .context("processor"),
             Command::Api(config) => weathervane_api::run(config, shutdown).await.context("api"),
             Command::Up(args) => up::run(args, shutdown).await,
             Command::Gen(_) => unreachable!("handled above"),
@@ -77,8 +87,20 @@ mod tests {
 
     #[test]
     fn environment_fallbacks_use_the_documented_names() {
-        let help = Cli::command().find_subcommand_mut("up").unwrap().render_long_help().to_string();
-        for name in ["REDIS_URL", "INFLUXDB_URL", "INFLUXDB_DB", "INFLUXDB_USER", "INFLUXDB_PASSWORD", "INFLUXDB_TOKEN", "API_ADDR"] {
+        let help = Cli::command()
+            .find_subcommand_mut("up")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for name in [
+            "REDIS_URL",
+            "INFLUXDB_URL",
+            "INFLUXDB_DB",
+            "INFLUXDB_USER",
+            "INFLUXDB_PASSWORD",
+            "INFLUXDB_TOKEN",
+            "API_ADDR",
+        ] {
             assert!(help.contains(name), "{name} missing from `up --help`");
         }
     }

@@ -28,25 +28,72 @@ pub struct UpArgs {
 }
 
 pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let UpArgs { redis, influx, buffer, stream, addr } = args;
+    let UpArgs {
+        redis,
+        influx,
+        buffer,
+        stream,
+        addr,
+    } = args;
     let once = stream.once;
     let roles = shutdown.child_token();
     let mut set: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
     set.spawn({
-        let (config, token) = (IngesterConfig { redis: redis.clone(), influx: influx.clone(), buffer, write_batches: 10 }, roles.clone());
-        async move { weathervane_ingester::run(config, token).await.context("ingester").map(|()| "ingester") }
+        let (config, token) = (
+            IngesterConfig {
+                redis: redis.clone(),
+                influx: influx.clone(),
+                buffer,
+                write_batches: 10,
+            },
+            roles.clone(),
+        );
+        async move {
+            weathervane_ingester::run(config, token)
+                .await
+                .context("ingester")
+                .map(|()| "ingester")
+        }
     });
     set.spawn({
-        let (config, token) = (ProcessorConfig { redis: redis.clone(), influx: influx.clone() }, roles.clone());
-        async move { weathervane_processor::run(config, token).await.context("processor").map(|()| "processor") }
+        let (config, token) = (
+            ProcessorConfig {
+                redis: redis.clone(),
+                influx: influx.clone(),
+            },
+            roles.clone(),
+        );
+        async move {
+            weathervane_processor::run(config, token)
+                .await
+                .context("processor")
+                .map(|()| "processor")
+        }
     });
     set.spawn({
         let (config, token) = (ApiConfig { influx, addr }, roles.clone());
-        async move { weathervane_api::run(config, token).await.context("api").map(|()| "api") }
+        async move {
+            weathervane_api::run(config, token)
+                .await
+                .context("api")
+                .map(|()| "api")
+        }
     });
     set.spawn({
-        let (config, token) = (StreamerConfig { redis, buffer, stream }, roles.clone());
-        async move { weathervane_streamer::run(config, token).await.context("streamer").map(|()| "streamer") }
+        let (config, token) = (
+            StreamerConfig {
+                redis,
+                buffer,
+                stream,
+            },
+            roles.clone(),
+        );
+        async move {
+            weathervane_streamer::run(config, token)
+                .await
+                .context("streamer")
+                .map(|()| "streamer")
+        }
     });
     while let Some(joined) = set.join_next().await {
         match joined.context("a role panicked")? {

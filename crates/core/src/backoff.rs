@@ -20,7 +20,9 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new() -> Self {
-        Self { delays: Self::builder().build() }
+        Self {
+            delays: Self::builder().build(),
+        }
     }
 
     fn builder() -> ExponentialBuilder {
@@ -57,7 +59,10 @@ mod tests {
         let first = backoff.next_delay();
         assert!(first >= MIN_DELAY && first <= MIN_DELAY * 2, "{first:?}");
         let delays: Vec<_> = (0..50).map(|_| backoff.next_delay()).collect();
-        assert!(delays.iter().all(|d| *d <= Duration::from_secs(1)), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_secs(1)),
+            "{delays:?}"
+        );
         assert!(delays[40..].iter().all(|d| *d >= MAX_DELAY), "{delays:?}");
         backoff.reset();
         assert!(backoff.next_delay() <= MIN_DELAY * 2);

@@ -149,7 +149,12 @@ pub trait Target<T> {
 /// into an in-flight slot and offers that slot until it is not `Retry`, pausing with
 /// [`Backoff`] in between. Logs once when the target goes away and once when it is back,
 /// with how long it was gone and how much was waiting.
-pub async fn flush<T>(queue: &BoundedQueue<T>, max_items: usize, shutdown: &CancellationToken, target: &mut impl Target<T>) {
+pub async fn flush<T>(
+    queue: &BoundedQueue<T>,
+    max_items: usize,
+    shutdown: &CancellationToken,
+    target: &mut impl Target<T>,
+) {
     let mut backoff = Backoff::new();
     let mut in_flight: Vec<T> = Vec::with_capacity(max_items);
     let mut outage_since: Option<Instant> = None;
@@ -170,14 +175,23 @@ pub async fn flush<T>(queue: &BoundedQueue<T>, max_items: usize, shutdown: &Canc
                         outage_since = Some(Instant::now());
                     }
                     if !sleep_or_cancel(backoff.next_delay(), shutdown).await {
-                        tracing::info!(buffer = queue.name(), buffered = queue.len() + in_flight.len(), "Shutting down with items still buffered; their sources will resend them.");
+                        tracing::info!(
+                            buffer = queue.name(),
+                            buffered = queue.len() + in_flight.len(),
+                            "Shutting down with items still buffered; their sources will resend them."
+                        );
                         return;
                     }
                 }
             }
         }
         if let Some(since) = outage_since.take() {
-            tracing::info!(buffer = queue.name(), buffered = queue.len(), after_ms = since.elapsed().as_millis() as u64, "Target back; flushing.");
+            tracing::info!(
+                buffer = queue.name(),
+                buffered = queue.len(),
+                after_ms = since.elapsed().as_millis() as u64,
+                "Target back; flushing."
+            );
             backoff.reset();
         }
         in_flight.clear();
@@ -200,9 +214,23 @@ mod tests {
         assert_eq!(queue.try_push(3, 90), Err(3), "over the byte cap");
         assert!(queue.try_push(4, 10).is_ok());
         assert_eq!(queue.try_push(5, 1), Err(5), "over the item cap");
-        assert_eq!((queue.pop(), queue.pop(), queue.pop(), queue.pop()), (Some(1), Some(2), Some(4), None));
-        assert_eq!((queue.pushed(), queue.popped(), queue.bytes(), queue.peak_len()), (3, 3, 0, 3));
-        assert!(queue.try_push(6, 1000).is_ok(), "an empty queue takes an oversized item");
+        assert_eq!(
+            (queue.pop(), queue.pop(), queue.pop(), queue.pop()),
+            (Some(1), Some(2), Some(4), None)
+        );
+        assert_eq!(
+            (
+                queue.pushed(),
+                queue.popped(),
+                queue.bytes(),
+                queue.peak_len()
+            ),
+            (3, 3, 0, 3)
+        );
+        assert!(
+            queue.try_push(6, 1000).is_ok(),
+            "an empty queue takes an oversized item"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -243,7 +271,10 @@ mod tests {
         }
         let shutdown = CancellationToken::new();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut target = FlakyTarget { attempts: 0, seen: seen.clone() };
+        let mut target = FlakyTarget {
+            attempts: 0,
+            seen: seen.clone(),
+        };
         let flusher = tokio::spawn({
             let (queue, shutdown) = (queue.clone(), shutdown.clone());
             async move { flush(&queue, 2, &shutdown, &mut target).await }
@@ -255,7 +286,10 @@ mod tests {
         let waited = started.elapsed();
         assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 3, 4]);
         // Four pauses of 20, 40, 80, 160 ms, each with up to as much jitter again.
-        assert!(waited >= Duration::from_millis(300) && waited <= Duration::from_millis(700), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(300) && waited <= Duration::from_millis(700),
+            "{waited:?}"
+        );
         shutdown.cancel();
         flusher.await.unwrap();
     }

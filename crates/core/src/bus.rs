@@ -28,7 +28,10 @@ pub enum BusError {
 }
 
 fn open(url: &str) -> Result<Client, BusError> {
-    Client::open(url).map_err(|e| BusError::Config { url: url.to_owned(), reason: e.to_string() })
+    Client::open(url).map_err(|e| BusError::Config {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// Publishes messages on one connection, owned by one task.
@@ -41,11 +44,18 @@ pub struct Publisher {
 impl Publisher {
     /// Checks the URL now; connects on first use.
     pub fn new(url: &str) -> Result<Self, BusError> {
-        Ok(Self { client: open(url)?, url: url.to_owned(), connection: None })
+        Ok(Self {
+            client: open(url)?,
+            url: url.to_owned(),
+            connection: None,
+        })
     }
 
     fn unavailable(&self, reason: impl ToString) -> BusError {
-        BusError::Unavailable { url: self.url.clone(), reason: reason.to_string() }
+        BusError::Unavailable {
+            url: self.url.clone(),
+            reason: reason.to_string(),
+        }
     }
 
     /// `PUBLISH`: how many subscribers received the message (0 means nobody did).
@@ -54,7 +64,9 @@ impl Publisher {
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(RESPONSE_TIMEOUT));
-            let connecting = self.client.get_multiplexed_async_connection_with_config(&config);
+            let connecting = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config);
             let connection = tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, connecting)
                 .await
                 .map_err(|_| self.unavailable("connect timed out"))?
@@ -87,7 +99,10 @@ pub struct Outbound {
 
 impl Outbound {
     pub fn new(channel: impl ToString, payload: impl Into<std::sync::Arc<[u8]>>) -> Self {
-        Self { channel: channel.to_string(), payload: payload.into() }
+        Self {
+            channel: channel.to_string(),
+            payload: payload.into(),
+        }
     }
 
     /// Weight in a buffer.
@@ -114,7 +129,11 @@ pub struct PublishTarget {
 impl Target<Outbound> for PublishTarget {
     async fn deliver(&mut self, items: &[Outbound]) -> Delivery {
         for message in items {
-            match self.publisher.publish(&message.channel, &message.payload).await {
+            match self
+                .publisher
+                .publish(&message.channel, &message.payload)
+                .await
+            {
                 Ok(0) if self.unheard == Unheard::Retry => {
                     return Delivery::Retry(format!("nobody is subscribed to {}", message.channel));
                 }
@@ -132,7 +151,10 @@ pub enum BusEvent {
     /// (Re)subscribed. Anything published while we were not subscribed is gone, so the
     /// owner should ask for whatever it may have missed.
     Subscribed,
-    Message { channel: String, payload: Vec<u8> },
+    Message {
+        channel: String,
+        payload: Vec<u8>,
+    },
 }
 
 /// A pattern subscription that survives Redis outages.
@@ -160,10 +182,13 @@ impl Subscription {
     }
 
     async fn connect(&mut self) -> Result<(PubSubSink, PubSubStream), String> {
-        let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| "connect timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+        let mut pubsub = tokio::time::timeout(
+            CONNECT_TIMEOUT + RESPONSE_TIMEOUT,
+            self.client.get_async_pubsub(),
+        )
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
         for pattern in &self.patterns {
             tokio::time::timeout(RESPONSE_TIMEOUT, pubsub.psubscribe(*pattern))
                 .await
@@ -192,8 +217,12 @@ impl Subscription {
                     Ok(session) => {
                         self.session = Some(session);
                         match self.lost_at.take() {
-                            Some(since) => tracing::info!(patterns = ?self.patterns, after_ms = since.elapsed().as_millis() as u64, "Redis subscription recovered."),
-                            None => tracing::info!(patterns = ?self.patterns, "Subscribed to Redis."),
+                            Some(since) => {
+                                tracing::info!(patterns = ?self.patterns, after_ms = since.elapsed().as_millis() as u64, "Redis subscription recovered.")
+                            }
+                            None => {
+                                tracing::info!(patterns = ?self.patterns, "Subscribed to Redis.")
+                            }
                         }
                         return Some(BusEvent::Subscribed);
                     }

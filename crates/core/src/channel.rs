@@ -52,22 +52,34 @@ impl Channel {
     }
 
     pub fn parse(name: &str) -> Result<Self, ChannelError> {
-        let error = |reason: &str| ChannelError { channel: name.to_owned(), reason: reason.to_owned() };
+        let error = |reason: &str| ChannelError {
+            channel: name.to_owned(),
+            reason: reason.to_owned(),
+        };
         let parts: Vec<&str> = name.split(':').collect();
         if parts.first() != Some(&PREFIX) {
             return Err(error("does not start with weather_channel:"));
         }
         let hour = |text: &str| text.parse::<HourKey>().map_err(|e| error(&e.to_string()));
         let batch = |text: &str| {
-            text.parse::<u32>().map_err(|_| error(&format!("batch index {text:?} is not a number")))
+            text.parse::<u32>()
+                .map_err(|_| error(&format!("batch index {text:?} is not a number")))
         };
         match parts[1..] {
-            ["data", b, h] => Ok(Channel::Data { batch: batch(b)?, hour: hour(h)? }),
-            ["request", b, h] => Ok(Channel::Request { batch: batch(b)?, hour: hour(h)? }),
+            ["data", b, h] => Ok(Channel::Data {
+                batch: batch(b)?,
+                hour: hour(h)?,
+            }),
+            ["request", b, h] => Ok(Channel::Request {
+                batch: batch(b)?,
+                hour: hour(h)?,
+            }),
             ["processor", h] => Ok(Channel::Processor { hour: hour(h)? }),
             ["announce", h] => Ok(Channel::Announce { hour: hour(h)? }),
             ["reported", h] => Ok(Channel::Reported { hour: hour(h)? }),
-            _ => Err(error("expected data|request:<batch>:<hour> or processor|announce|reported:<hour>")),
+            _ => Err(error(
+                "expected data|request:<batch>:<hour> or processor|announce|reported:<hour>",
+            )),
         }
     }
 }
@@ -94,16 +106,45 @@ mod tests {
 
     #[test]
     fn names_match_the_seed() {
-        assert_eq!(Channel::Data { batch: 3, hour: hour() }.to_string(), "weather_channel:data:3:2023-09-19T05");
-        assert_eq!(Channel::Request { batch: 0, hour: hour() }.to_string(), "weather_channel:request:0:2023-09-19T05");
-        assert_eq!(Channel::Processor { hour: hour() }.to_string(), "weather_channel:processor:2023-09-19T05");
+        assert_eq!(
+            Channel::Data {
+                batch: 3,
+                hour: hour()
+            }
+            .to_string(),
+            "weather_channel:data:3:2023-09-19T05"
+        );
+        assert_eq!(
+            Channel::Request {
+                batch: 0,
+                hour: hour()
+            }
+            .to_string(),
+            "weather_channel:request:0:2023-09-19T05"
+        );
+        assert_eq!(
+            Channel::Processor { hour: hour() }.to_string(),
+            "weather_channel:processor:2023-09-19T05"
+        );
     }
 
     #[test]
     fn every_channel_round_trips_and_matches_its_pattern() {
         let channels = [
-            (Channel::Data { batch: 87, hour: hour() }, pattern::DATA),
-            (Channel::Request { batch: 1, hour: hour() }, pattern::REQUEST),
+            (
+                Channel::Data {
+                    batch: 87,
+                    hour: hour(),
+                },
+                pattern::DATA,
+            ),
+            (
+                Channel::Request {
+                    batch: 1,
+                    hour: hour(),
+                },
+                pattern::REQUEST,
+            ),
             (Channel::Processor { hour: hour() }, pattern::PROCESSOR),
             (Channel::Announce { hour: hour() }, pattern::ANNOUNCE),
             (Channel::Reported { hour: hour() }, pattern::REPORTED),

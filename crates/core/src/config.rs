@@ -9,7 +9,12 @@ use std::str::FromStr;
 #[derive(Clone, Debug, clap::Args)]
 pub struct RedisArgs {
     /// Redis URL, e.g. redis://127.0.0.1:6379 (redis://:password@host:port/db for auth).
-    #[arg(id = "redis_url", long = "redis-url", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        id = "redis_url",
+        long = "redis-url",
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub url: String,
 }
 
@@ -17,7 +22,12 @@ pub struct RedisArgs {
 #[derive(Clone, Debug, clap::Args)]
 pub struct InfluxArgs {
     /// InfluxDB base URL (its v1 HTTP API: /ping, /write, /query).
-    #[arg(id = "influxdb_url", long = "influxdb-url", env = "INFLUXDB_URL", default_value = "http://127.0.0.1:8086")]
+    #[arg(
+        id = "influxdb_url",
+        long = "influxdb-url",
+        env = "INFLUXDB_URL",
+        default_value = "http://127.0.0.1:8086"
+    )]
     pub url: String,
     /// Database; created if missing.
     #[arg(long = "influxdb-db", env = "INFLUXDB_DB", default_value = "weather")]
@@ -26,10 +36,18 @@ pub struct InfluxArgs {
     #[arg(long = "influxdb-user", env = "INFLUXDB_USER")]
     pub user: Option<String>,
     /// Password (InfluxDB 1.x authentication).
-    #[arg(long = "influxdb-password", env = "INFLUXDB_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long = "influxdb-password",
+        env = "INFLUXDB_PASSWORD",
+        hide_env_values = true
+    )]
     pub password: Option<Secret>,
     /// Token, sent as `Authorization: Token ...` (2.x and 3.x v1-compatibility endpoints).
-    #[arg(long = "influxdb-token", env = "INFLUXDB_TOKEN", hide_env_values = true)]
+    #[arg(
+        long = "influxdb-token",
+        env = "INFLUXDB_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<Secret>,
 }
 

@@ -25,7 +25,9 @@ impl HourKey {
     /// The hour that contains `time`.
     pub fn containing(time: DateTime<Utc>) -> Self {
         let secs = time.timestamp();
-        Self { start: secs - secs.rem_euclid(3600) }
+        Self {
+            start: secs - secs.rem_euclid(3600),
+        }
     }
 
     /// The hour `hour` (0-23) of `date`; `None` if `hour` is out of range.
@@ -58,7 +60,9 @@ impl HourKey {
     }
 
     pub fn next(self) -> Self {
-        Self { start: self.start + 3600 }
+        Self {
+            start: self.start + 3600,
+        }
     }
 }
 
@@ -72,7 +76,9 @@ impl FromStr for HourKey {
     type Err = ParseHourError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let error = || ParseHourError { input: input.to_owned() };
+        let error = || ParseHourError {
+            input: input.to_owned(),
+        };
         // Exactly `YYYY-MM-DDTHH`: chrono alone would also take `2023-09-19T5`.
         if input.len() != 13 || input.as_bytes()[10] != b'T' {
             return Err(error());
@@ -114,7 +120,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed_hours() {
-        for bad in ["2023-09-19T5", "2023-09-19T24", "2023-09-19 05", "2023-13-01T00", "", "x"] {
+        for bad in [
+            "2023-09-19T5",
+            "2023-09-19T24",
+            "2023-09-19 05",
+            "2023-13-01T00",
+            "",
+            "x",
+        ] {
             assert!(bad.parse::<HourKey>().is_err(), "{bad} should be rejected");
         }
     }
@@ -130,7 +143,9 @@ mod tests {
 
     #[test]
     fn containing_truncates_minutes() {
-        let time = DateTime::parse_from_rfc3339("2023-09-19T05:59:59Z").unwrap().to_utc();
+        let time = DateTime::parse_from_rfc3339("2023-09-19T05:59:59Z")
+            .unwrap()
+            .to_utc();
         assert_eq!(HourKey::containing(time).to_string(), "2023-09-19T05");
     }
 }

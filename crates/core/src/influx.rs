@@ -21,7 +21,11 @@ pub enum InfluxError {
     /// The server refused the request itself (bad line protocol, field-type conflict, bad
     /// query): retrying the same request would fail again.
     #[error("InfluxDB at {url} rejected the request ({status}): {body}")]
-    Rejected { url: String, status: u16, body: String },
+    Rejected {
+        url: String,
+        status: u16,
+        body: String,
+    },
     /// The database does not exist (yet).
     #[error("InfluxDB at {url} has no database {db:?}")]
     DatabaseNotFound { url: String, db: String },
@@ -80,9 +84,13 @@ impl InfluxClient {
     /// A client whose every request gives up after `timeout`.
     pub fn new(args: &InfluxArgs, timeout: Duration) -> Result<Self, InfluxError> {
         let base = args.url.trim_end_matches('/').to_owned();
-        reqwest::Url::parse(&base).map_err(|e| InfluxError::Config(format!("INFLUXDB_URL {base:?}: {e}")))?;
+        reqwest::Url::parse(&base)
+            .map_err(|e| InfluxError::Config(format!("INFLUXDB_URL {base:?}: {e}")))?;
         if args.db.is_empty() || args.db.contains(['"', '\\', '\n']) {
-            return Err(InfluxError::Config(format!("INFLUXDB_DB {:?} is not a usable database name", args.db)));
+            return Err(InfluxError::Config(format!(
+                "INFLUXDB_DB {:?} is not a usable database name",
+                args.db
+            )));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -90,10 +98,22 @@ impl InfluxClient {
             .build()
             .map_err(|e| InfluxError::Config(e.to_string()))?;
         let user = match (&args.user, &args.password) {
-            (Some(user), password) => Some((user.clone(), password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default())),
+            (Some(user), password) => Some((
+                user.clone(),
+                password
+                    .as_ref()
+                    .map(|p| p.expose().to_owned())
+                    .unwrap_or_default(),
+            )),
             (None, _) => None,
         };
-        Ok(Self { http, base, db: args.db.clone(), user, token: args.token.as_ref().map(|t| t.expose().to_owned()) })
+        Ok(Self {
+            http,
+            base,
+            db: args.db.clone(),
+            user,
+            token: args.token.as_ref().map(|t| t.expose().to_owned()),
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -116,13 +136,25 @@ impl InfluxClient {
     }
 
     fn unavailable(&self, reason: impl ToString) -> InfluxError {
-        InfluxError::Unavailable { url: self.base.clone(), reason: reason.to_string() }
+        InfluxError::Unavailable {
+            url: self.base.clone(),
+            reason: reason.to_string(),
+        }
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(StatusCode, String), InfluxError> {
-        let response = request.send().await.map_err(|e| self.unavailable(describe(&e)))?;
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, String), InfluxError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.unavailable(describe(&e)))?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| self.unavailable(describe(&e)))?;
+        let body = response
+            .text()
+            .await
+            .map_err(|e| self.unavailable(describe(&e)))?;
         if status.is_server_error() {
             return Err(self.unavailable(format!("{status}: {}", body.trim())));
         }
@@ -131,19 +163,31 @@ impl InfluxClient {
 
     /// `GET /ping`: is the server there?
     pub async fn ping(&self) -> Result<(), InfluxError> {
-        let (status, body) = self.send(self.request(reqwest::Method::GET, "/ping")).await?;
+        let (status, body) = self
+            .send(self.request(reqwest::Method::GET, "/ping"))
+            .await?;
         match status {
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
-            _ => Err(InfluxError::Rejected { url: self.base.clone(), status: status.as_u16(), body }),
+            _ => Err(InfluxError::Rejected {
+                url: self.base.clone(),
+                status: status.as_u16(),
+                body,
+            }),
         }
     }
 
     pub async fn create_database(&self) -> Result<(), InfluxError> {
         let statement = format!("CREATE DATABASE \"{}\"", self.db);
-        let request = self.request(reqwest::Method::POST, "/query").query(&[("q", statement.as_str())]);
+        let request = self
+            .request(reqwest::Method::POST, "/query")
+            .query(&[("q", statement.as_str())]);
         let (status, body) = self.send(request).await?;
         if !status.is_success() {
-            return Err(InfluxError::Rejected { url: self.base.clone(), status: status.as_u16(), body });
+            return Err(InfluxError::Rejected {
+                url: self.base.clone(),
+                status: status.as_u16(),
+                body,
+            });
         }
         Ok(())
     }
@@ -170,25 +214,42 @@ impl InfluxClient {
         match status {
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
             StatusCode::NOT_FOUND if body.contains("database not found") => {
-                Err(InfluxError::DatabaseNotFound { url: self.base.clone(), db: self.db.clone() })
+                Err(InfluxError::DatabaseNotFound {
+                    url: self.base.clone(),
+                    db: self.db.clone(),
+                })
             }
-            _ => Err(InfluxError::Rejected { url: self.base.clone(), status: status.as_u16(), body: body.trim().to_owned() }),
+            _ => Err(InfluxError::Rejected {
+                url: self.base.clone(),
+                status: status.as_u16(),
+                body: body.trim().to_owned(),
+            }),
         }
     }
 
     /// `GET /query` of one InfluxQL statement, times as epoch seconds. The statement must
     /// be built from validated values only.
     pub async fn query(&self, statement: &str) -> Result<Vec<Series>, InfluxError> {
-        let request = self
-            .request(reqwest::Method::GET, "/query")
-            .query(&[("db", self.db.as_str()), ("q", statement), ("epoch", "s")]);
+        let request = self.request(reqwest::Method::GET, "/query").query(&[
+            ("db", self.db.as_str()),
+            ("q", statement),
+            ("epoch", "s"),
+        ]);
         let (status, body) = self.send(request).await?;
-        let rejected = |body: String| InfluxError::Rejected { url: self.base.clone(), status: status.as_u16(), body };
-        let parsed: QueryResponse = serde_json::from_str(&body).map_err(|_| rejected(body.clone()))?;
+        let rejected = |body: String| InfluxError::Rejected {
+            url: self.base.clone(),
+            status: status.as_u16(),
+            body,
+        };
+        let parsed: QueryResponse =
+            serde_json::from_str(&body).map_err(|_| rejected(body.clone()))?;
         let statement_error = parsed.results.iter().find_map(|r| r.error.clone());
         if let Some(error) = parsed.error.or(statement_error) {
             if error.contains("database not found") {
-                return Err(InfluxError::DatabaseNotFound { url: self.base.clone(), db: self.db.clone() });
+                return Err(InfluxError::DatabaseNotFound {
+                    url: self.base.clone(),
+                    db: self.db.clone(),
+                });
             }
             return Err(rejected(error));
         }

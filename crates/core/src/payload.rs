@@ -52,15 +52,26 @@ pub fn encode<T: Serialize>(payload: &T) -> Vec<u8> {
 }
 
 pub fn decode<T: DeserializeOwned>(channel: &str, body: &[u8]) -> Result<T, PayloadError> {
-    serde_json::from_slice(body).map_err(|error| PayloadError { channel: channel.to_owned(), reason: error.to_string() })
+    serde_json::from_slice(body).map_err(|error| PayloadError {
+        channel: channel.to_owned(),
+        reason: error.to_string(),
+    })
 }
 
 impl BatchEnvelope {
     /// Decodes a batch and checks it against the `batch` and `hour` of its channel and
     /// every row against the row rules.
-    pub fn decode_for(channel: &str, batch: u32, hour: HourKey, body: &[u8]) -> Result<Self, PayloadError> {
+    pub fn decode_for(
+        channel: &str,
+        batch: u32,
+        hour: HourKey,
+        body: &[u8],
+    ) -> Result<Self, PayloadError> {
         let envelope: Self = decode(channel, body)?;
-        let error = |reason: String| PayloadError { channel: channel.to_owned(), reason };
+        let error = |reason: String| PayloadError {
+            channel: channel.to_owned(),
+            reason,
+        };
         if envelope.hour != hour || envelope.batch != batch {
             return Err(error(format!(
                 "body says batch {} of {}, channel says batch {batch} of {hour}",
@@ -68,12 +79,19 @@ impl BatchEnvelope {
             )));
         }
         if envelope.batch >= envelope.batches {
-            return Err(error(format!("batch {} of only {} batches", envelope.batch, envelope.batches)));
+            return Err(error(format!(
+                "batch {} of only {} batches",
+                envelope.batch, envelope.batches
+            )));
         }
         for (index, row) in envelope.rows.iter().enumerate() {
-            row.validate().map_err(|reason| error(format!("row {index}: {reason}")))?;
+            row.validate()
+                .map_err(|reason| error(format!("row {index}: {reason}")))?;
             if row.hour() != hour {
-                return Err(error(format!("row {index} is at {}, not in hour {hour}", row.time_utc())));
+                return Err(error(format!(
+                    "row {index} is at {}, not in hour {hour}",
+                    row.time_utc()
+                )));
             }
         }
         Ok(envelope)
@@ -90,23 +108,46 @@ mod tests {
         for metric in crate::row::Metric::ALL {
             values[metric.index()] = Some(1.5);
         }
-        WeatherRow { zip_code: zip.into(), state: "CA".into(), name: "n".into(), time, wind_dir: "N".into(), values }
+        WeatherRow {
+            zip_code: zip.into(),
+            state: "CA".into(),
+            name: "n".into(),
+            time,
+            wind_dir: "N".into(),
+            values,
+        }
     }
 
     #[test]
     fn a_batch_round_trips() {
         let hour: HourKey = "2023-09-19T05".parse().unwrap();
-        let envelope = BatchEnvelope { hour, batch: 1, batches: 3, rows: vec![row("02134", hour.start_secs())] };
+        let envelope = BatchEnvelope {
+            hour,
+            batch: 1,
+            batches: 3,
+            rows: vec![row("02134", hour.start_secs())],
+        };
         let body = encode(&envelope);
         let decoded = BatchEnvelope::decode_for("c", 1, hour, &body).unwrap();
         assert_eq!(decoded, envelope);
-        assert!(String::from_utf8(body).unwrap().contains("\"hour\":\"2023-09-19T05\""));
+        assert!(
+            String::from_utf8(body)
+                .unwrap()
+                .contains("\"hour\":\"2023-09-19T05\"")
+        );
     }
 
     #[test]
     fn mismatches_and_garbage_are_rejected_with_the_channel_named() {
         let hour: HourKey = "2023-09-19T05".parse().unwrap();
-        let ok = |batch, batches, time| encode(&BatchEnvelope { hour, batch, batches, rows: vec![row("1", time)] });
+        let ok = |batch, batches, time| {
+            encode(&BatchEnvelope {
+                hour,
+                batch,
+                batches,
+                rows: vec![row("1", time)],
+            })
+        };
         let cases: [(Vec<u8>, &str); 4] = [
             (b"{not json".to_vec(), "key must be a string"),
             (ok(2, 3, hour.start_secs()), "channel says batch 1"),
@@ -114,9 +155,14 @@ mod tests {
             (ok(1, 3, hour.start_secs() + 3600), "not in hour"),
         ];
         for (body, why) in cases {
-            let error = BatchEnvelope::decode_for("weather_channel:data:1:2023-09-19T05", 1, hour, &body).unwrap_err();
+            let error =
+                BatchEnvelope::decode_for("weather_channel:data:1:2023-09-19T05", 1, hour, &body)
+                    .unwrap_err();
             let text = error.to_string();
-            assert!(text.contains(why) && text.contains("weather_channel:data:1"), "{text}");
+            assert!(
+                text.contains(why) && text.contains("weather_channel:data:1"),
+                "{text}"
+            );
         }
     }
 }

@@ -53,12 +53,21 @@ impl HourReport {
 /// Folds a candidate into an extreme pair: strictly greater (or smaller) wins, and on a
 /// tie the smaller holder wins.
 fn fold(pair: &mut Option<ExtremePair>, holder: &str, value: f64) {
-    let candidate = || Extreme { holder: holder.to_owned(), value };
+    let candidate = || Extreme {
+        holder: holder.to_owned(),
+        value,
+    };
     let beats = |value: f64, holder: &str, best: &Extreme, better: std::cmp::Ordering| {
-        value.total_cmp(&best.value) == better || (value == best.value && holder < best.holder.as_str())
+        value.total_cmp(&best.value) == better
+            || (value == best.value && holder < best.holder.as_str())
     };
     match pair {
-        None => *pair = Some(ExtremePair { max: candidate(), min: candidate() }),
+        None => {
+            *pair = Some(ExtremePair {
+                max: candidate(),
+                min: candidate(),
+            })
+        }
         Some(pair) => {
             if beats(value, holder, &pair.max, std::cmp::Ordering::Greater) {
                 pair.max = candidate();
@@ -78,7 +87,10 @@ struct StateAccumulator {
 }
 
 /// Computes the report of `hour` from its rows, given as `(state, zip_code, values)`.
-pub fn compute<'a>(hour: HourKey, rows: impl IntoIterator<Item = (&'a str, &'a str, MetricValues)>) -> HourReport {
+pub fn compute<'a>(
+    hour: HourKey,
+    rows: impl IntoIterator<Item = (&'a str, &'a str, MetricValues)>,
+) -> HourReport {
     let mut states: BTreeMap<&str, StateAccumulator> = BTreeMap::new();
     for (state, zip, values) in rows {
         let acc = states.entry(state).or_default();
@@ -98,7 +110,13 @@ pub fn compute<'a>(hour: HourKey, rows: impl IntoIterator<Item = (&'a str, &'a s
         .collect();
     let zip_extremes = states
         .into_iter()
-        .map(|(state, acc)| (state.to_owned(), acc.extremes.map(|e| e.expect("a state in the map has rows"))))
+        .map(|(state, acc)| {
+            (
+                state.to_owned(),
+                acc.extremes
+                    .map(|e| e.expect("a state in the map has rows")),
+            )
+        })
         .collect();
     let mut state_extremes: [Option<ExtremePair>; 4] = Default::default();
     for average in &averages {
@@ -106,7 +124,12 @@ pub fn compute<'a>(hour: HourKey, rows: impl IntoIterator<Item = (&'a str, &'a s
             fold(&mut state_extremes[i], &average.state, *mean);
         }
     }
-    HourReport { hour, averages, zip_extremes, state_extremes: state_extremes.into_iter().flatten().collect() }
+    HourReport {
+        hour,
+        averages,
+        zip_extremes,
+        state_extremes: state_extremes.into_iter().flatten().collect(),
+    }
 }
 
 /// The report as line protocol for the three report measurements, timestamped at the
@@ -182,8 +205,20 @@ mod tests {
         assert!((ca.means[1] - 2990.0 / 3.0).abs() < 1e-12);
         let ca_extremes = &report.zip_extremes["CA"];
         // temp_c: 90001 and 90003 tie at 20.0 → 90001; min 10.0 → 90002.
-        assert_eq!(ca_extremes[0].max, Extreme { holder: "90001".into(), value: 20.0 });
-        assert_eq!(ca_extremes[0].min, Extreme { holder: "90002".into(), value: 10.0 });
+        assert_eq!(
+            ca_extremes[0].max,
+            Extreme {
+                holder: "90001".into(),
+                value: 20.0
+            }
+        );
+        assert_eq!(
+            ca_extremes[0].min,
+            Extreme {
+                holder: "90002".into(),
+                value: 10.0
+            }
+        );
         // pressure: 90001 and 90002 tie at the max → 90001.
         assert_eq!(ca_extremes[1].max.holder, "90001");
         assert_eq!(ca_extremes[1].min.holder, "90003");
@@ -192,21 +227,45 @@ mod tests {
         // state extremes from the averages.
         assert_eq!(report.state_extremes[0].max.holder, "CA");
         assert_eq!(report.state_extremes[0].min.holder, "NY");
-        assert_eq!(report.state_extremes[2].max, Extreme { holder: "NY".into(), value: 90.0 });
+        assert_eq!(
+            report.state_extremes[2].max,
+            Extreme {
+                holder: "NY".into(),
+                value: 90.0
+            }
+        );
     }
 
     #[test]
     fn states_tied_on_an_average_go_to_the_smaller_code() {
         let report = compute(hour(), [("WA", "1", [1.0; 4]), ("AK", "2", [1.0; 4])]);
-        assert!(report.state_extremes.iter().all(|p| p.max.holder == "AK" && p.min.holder == "AK"));
+        assert!(
+            report
+                .state_extremes
+                .iter()
+                .all(|p| p.max.holder == "AK" && p.min.holder == "AK")
+        );
     }
 
     #[test]
     fn encodes_one_point_per_state_per_state_metric_and_per_metric() {
-        let report = compute(hour(), [("CA", "90001", [1.0, 2.0, 3.0, 4.0]), ("NY", "10001", [1.5, 2.0, 3.0, 4.0])]);
+        let report = compute(
+            hour(),
+            [
+                ("CA", "90001", [1.0, 2.0, 3.0, 4.0]),
+                ("NY", "10001", [1.5, 2.0, 3.0, 4.0]),
+            ],
+        );
         let text = String::from_utf8(encode(&report)).unwrap();
         let count = |m: &str| text.lines().filter(|l| l.starts_with(m)).count();
-        assert_eq!((count("weather_averages,"), count("zip_code_extremes,"), count("state_extremes,")), (2, 8, 4));
+        assert_eq!(
+            (
+                count("weather_averages,"),
+                count("zip_code_extremes,"),
+                count("state_extremes,")
+            ),
+            (2, 8, 4)
+        );
         assert!(text.contains("weather_averages,state=CA avg_temp_c=1,avg_pressure_mb=2,avg_humidity=3,avg_precip_mm=4,count=1i 1695164400"));
         assert!(text.contains("zip_code_extremes,metric=temp_c,state=NY max_zip_code=\"10001\""));
         assert!(text.contains("state_extremes,metric=temp_c max_state=\"NY\",max_value=1.5,min_state=\"CA\",min_value=1 "));

@@ -14,11 +14,38 @@ use crate::HourKey;
 /// float, always, so a column holding `49` in one row and `49.5` in another never causes
 /// a field-type conflict in InfluxDB.
 pub const NUMERIC_COLUMNS: [&str; 32] = [
-    "lat", "lon", "temp_c", "temp_f", "is_day", "wind_mph", "wind_kph", "wind_degree",
-    "pressure_mb", "pressure_in", "precip_mm", "precip_in", "snow_cm", "humidity", "cloud",
-    "feelslike_c", "feelslike_f", "windchill_c", "windchill_f", "heatindex_c", "heatindex_f",
-    "dewpoint_c", "dewpoint_f", "will_it_rain", "chance_of_rain", "will_it_snow",
-    "chance_of_snow", "vis_km", "vis_miles", "gust_mph", "gust_kph", "uv",
+    "lat",
+    "lon",
+    "temp_c",
+    "temp_f",
+    "is_day",
+    "wind_mph",
+    "wind_kph",
+    "wind_degree",
+    "pressure_mb",
+    "pressure_in",
+    "precip_mm",
+    "precip_in",
+    "snow_cm",
+    "humidity",
+    "cloud",
+    "feelslike_c",
+    "feelslike_f",
+    "windchill_c",
+    "windchill_f",
+    "heatindex_c",
+    "heatindex_f",
+    "dewpoint_c",
+    "dewpoint_f",
+    "will_it_rain",
+    "chance_of_rain",
+    "will_it_snow",
+    "chance_of_snow",
+    "vis_km",
+    "vis_miles",
+    "gust_mph",
+    "gust_kph",
+    "uv",
 ];
 
 /// The four metrics every hourly report covers.
@@ -31,7 +58,12 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 4] = [Metric::TempC, Metric::PressureMb, Metric::Humidity, Metric::PrecipMm];
+    pub const ALL: [Metric; 4] = [
+        Metric::TempC,
+        Metric::PressureMb,
+        Metric::Humidity,
+        Metric::PrecipMm,
+    ];
 
     /// The column (and InfluxDB field) name.
     pub fn name(self) -> &'static str {
@@ -113,10 +145,15 @@ fn validate_state(state: &str) -> Result<(), String> {
 }
 
 fn validate_zip(zip: &str) -> Result<(), String> {
-    if !zip.is_empty() && zip.len() <= 16 && zip.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if !zip.is_empty()
+        && zip.len() <= 16
+        && zip.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         Ok(())
     } else {
-        Err(format!("zip_code {zip:?} is not 1-16 letters, digits or '-'"))
+        Err(format!(
+            "zip_code {zip:?} is not 1-16 letters, digits or '-'"
+        ))
     }
 }
 
@@ -127,14 +164,21 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
         .iter()
         .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
         .map(|naive| naive.and_utc())
-        .or_else(|| DateTime::parse_from_rfc3339(text).ok().map(|time| time.to_utc()))
+        .or_else(|| {
+            DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|time| time.to_utc())
+        })
 }
 
 /// A row (or a whole file) that could not be read, with where and why.
 #[derive(Debug, thiserror::Error)]
 pub enum CsvError {
     #[error("{path}: cannot open: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: bad header: {reason}")]
     Header { path: PathBuf, reason: String },
     #[error("{}", .0)]
@@ -176,7 +220,11 @@ struct ColumnMap {
 
 impl ColumnMap {
     fn from_header(header: &csv::StringRecord) -> Result<Self, String> {
-        let find = |name: &str| header.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
+        let find = |name: &str| {
+            header
+                .iter()
+                .position(|h| h.trim().eq_ignore_ascii_case(name))
+        };
         let require = |name: &str| find(name).ok_or_else(|| format!("missing column {name:?}"));
         let numeric = NUMERIC_COLUMNS.map(find);
         for metric in Metric::ALL {
@@ -203,12 +251,17 @@ impl ColumnMap {
         let time = parse_time(time_text)
             .ok_or_else(|| format!("time {time_text:?} is not YYYY-MM-DD HH:MM or RFC 3339"))?;
         let mut values = [None; NUMERIC_COLUMNS.len()];
-        for (slot, (column, index)) in values.iter_mut().zip(NUMERIC_COLUMNS.iter().zip(self.numeric)) {
+        for (slot, (column, index)) in values
+            .iter_mut()
+            .zip(NUMERIC_COLUMNS.iter().zip(self.numeric))
+        {
             let text = index.map(cell).unwrap_or("");
             if text.is_empty() {
                 continue;
             }
-            let value: f64 = text.parse().map_err(|_| format!("{column} {text:?} is not a number"))?;
+            let value: f64 = text
+                .parse()
+                .map_err(|_| format!("{column} {text:?} is not a number"))?;
             if !value.is_finite() {
                 return Err(format!("{column} {text:?} is not a finite number"));
             }
@@ -240,12 +293,23 @@ pub struct CsvSource {
 
 impl CsvSource {
     pub fn open(path: &Path) -> Result<Self, CsvError> {
-        let file = File::open(path).map_err(|source| CsvError::Open { path: path.to_owned(), source })?;
+        let file = File::open(path).map_err(|source| CsvError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
         let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
-        let header_error = |reason: String| CsvError::Header { path: path.to_owned(), reason };
+        let header_error = |reason: String| CsvError::Header {
+            path: path.to_owned(),
+            reason,
+        };
         let header = reader.headers().map_err(|e| header_error(e.to_string()))?;
         let columns = ColumnMap::from_header(header).map_err(header_error)?;
-        Ok(Self { path: path.to_owned(), reader, columns, record: csv::StringRecord::new() })
+        Ok(Self {
+            path: path.to_owned(),
+            reader,
+            columns,
+            record: csv::StringRecord::new(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -255,7 +319,11 @@ impl CsvSource {
     /// The next row with where it starts, or the error that rejected it; `None` at the end.
     pub fn next_row(&mut self) -> Option<Result<(RowLocation, WeatherRow), RowError>> {
         let position = self.reader.position().clone();
-        let row_error = |line: u64, reason: String| RowError { path: self.path.clone(), line, reason };
+        let row_error = |line: u64, reason: String| RowError {
+            path: self.path.clone(),
+            line,
+            reason,
+        };
         match self.reader.read_record(&mut self.record) {
             Ok(false) => None,
             Ok(true) => {
@@ -263,7 +331,14 @@ impl CsvSource {
                 Some(
                     self.columns
                         .parse(&self.record)
-                        .map(|row| (RowLocation { position: start.clone() }, row))
+                        .map(|row| {
+                            (
+                                RowLocation {
+                                    position: start.clone(),
+                                },
+                                row,
+                            )
+                        })
                         .map_err(|reason| row_error(start.line(), reason)),
                 )
             }
@@ -277,11 +352,13 @@ impl CsvSource {
     /// Reads the row that starts at `location` (from an earlier [`Self::next_row`]).
     pub fn read_at(&mut self, location: &RowLocation) -> Result<WeatherRow, RowError> {
         if self.reader.position().byte() != location.position.byte() {
-            self.reader.seek(location.position.clone()).map_err(|error| RowError {
-                path: self.path.clone(),
-                line: location.position.line(),
-                reason: format!("cannot seek: {error}"),
-            })?;
+            self.reader
+                .seek(location.position.clone())
+                .map_err(|error| RowError {
+                    path: self.path.clone(),
+                    line: location.position.line(),
+                    reason: format!("cannot seek: {error}"),
+                })?;
         }
         match self.next_row() {
             Some(Ok((_, row))) => Ok(row),
@@ -314,7 +391,9 @@ mod tests {
 
     fn read_all(path: &Path) -> Vec<Result<WeatherRow, RowError>> {
         let mut source = CsvSource::open(path).unwrap();
-        std::iter::from_fn(|| source.next_row()).map(|r| r.map(|(_, row)| row)).collect()
+        std::iter::from_fn(|| source.next_row())
+            .map(|r| r.map(|(_, row)| row))
+            .collect()
     }
 
     #[test]
@@ -337,7 +416,9 @@ mod tests {
         let bad_temp = GOOD.replace(",14.2,57.6,0,", ",hot,57.6,0,");
         let bad_time = GOOD.replace("2023-09-19 05:00", "19/09/2023");
         let bad_state = GOOD.replace(",MA,", ",Mass,");
-        let file = file_with(&[HEADER, GOOD, &bad_temp, &bad_time, "02134,MA", &bad_state, GOOD]);
+        let file = file_with(&[
+            HEADER, GOOD, &bad_temp, &bad_time, "02134,MA", &bad_state, GOOD,
+        ]);
         let rows = read_all(file.path());
         assert_eq!(rows.len(), 6);
         let errors: Vec<_> = rows.iter().filter_map(|r| r.as_ref().err()).collect();
@@ -350,7 +431,11 @@ mod tests {
         assert!(errors[2].reason.contains("time"), "{}", errors[2]);
         assert_eq!(errors[3].line, 6);
         assert!(errors[3].reason.contains("state"), "{}", errors[3]);
-        assert!(errors[0].to_string().starts_with(&format!("{}:3: ", file.path().display())));
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with(&format!("{}:3: ", file.path().display()))
+        );
         assert!(rows[5].is_ok());
     }
 

@@ -24,7 +24,9 @@ pub fn encode_row(lines: Vec<u8>, row: &WeatherRow) -> Vec<u8> {
         .tag("zip_code", &row.zip_code);
     // `name` and `wind_dir` are string fields; an empty string is still a value, and the
     // first field written makes the line valid whatever else is missing.
-    let mut point = point.field("name", row.name.as_str()).field("wind_dir", row.wind_dir.as_str());
+    let mut point = point
+        .field("name", row.name.as_str())
+        .field("wind_dir", row.wind_dir.as_str());
     for (column, value) in NUMERIC_COLUMNS.iter().zip(&row.values) {
         if let Some(value) = value {
             point = point.field(column, *value);

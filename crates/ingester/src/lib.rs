@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use weathervane_core::buffer::{self, BoundedQueue, Delivery, Target};
-use weathervane_core::bus::{BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard};
+use weathervane_core::bus::{
+    BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard,
+};
 use weathervane_core::channel::{Channel, pattern};
 use weathervane_core::config::{BufferArgs, InfluxArgs, RedisArgs};
 use weathervane_core::influx::{InfluxClient, InfluxError};
@@ -81,7 +83,10 @@ impl Shared {
     }
 
     async fn notify_stored(&self, hour: HourKey, rows: u64) {
-        let message = Outbound::new(Channel::Processor { hour }, payload::encode(&HourStored { rows }));
+        let message = Outbound::new(
+            Channel::Processor { hour },
+            payload::encode(&HourStored { rows }),
+        );
         let bytes = message.bytes();
         self.notices.push(message, bytes).await;
     }
@@ -89,9 +94,16 @@ impl Shared {
 
 pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<(), IngesterError> {
     let influx = InfluxClient::new(&config.influx, WRITE_TIMEOUT)?;
-    let mut subscription = Subscription::new(&config.redis.url, &[pattern::DATA, pattern::ANNOUNCE])?;
-    let mut request_target = PublishTarget { publisher: Publisher::new(&config.redis.url)?, unheard: Unheard::Retry };
-    let mut notice_target = PublishTarget { publisher: Publisher::new(&config.redis.url)?, unheard: Unheard::Retry };
+    let mut subscription =
+        Subscription::new(&config.redis.url, &[pattern::DATA, pattern::ANNOUNCE])?;
+    let mut request_target = PublishTarget {
+        publisher: Publisher::new(&config.redis.url)?,
+        unheard: Unheard::Retry,
+    };
+    let mut notice_target = PublishTarget {
+        publisher: Publisher::new(&config.redis.url)?,
+        unheard: Unheard::Retry,
+    };
     let rows = config.buffer.buffer_rows.max(1000);
     let shared = Arc::new(Shared {
         progress: Mutex::new(Progress::default()),
@@ -103,7 +115,10 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
     let tasks = CancellationToken::new();
     let _stop_on_exit = tasks.clone().drop_guard();
     let write_batches = config.write_batches.max(1);
-    let mut influx_target = InfluxTarget { influx, shared: shared.clone() };
+    let mut influx_target = InfluxTarget {
+        influx,
+        shared: shared.clone(),
+    };
     let flushers = [
         tokio::spawn({
             let (shared, tasks) = (shared.clone(), tasks.clone());
@@ -123,7 +138,11 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
         match event {
             BusEvent::Subscribed => {
                 // Batches published while we were away are gone: ask for them now.
-                let missing = shared.progress.lock().unwrap().on_resubscribed(Instant::now());
+                let missing = shared
+                    .progress
+                    .lock()
+                    .unwrap()
+                    .on_resubscribed(Instant::now());
                 for (hour, batches) in missing {
                     shared.request(hour, batches).await;
                 }
@@ -143,23 +162,50 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
     Ok(())
 }
 
-async fn handle(shared: &Shared, channel: &str, body: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+async fn handle(
+    shared: &Shared,
+    channel: &str,
+    body: &[u8],
+) -> Result<(), Box<dyn std::error::Error>> {
     match Channel::parse(channel)? {
         Channel::Data { batch, hour } => {
             let envelope = BatchEnvelope::decode_for(channel, batch, hour, body)?;
-            let verdict = shared.progress.lock().unwrap().on_batch(hour, batch, envelope.batches, Instant::now());
+            let verdict = shared.progress.lock().unwrap().on_batch(
+                hour,
+                batch,
+                envelope.batches,
+                Instant::now(),
+            );
             if verdict.store {
                 let rows = envelope.rows.len() as u64;
-                let lines = envelope.rows.iter().fold(Vec::with_capacity(envelope.rows.len() * BYTES_PER_ROW), schema::encode_row);
+                let lines = envelope.rows.iter().fold(
+                    Vec::with_capacity(envelope.rows.len() * BYTES_PER_ROW),
+                    schema::encode_row,
+                );
                 tracing::debug!(hour = %hour, batch, rows, "Batch received.");
                 let bytes = lines.len();
-                shared.writes.push(WriteChunk { hour, batch, rows, lines }, bytes).await;
+                shared
+                    .writes
+                    .push(
+                        WriteChunk {
+                            hour,
+                            batch,
+                            rows,
+                            lines,
+                        },
+                        bytes,
+                    )
+                    .await;
             }
             shared.request(hour, verdict.request).await;
         }
         Channel::Announce { hour } => {
             let announcement: HourAnnouncement = payload::decode(channel, body)?;
-            let verdict = shared.progress.lock().unwrap().on_announce(hour, announcement.batches, Instant::now());
+            let verdict = shared.progress.lock().unwrap().on_announce(
+                hour,
+                announcement.batches,
+                Instant::now(),
+            );
             match verdict {
                 AnnounceVerdict::Request(batches) => shared.request(hour, batches).await,
                 AnnounceVerdict::Notify(rows) => shared.notify_stored(hour, rows).await,
@@ -179,7 +225,12 @@ struct InfluxTarget {
 
 impl InfluxTarget {
     async fn stored(&self, chunk: &WriteChunk) {
-        let completed = self.shared.progress.lock().unwrap().on_stored(chunk.hour, chunk.batch, chunk.rows);
+        let completed =
+            self.shared
+                .progress
+                .lock()
+                .unwrap()
+                .on_stored(chunk.hour, chunk.batch, chunk.rows);
         if let Some(rows) = completed {
             tracing::info!(hour = %chunk.hour, rows, buffered_batches = self.shared.writes.len(), "Hour stored; notifying the processor.");
             self.shared.notify_stored(chunk.hour, rows).await;
@@ -189,7 +240,10 @@ impl InfluxTarget {
 
 impl Target<WriteChunk> for InfluxTarget {
     async fn deliver(&mut self, chunks: &[WriteChunk]) -> Delivery {
-        let body: Vec<u8> = chunks.iter().flat_map(|c| c.lines.iter().copied()).collect();
+        let body: Vec<u8> = chunks
+            .iter()
+            .flat_map(|c| c.lines.iter().copied())
+            .collect();
         match self.influx.write(&body).await {
             Ok(()) => {
                 for chunk in chunks {
@@ -202,14 +256,18 @@ impl Target<WriteChunk> for InfluxTarget {
                 for chunk in chunks {
                     match self.influx.write(&chunk.lines).await {
                         Ok(()) => self.stored(chunk).await,
-                        Err(error) if error.is_retriable() => return Delivery::Retry(error.to_string()),
+                        Err(error) if error.is_retriable() => {
+                            return Delivery::Retry(error.to_string());
+                        }
                         Err(error) => self.poisoned(chunk, &error),
                     }
                 }
                 Delivery::Done
             }
             Err(error) if error.is_retriable() => Delivery::Retry(error.to_string()),
-            Err(InfluxError::DatabaseNotFound { .. }) => Delivery::Retry("database not created yet".into()),
+            Err(InfluxError::DatabaseNotFound { .. }) => {
+                Delivery::Retry("database not created yet".into())
+            }
             Err(error) => {
                 self.poisoned(&chunks[0], &error);
                 Delivery::Rejected
@@ -221,6 +279,10 @@ impl Target<WriteChunk> for InfluxTarget {
 impl InfluxTarget {
     fn poisoned(&self, chunk: &WriteChunk, error: &InfluxError) {
         tracing::error!(hour = %chunk.hour, batch = chunk.batch, %error, "InfluxDB refused a batch for good; set aside, the hour will not be reported.");
-        self.shared.progress.lock().unwrap().on_poisoned(chunk.hour, chunk.batch);
+        self.shared
+            .progress
+            .lock()
+            .unwrap()
+            .on_poisoned(chunk.hour, chunk.batch);
     }
 }

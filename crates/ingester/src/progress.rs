@@ -12,10 +12,14 @@ pub const REQUEST_AGAIN_AFTER: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BatchState {
-    Missing { requested_at: Option<Instant> },
+    Missing {
+        requested_at: Option<Instant>,
+    },
     /// Received and waiting in the write buffer.
     Received,
-    Stored { rows: u64 },
+    Stored {
+        rows: u64,
+    },
     /// InfluxDB refused it for good; set aside, never requested again.
     Poisoned,
 }
@@ -27,7 +31,9 @@ struct HourProgress {
 
 impl HourProgress {
     fn new(batches: u32) -> Self {
-        Self { batches: vec![BatchState::Missing { requested_at: None }; batches as usize] }
+        Self {
+            batches: vec![BatchState::Missing { requested_at: None }; batches as usize],
+        }
     }
 
     fn stored_rows(&self) -> Option<u64> {
@@ -82,7 +88,10 @@ pub struct Progress {
 
 impl Progress {
     fn hour(&mut self, hour: HourKey, batches: u32) -> &mut HourProgress {
-        let progress = self.hours.entry(hour).or_insert_with(|| HourProgress::new(batches));
+        let progress = self
+            .hours
+            .entry(hour)
+            .or_insert_with(|| HourProgress::new(batches));
         // A streamer restarted with another batch size: start the hour afresh.
         if progress.batches.len() != batches as usize {
             *progress = HourProgress::new(batches);
@@ -90,14 +99,23 @@ impl Progress {
         progress
     }
 
-    pub fn on_batch(&mut self, hour: HourKey, batch: u32, batches: u32, now: Instant) -> BatchVerdict {
+    pub fn on_batch(
+        &mut self,
+        hour: HourKey,
+        batch: u32,
+        batches: u32,
+        now: Instant,
+    ) -> BatchVerdict {
         let progress = self.hour(hour, batches);
         let state = &mut progress.batches[batch as usize];
         let store = matches!(state, BatchState::Missing { .. });
         if store {
             *state = BatchState::Received;
         }
-        BatchVerdict { store, request: progress.take_requests(batch as usize, now) }
+        BatchVerdict {
+            store,
+            request: progress.take_requests(batch as usize, now),
+        }
     }
 
     /// Marks a batch stored; returns the hour's row count if that completed the hour.
@@ -112,7 +130,11 @@ impl Progress {
     }
 
     pub fn on_poisoned(&mut self, hour: HourKey, batch: u32) {
-        if let Some(state) = self.hours.get_mut(&hour).and_then(|p| p.batches.get_mut(batch as usize)) {
+        if let Some(state) = self
+            .hours
+            .get_mut(&hour)
+            .and_then(|p| p.batches.get_mut(batch as usize))
+        {
             *state = BatchState::Poisoned;
         }
     }
@@ -123,7 +145,11 @@ impl Progress {
             return AnnounceVerdict::Notify(rows);
         }
         let requests = progress.take_requests(batches as usize, now);
-        if requests.is_empty() { AnnounceVerdict::Wait } else { AnnounceVerdict::Request(requests) }
+        if requests.is_empty() {
+            AnnounceVerdict::Wait
+        } else {
+            AnnounceVerdict::Request(requests)
+        }
     }
 
     /// After a reconnect: every missing batch of every known hour.
@@ -156,11 +182,32 @@ mod tests {
     fn a_gap_is_requested_once_then_again_after_a_while() {
         let mut progress = Progress::default();
         let t0 = Instant::now();
-        assert_eq!(progress.on_batch(hour(), 0, 4, t0), BatchVerdict { store: true, request: vec![] });
-        assert_eq!(progress.on_batch(hour(), 3, 4, t0), BatchVerdict { store: true, request: vec![1, 2] });
-        assert_eq!(progress.on_batch(hour(), 0, 4, t0), BatchVerdict { store: false, request: vec![] });
+        assert_eq!(
+            progress.on_batch(hour(), 0, 4, t0),
+            BatchVerdict {
+                store: true,
+                request: vec![]
+            }
+        );
+        assert_eq!(
+            progress.on_batch(hour(), 3, 4, t0),
+            BatchVerdict {
+                store: true,
+                request: vec![1, 2]
+            }
+        );
+        assert_eq!(
+            progress.on_batch(hour(), 0, 4, t0),
+            BatchVerdict {
+                store: false,
+                request: vec![]
+            }
+        );
         assert_eq!(progress.on_announce(hour(), 4, t0), AnnounceVerdict::Wait);
-        assert_eq!(progress.on_announce(hour(), 4, t0 + REQUEST_AGAIN_AFTER), AnnounceVerdict::Request(vec![1, 2]));
+        assert_eq!(
+            progress.on_announce(hour(), 4, t0 + REQUEST_AGAIN_AFTER),
+            AnnounceVerdict::Request(vec![1, 2])
+        );
     }
 
     #[test]
@@ -172,21 +219,38 @@ mod tests {
         }
         assert_eq!(progress.on_stored(hour(), 0, 500), None);
         assert_eq!(progress.on_stored(hour(), 2, 7), None);
-        assert_eq!(progress.on_announce(hour(), 3, now), AnnounceVerdict::Wait, "batch 1 is received, not missing");
+        assert_eq!(
+            progress.on_announce(hour(), 3, now),
+            AnnounceVerdict::Wait,
+            "batch 1 is received, not missing"
+        );
         assert_eq!(progress.on_stored(hour(), 1, 500), Some(1007));
-        assert_eq!(progress.on_stored(hour(), 1, 500), None, "a second store does not complete it again");
-        assert_eq!(progress.on_announce(hour(), 3, now), AnnounceVerdict::Notify(1007));
+        assert_eq!(
+            progress.on_stored(hour(), 1, 500),
+            None,
+            "a second store does not complete it again"
+        );
+        assert_eq!(
+            progress.on_announce(hour(), 3, now),
+            AnnounceVerdict::Notify(1007)
+        );
     }
 
     #[test]
     fn an_unknown_announced_hour_is_requested_whole_and_poison_is_not_requested() {
         let mut progress = Progress::default();
         let now = Instant::now();
-        assert_eq!(progress.on_announce(hour(), 3, now), AnnounceVerdict::Request(vec![0, 1, 2]));
+        assert_eq!(
+            progress.on_announce(hour(), 3, now),
+            AnnounceVerdict::Request(vec![0, 1, 2])
+        );
         progress.on_batch(hour(), 1, 3, now);
         progress.on_poisoned(hour(), 1);
         let later = now + REQUEST_AGAIN_AFTER;
-        assert_eq!(progress.on_announce(hour(), 3, later), AnnounceVerdict::Request(vec![0, 2]));
+        assert_eq!(
+            progress.on_announce(hour(), 3, later),
+            AnnounceVerdict::Request(vec![0, 2])
+        );
         assert_eq!(progress.on_resubscribed(later), vec![(hour(), vec![0, 2])]);
     }
 }

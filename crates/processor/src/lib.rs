@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use weathervane_core::buffer::{self, BoundedQueue, Delivery, Target};
-use weathervane_core::bus::{BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard};
+use weathervane_core::bus::{
+    BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard,
+};
 use weathervane_core::channel::{Channel, pattern};
 use weathervane_core::config::{InfluxArgs, RedisArgs};
 use weathervane_core::influx::{InfluxClient, InfluxError, Series};
@@ -54,12 +56,18 @@ struct Shared {
     acks: BoundedQueue<Outbound>,
 }
 
-pub async fn run(config: ProcessorConfig, shutdown: CancellationToken) -> Result<(), ProcessorError> {
+pub async fn run(
+    config: ProcessorConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ProcessorError> {
     let influx = InfluxClient::new(&config.influx, QUERY_TIMEOUT)?;
     let mut subscription = Subscription::new(&config.redis.url, &[pattern::PROCESSOR])?;
     // A confirmation nobody hears is not kept: the streamer announces the hour again and
     // the confirmation follows.
-    let mut ack_target = PublishTarget { publisher: Publisher::new(&config.redis.url)?, unheard: Unheard::Drop };
+    let mut ack_target = PublishTarget {
+        publisher: Publisher::new(&config.redis.url)?,
+        unheard: Unheard::Drop,
+    };
     let shared = Arc::new(Shared {
         jobs: BoundedQueue::new("processor-jobs", 10_000, usize::MAX),
         queued: Mutex::new(HashSet::new()),
@@ -67,7 +75,10 @@ pub async fn run(config: ProcessorConfig, shutdown: CancellationToken) -> Result
     });
     let tasks = CancellationToken::new();
     let _stop_on_exit = tasks.clone().drop_guard();
-    let mut report_target = ReportTarget { influx, shared: shared.clone() };
+    let mut report_target = ReportTarget {
+        influx,
+        shared: shared.clone(),
+    };
     let flushers = [
         tokio::spawn({
             let (shared, tasks) = (shared.clone(), tasks.clone());
@@ -79,15 +90,26 @@ pub async fn run(config: ProcessorConfig, shutdown: CancellationToken) -> Result
         }),
     ];
     while let Some(event) = subscription.next(&shutdown).await {
-        let BusEvent::Message { channel, payload } = event else { continue };
-        let job = Channel::parse(&channel).map_err(|e| e.to_string()).and_then(|parsed| match parsed {
-            Channel::Processor { hour } => payload::decode::<HourStored>(&channel, &payload)
-                .map(|stored| Some(ReportJob { hour, rows: stored.rows }))
-                .map_err(|e| e.to_string()),
-            _ => Ok(None),
-        });
+        let BusEvent::Message { channel, payload } = event else {
+            continue;
+        };
+        let job = Channel::parse(&channel)
+            .map_err(|e| e.to_string())
+            .and_then(|parsed| match parsed {
+                Channel::Processor { hour } => payload::decode::<HourStored>(&channel, &payload)
+                    .map(|stored| {
+                        Some(ReportJob {
+                            hour,
+                            rows: stored.rows,
+                        })
+                    })
+                    .map_err(|e| e.to_string()),
+                _ => Ok(None),
+            });
         match job {
-            Ok(Some(job)) if shared.queued.lock().unwrap().insert(job.hour) => shared.jobs.push(job, 1).await,
+            Ok(Some(job)) if shared.queued.lock().unwrap().insert(job.hour) => {
+                shared.jobs.push(job, 1).await
+            }
             Ok(_) => {}
             Err(error) => tracing::warn!(%channel, %error, "Malformed message set aside."),
         }
@@ -113,12 +135,20 @@ impl Target<ReportJob> for ReportTarget {
             Ok(report) => {
                 let states = report.averages.len() as u32;
                 tracing::info!(hour = %job.hour, rows = job.rows, states, elapsed_ms = started.elapsed().as_millis() as u64, "Reports stored.");
-                let ack = Outbound::new(Channel::Reported { hour: job.hour }, payload::encode(&HourReported { rows: job.rows, states }));
+                let ack = Outbound::new(
+                    Channel::Reported { hour: job.hour },
+                    payload::encode(&HourReported {
+                        rows: job.rows,
+                        states,
+                    }),
+                );
                 let bytes = ack.bytes();
                 self.shared.acks.push(ack, bytes).await;
                 Delivery::Done
             }
-            Err(JobError::Influx(error)) if error.is_retriable() => return Delivery::Retry(error.to_string()),
+            Err(JobError::Influx(error)) if error.is_retriable() => {
+                return Delivery::Retry(error.to_string());
+            }
             Err(error) => {
                 tracing::warn!(hour = %job.hour, %error, "Hour not reported; it will be reported when the ingester notifies it again.");
                 Delivery::Rejected
@@ -154,9 +184,16 @@ impl ReportTarget {
         let series = self.influx.query(&statement).await?;
         let rows = hour_rows(&series)?;
         if rows.len() as u64 != job.rows {
-            return Err(JobError::RowCount { stored: rows.len() as u64, expected: job.rows });
+            return Err(JobError::RowCount {
+                stored: rows.len() as u64,
+                expected: job.rows,
+            });
         }
-        let report = report::compute(job.hour, rows.iter().map(|(state, zip, values)| (state.as_str(), zip.as_str(), *values)));
+        let report = report::compute(
+            job.hour,
+            rows.iter()
+                .map(|(state, zip, values)| (state.as_str(), zip.as_str(), *values)),
+        );
         self.influx.write(&report::encode(&report)).await?;
         Ok(report)
     }
@@ -166,15 +203,26 @@ impl ReportTarget {
 fn hour_rows(series: &[Series]) -> Result<Vec<(String, String, MetricValues)>, JobError> {
     let mut rows = Vec::new();
     for series in series {
-        let find = |name: &str| series.column(name).ok_or_else(|| JobError::Answer(format!("no column {name}")));
+        let find = |name: &str| {
+            series
+                .column(name)
+                .ok_or_else(|| JobError::Answer(format!("no column {name}")))
+        };
         let metric_columns = Metric::ALL.map(|m| find(m.name()));
         let (state, zip) = (find("state")?, find("zip_code")?);
         for values in &series.values {
             let text = |i: usize| values.get(i).and_then(|v| v.as_str()).map(str::to_owned);
             let mut metrics = [0.0; 4];
             for (slot, column) in metrics.iter_mut().zip(&metric_columns) {
-                let column = *column.as_ref().map_err(|e| JobError::Answer(e.to_string()))?;
-                *slot = values.get(column).and_then(serde_json::Value::as_f64).ok_or_else(|| JobError::Answer(format!("row without {}", series.columns[column])))?;
+                let column = *column
+                    .as_ref()
+                    .map_err(|e| JobError::Answer(e.to_string()))?;
+                *slot = values
+                    .get(column)
+                    .and_then(serde_json::Value::as_f64)
+                    .ok_or_else(|| {
+                        JobError::Answer(format!("row without {}", series.columns[column]))
+                    })?;
             }
             match (text(state), text(zip)) {
                 (Some(state), Some(zip)) => rows.push((state, zip, metrics)),

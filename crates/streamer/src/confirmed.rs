@@ -17,7 +17,12 @@ impl ConfirmedHours {
     /// Loads the record at `path` (created if missing); `None` keeps it in memory only.
     /// A line that is not an hour (a write cut short by a kill) is skipped.
     pub fn load(path: Option<PathBuf>) -> std::io::Result<Self> {
-        let Some(path) = path else { return Ok(Self { hours: BTreeSet::new(), file: None }) };
+        let Some(path) = path else {
+            return Ok(Self {
+                hours: BTreeSet::new(),
+                file: None,
+            });
+        };
         let mut hours = BTreeSet::new();
         if path.exists() {
             for line in BufReader::new(File::open(&path)?).lines() {
@@ -27,7 +32,10 @@ impl ConfirmedHours {
             }
         }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Self { hours, file: Some(file) })
+        Ok(Self {
+            hours,
+            file: Some(file),
+        })
     }
 
     pub fn contains(&self, hour: HourKey) -> bool {
@@ -58,8 +66,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state");
         let hour: HourKey = "2023-09-19T23".parse().unwrap();
-        ConfirmedHours::load(Some(path.clone())).unwrap().record(hour).unwrap();
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"2023-09-").unwrap();
+        ConfirmedHours::load(Some(path.clone()))
+            .unwrap()
+            .record(hour)
+            .unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"2023-09-")
+            .unwrap();
         let reloaded = ConfirmedHours::load(Some(path)).unwrap();
         assert!(reloaded.contains(hour));
         assert_eq!(reloaded.len(), 1);

@@ -18,7 +18,11 @@ pub struct Rejects {
 impl Rejects {
     /// The file is created on the first reject only.
     pub fn new(path: PathBuf) -> Self {
-        Self { path, writer: None, count: 0 }
+        Self {
+            path,
+            writer: None,
+            count: 0,
+        }
     }
 
     pub fn count(&self) -> u64 {
@@ -38,12 +42,15 @@ impl Rejects {
                     let _ = writer.write_record(["file", "line", "reason"]);
                     self.writer = Some(writer);
                 }
-                Err(e) => tracing::error!(path = %self.path.display(), error = %e, "Cannot write the rejects file; rejects are only logged."),
+                Err(e) => {
+                    tracing::error!(path = %self.path.display(), error = %e, "Cannot write the rejects file; rejects are only logged.")
+                }
             }
         }
         if let Some(writer) = &mut self.writer {
             let line = error.line.to_string();
-            let written = writer.write_record([&error.path.display().to_string(), &line, &error.reason]);
+            let written =
+                writer.write_record([&error.path.display().to_string(), &line, &error.reason]);
             if let Err(e) = written.and_then(|()| Ok(writer.flush()?)) {
                 tracing::error!(path = %self.path.display(), error = %e, "Cannot write the rejects file.");
             }
@@ -66,12 +73,17 @@ impl InputIndex {
             let mut source = CsvSource::open(path)?;
             while let Some(result) = source.next_row() {
                 match result {
-                    Ok((location, row)) => hours.entry(row.hour()).or_default().push((file, location)),
+                    Ok((location, row)) => {
+                        hours.entry(row.hour()).or_default().push((file, location))
+                    }
                     Err(error) => rejects.record(&error),
                 }
             }
         }
-        Ok(Self { paths: paths.to_vec(), hours })
+        Ok(Self {
+            paths: paths.to_vec(),
+            hours,
+        })
     }
 
     pub fn hours(&self) -> impl Iterator<Item = HourKey> + '_ {
@@ -85,8 +97,14 @@ impl InputIndex {
     /// The rows of `hour` in input order, without a second row for a station (zip code)
     /// already seen in that hour: such a row would overwrite the first in InfluxDB, so it
     /// is rejected instead.
-    pub fn read_hour(&self, hour: HourKey, rejects: &mut Rejects) -> Result<Vec<WeatherRow>, CsvError> {
-        let Some(locations) = self.hours.get(&hour) else { return Ok(Vec::new()) };
+    pub fn read_hour(
+        &self,
+        hour: HourKey,
+        rejects: &mut Rejects,
+    ) -> Result<Vec<WeatherRow>, CsvError> {
+        let Some(locations) = self.hours.get(&hour) else {
+            return Ok(Vec::new());
+        };
         let mut sources: Vec<Option<CsvSource>> = self.paths.iter().map(|_| None).collect();
         let mut seen = HashSet::with_capacity(locations.len());
         let mut rows = Vec::with_capacity(locations.len());
@@ -102,7 +120,11 @@ impl InputIndex {
                 rejects.record(&RowError {
                     path: self.paths[*file].clone(),
                     line: location.position.line(),
-                    reason: format!("duplicate: zip_code {} already has a row at {}", row.zip_code, row.time_utc()),
+                    reason: format!(
+                        "duplicate: zip_code {} already has a row at {}",
+                        row.zip_code,
+                        row.time_utc()
+                    ),
                 });
             }
         }
@@ -129,19 +151,39 @@ mod tests {
             }
             path
         };
-        let a = write("a.csv", &[HEADER, "1,CA,2023-09-19 06:00,1,1000,50,0", "2,CA,2023-09-19 05:00,2,1000,50,0", "3,CA,bad,2,1000,50,0"]);
-        let b = write("b.csv", &["state,zip_code,time,temp_c,pressure_mb,humidity,precip_mm", "NY,4,2023-09-19 05:00,3,1000,50,0", "CA,2,2023-09-19 05:00,9,1000,50,0"]);
+        let a = write(
+            "a.csv",
+            &[
+                HEADER,
+                "1,CA,2023-09-19 06:00,1,1000,50,0",
+                "2,CA,2023-09-19 05:00,2,1000,50,0",
+                "3,CA,bad,2,1000,50,0",
+            ],
+        );
+        let b = write(
+            "b.csv",
+            &[
+                "state,zip_code,time,temp_c,pressure_mb,humidity,precip_mm",
+                "NY,4,2023-09-19 05:00,3,1000,50,0",
+                "CA,2,2023-09-19 05:00,9,1000,50,0",
+            ],
+        );
         let mut rejects = Rejects::new(dir.path().join("rejects.csv"));
         let index = InputIndex::build(&[a, b], &mut rejects).unwrap();
         assert_eq!(rejects.count(), 1);
         assert_eq!(index.row_count(), 4);
         let hours: Vec<String> = index.hours().map(|h| h.to_string()).collect();
         assert_eq!(hours, ["2023-09-19T05", "2023-09-19T06"]);
-        let five = index.read_hour("2023-09-19T05".parse().unwrap(), &mut rejects).unwrap();
+        let five = index
+            .read_hour("2023-09-19T05".parse().unwrap(), &mut rejects)
+            .unwrap();
         let zips: Vec<&str> = five.iter().map(|r| r.zip_code.as_str()).collect();
         assert_eq!(zips, ["2", "4"], "the second row for zip 2 is a duplicate");
         assert_eq!(rejects.count(), 2);
         let text = std::fs::read_to_string(rejects.path()).unwrap();
-        assert!(text.contains("a.csv,4,") && text.contains("b.csv,3,duplicate"), "{text}");
+        assert!(
+            text.contains("a.csv,4,") && text.contains("b.csv,3,duplicate"),
+            "{text}"
+        );
     }
 }

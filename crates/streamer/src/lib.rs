@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use weathervane_core::buffer::{self, BoundedQueue};
-use weathervane_core::bus::{BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard};
+use weathervane_core::bus::{
+    BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard,
+};
 use weathervane_core::channel::{Channel, pattern};
 use weathervane_core::config::{BufferArgs, RedisArgs};
 use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourReported};
@@ -82,7 +84,10 @@ pub enum StreamerError {
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error("state file {path}: {source}")]
-    State { path: PathBuf, source: std::io::Error },
+    State {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("--hour-interval and --announce-interval must be finite and not negative")]
     Interval,
 }
@@ -110,21 +115,33 @@ struct Shared {
 
 /// Streams the input until shutdown (or, with `--once`, until every hour is reported).
 pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<(), StreamerError> {
-    let StreamerConfig { redis, buffer, stream: options } = config;
+    let StreamerConfig {
+        redis,
+        buffer,
+        stream: options,
+    } = config;
     let interval_ok = |s: f64| s.is_finite() && s >= 0.0;
     if !interval_ok(options.hour_interval) || !interval_ok(options.announce_interval) {
         return Err(StreamerError::Interval);
     }
     let publisher = Publisher::new(&redis.url)?;
     let subscription = Subscription::new(&redis.url, &[pattern::REQUEST, pattern::REPORTED])?;
-    let confirmed = ConfirmedHours::load(options.state_file.clone())
-        .map_err(|source| StreamerError::State { path: options.state_file.clone().unwrap_or_default(), source })?;
+    let confirmed = ConfirmedHours::load(options.state_file.clone()).map_err(|source| {
+        StreamerError::State {
+            path: options.state_file.clone().unwrap_or_default(),
+            source,
+        }
+    })?;
     let mut rejects = Rejects::new(options.rejects.clone());
     let index = InputIndex::build(&options.input, &mut rejects)?;
     tracing::info!(files = options.input.len(), rows = index.row_count(), hours = index.hours().count(), rejected = rejects.count(), rejects_file = %rejects.path().display(), already_reported = confirmed.len(), "Input indexed.");
     let buffer_rows = buffer.buffer_rows.max(options.batch_size as usize);
     let shared = Arc::new(Shared {
-        outbound: BoundedQueue::new("streamer-outbound", buffer_rows.div_ceil(options.batch_size as usize) + 64, buffer_rows * BYTES_PER_ROW),
+        outbound: BoundedQueue::new(
+            "streamer-outbound",
+            buffer_rows.div_ceil(options.batch_size as usize) + 64,
+            buffer_rows * BYTES_PER_ROW,
+        ),
         rejects: Mutex::new(rejects),
         pending: Mutex::new(BTreeMap::new()),
         confirmed: Mutex::new(confirmed),
@@ -139,7 +156,10 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
     let flusher = tokio::spawn({
         let (shared, tasks) = (shared.clone(), tasks.clone());
         async move {
-            let mut target = PublishTarget { publisher, unheard: Unheard::Retry };
+            let mut target = PublishTarget {
+                publisher,
+                unheard: Unheard::Retry,
+            };
             buffer::flush(&shared.outbound, 1, &tasks, &mut target).await;
         }
     });
@@ -185,9 +205,22 @@ async fn stream_all(shared: &Arc<Shared>) -> Result<(), StreamerError> {
         if batches.is_empty() {
             continue;
         }
-        shared.pending.lock().unwrap().insert(hour, PendingHour { batches: batches.clone(), rows, announced_at: Some(Instant::now()) });
+        shared.pending.lock().unwrap().insert(
+            hour,
+            PendingHour {
+                batches: batches.clone(),
+                rows,
+                announced_at: Some(Instant::now()),
+            },
+        );
         for (batch, payload) in batches.iter().enumerate() {
-            let message = Outbound::new(Channel::Data { batch: batch as u32, hour }, payload.clone());
+            let message = Outbound::new(
+                Channel::Data {
+                    batch: batch as u32,
+                    hour,
+                },
+                payload.clone(),
+            );
             let bytes = message.bytes();
             shared.outbound.push(message, bytes).await;
         }
@@ -203,16 +236,30 @@ async fn stream_all(shared: &Arc<Shared>) -> Result<(), StreamerError> {
 }
 
 fn announcement(hour: HourKey, batches: usize, rows: u64) -> Outbound {
-    Outbound::new(Channel::Announce { hour }, payload::encode(&HourAnnouncement { batches: batches as u32, rows }))
+    Outbound::new(
+        Channel::Announce { hour },
+        payload::encode(&HourAnnouncement {
+            batches: batches as u32,
+            rows,
+        }),
+    )
 }
 
 /// Reads `hour` from the input and encodes its batches (off the async threads: it is
 /// file reading and parsing). Returns the batches and the row count.
-async fn read_batches(shared: Arc<Shared>, hour: HourKey) -> Result<(Vec<Arc<[u8]>>, u64), StreamerError> {
+async fn read_batches(
+    shared: Arc<Shared>,
+    hour: HourKey,
+) -> Result<(Vec<Arc<[u8]>>, u64), StreamerError> {
     tokio::task::spawn_blocking(move || {
-        let rows = shared.index.read_hour(hour, &mut shared.rejects.lock().unwrap())?;
+        let rows = shared
+            .index
+            .read_hour(hour, &mut shared.rejects.lock().unwrap())?;
         let count = rows.len() as u64;
-        Ok((encode_batches(hour, rows, shared.options.batch_size as usize), count))
+        Ok((
+            encode_batches(hour, rows, shared.options.batch_size as usize),
+            count,
+        ))
     })
     .await
     .expect("reading an hour does not panic")
@@ -224,7 +271,13 @@ fn encode_batches(hour: HourKey, rows: Vec<WeatherRow>, batch_size: usize) -> Ve
     (0..batches)
         .map(|batch| {
             let rows: Vec<WeatherRow> = rows.by_ref().take(batch_size).collect();
-            payload::encode(&BatchEnvelope { hour, batch, batches, rows }).into()
+            payload::encode(&BatchEnvelope {
+                hour,
+                batch,
+                batches,
+                rows,
+            })
+            .into()
         })
         .collect()
 }
@@ -245,17 +298,24 @@ async fn listen(shared: Arc<Shared>, mut subscription: Subscription, shutdown: C
         let (channel, body) = match event {
             BusEvent::Subscribed => {
                 // Confirmations may have been published while we were away: ask again.
-                shared.pending.lock().unwrap().values_mut().for_each(|p| p.announced_at = None);
+                shared
+                    .pending
+                    .lock()
+                    .unwrap()
+                    .values_mut()
+                    .for_each(|p| p.announced_at = None);
                 continue;
             }
             BusEvent::Message { channel, payload } => (channel, payload),
         };
         match Channel::parse(&channel) {
             Ok(Channel::Request { batch, hour }) => resend(&shared, hour, batch).await,
-            Ok(Channel::Reported { hour }) => match payload::decode::<HourReported>(&channel, &body) {
-                Ok(reported) => confirm(&shared, hour, reported),
-                Err(error) => tracing::warn!(%error, "Malformed message set aside."),
-            },
+            Ok(Channel::Reported { hour }) => {
+                match payload::decode::<HourReported>(&channel, &body) {
+                    Ok(reported) => confirm(&shared, hour, reported),
+                    Err(error) => tracing::warn!(%error, "Malformed message set aside."),
+                }
+            }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "Malformed message set aside."),
         }
@@ -263,7 +323,12 @@ async fn listen(shared: Arc<Shared>, mut subscription: Subscription, shutdown: C
 }
 
 async fn resend(shared: &Arc<Shared>, hour: HourKey, batch: u32) {
-    let cached = shared.pending.lock().unwrap().get(&hour).map(|p| p.batches.clone());
+    let cached = shared
+        .pending
+        .lock()
+        .unwrap()
+        .get(&hour)
+        .map(|p| p.batches.clone());
     let batches = match cached {
         Some(batches) => batches,
         None => match read_batches(shared.clone(), hour).await {
@@ -286,7 +351,9 @@ async fn resend(shared: &Arc<Shared>, hour: HourKey, batch: u32) {
 
 fn confirm(shared: &Shared, hour: HourKey, reported: HourReported) {
     let mut pending = shared.pending.lock().unwrap();
-    let Some(expected) = pending.get(&hour).map(|p| p.rows) else { return };
+    let Some(expected) = pending.get(&hour).map(|p| p.rows) else {
+        return;
+    };
     if reported.rows != expected {
         tracing::warn!(hour = %hour, reported = reported.rows, expected, "Reported row count differs from the input; announcing the hour again.");
         return;
@@ -338,14 +405,30 @@ mod tests {
     fn batches_split_rows_in_order_and_say_how_many_there_are() {
         let hour: HourKey = "2023-09-19T05".parse().unwrap();
         let mut values = [None; NUMERIC_COLUMNS.len()];
-        Metric::ALL.iter().for_each(|m| values[m.index()] = Some(1.0));
+        Metric::ALL
+            .iter()
+            .for_each(|m| values[m.index()] = Some(1.0));
         let rows: Vec<WeatherRow> = (0..1001)
-            .map(|i| WeatherRow { zip_code: format!("{i:05}"), state: "CA".into(), name: String::new(), time: hour.start_secs(), wind_dir: String::new(), values })
+            .map(|i| WeatherRow {
+                zip_code: format!("{i:05}"),
+                state: "CA".into(),
+                name: String::new(),
+                time: hour.start_secs(),
+                wind_dir: String::new(),
+                values,
+            })
             .collect();
         let batches = encode_batches(hour, rows, 500);
         assert_eq!(batches.len(), 3);
-        let decoded: Vec<BatchEnvelope> = batches.iter().enumerate().map(|(i, b)| BatchEnvelope::decode_for("c", i as u32, hour, b).unwrap()).collect();
-        assert_eq!(decoded.iter().map(|b| b.rows.len()).collect::<Vec<_>>(), [500, 500, 1]);
+        let decoded: Vec<BatchEnvelope> = batches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| BatchEnvelope::decode_for("c", i as u32, hour, b).unwrap())
+            .collect();
+        assert_eq!(
+            decoded.iter().map(|b| b.rows.len()).collect::<Vec<_>>(),
+            [500, 500, 1]
+        );
         assert!(decoded.iter().all(|b| b.batches == 3));
         assert_eq!(decoded[1].rows[0].zip_code, "00500");
     }
