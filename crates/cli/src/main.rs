@@ -3,6 +3,7 @@
 
 mod generate;
 mod up;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,8 @@ enum Command {
     Up(up::UpArgs),
     /// Generate a deterministic weather CSV.
     Gen(generate::GenArgs),
+    /// Check that InfluxDB holds exactly the input's rows and the right reports.
+    Verify(verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 .context("processor"),
             Command::Api(config) => weathervane_api::run(config, shutdown).await.context("api"),
             Command::Up(args) => up::run(args, shutdown).await,
+            Command::Verify(args) => verify::run(args).await,
             Command::Gen(_) => unreachable!("handled above"),
         }
     })
