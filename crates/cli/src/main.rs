@@ -2,6 +2,7 @@
 //! (or a tool). Errors are printed with their causes and set the exit code.
 
 mod generate;
+mod replay;
 mod up;
 mod verify;
 
@@ -36,6 +37,8 @@ enum Command {
     Up(up::UpArgs),
     /// Generate a deterministic weather CSV.
     Gen(generate::GenArgs),
+    /// Run an outage scenario (exps/*.csv or a random one) on private servers and check the guarantee.
+    Replay(replay::ReplayArgs),
     /// Check that InfluxDB holds exactly the input's rows and the right reports.
     Verify(verify::VerifyArgs),
 }
@@ -73,6 +76,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Command::Api(config) => weathervane_api::run(config, shutdown).await.context("api"),
             Command::Up(args) => up::run(args, shutdown).await,
             Command::Verify(args) => verify::run(args).await,
+            Command::Replay(args) => replay::run(args).await,
             Command::Gen(_) => unreachable!("handled above"),
         }
     })

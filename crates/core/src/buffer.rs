@@ -171,12 +171,12 @@ pub async fn flush<T>(
                 Delivery::Done | Delivery::Rejected => break,
                 Delivery::Retry(reason) => {
                     if outage_since.is_none() {
-                        tracing::warn!(buffer = queue.name(), buffered = queue.len() + in_flight.len(), %reason, "Target unavailable; buffering and retrying.");
+                        tracing::warn!(buffer = %queue.name(), buffered = queue.len() + in_flight.len(), %reason, "Target unavailable; buffering and retrying.");
                         outage_since = Some(Instant::now());
                     }
                     if !sleep_or_cancel(backoff.next_delay(), shutdown).await {
                         tracing::info!(
-                            buffer = queue.name(),
+                            buffer = %queue.name(),
                             buffered = queue.len() + in_flight.len(),
                             "Shutting down with items still buffered; their sources will resend them."
                         );
@@ -187,8 +187,9 @@ pub async fn flush<T>(
         }
         if let Some(since) = outage_since.take() {
             tracing::info!(
-                buffer = queue.name(),
+                buffer = %queue.name(),
                 buffered = queue.len(),
+                peak = queue.peak_len(),
                 after_ms = since.elapsed().as_millis() as u64,
                 "Target back; flushing."
             );

@@ -57,6 +57,10 @@ pub struct StreamOptions {
     /// Pause between hours, in seconds (0 = as fast as the pipeline takes them).
     #[arg(long, env = "WEATHERVANE_HOUR_INTERVAL", default_value_t = 60.0)]
     pub hour_interval: f64,
+    /// Pause between the batches of an hour, in seconds (0 = publish an hour at once), for
+    /// a feed that trickles in like live data.
+    #[arg(long, env = "WEATHERVANE_BATCH_INTERVAL", default_value_t = 0.0)]
+    pub batch_interval: f64,
     /// Exit 0 once every hour of the input is reported, instead of staying to answer
     /// resend requests.
     #[arg(long)]
@@ -88,7 +92,7 @@ pub enum StreamerError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("--hour-interval and --announce-interval must be finite and not negative")]
+    #[error("--hour-interval, --batch-interval and --announce-interval must be finite and not negative")]
     Interval,
 }
 
@@ -121,7 +125,7 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
         stream: options,
     } = config;
     let interval_ok = |s: f64| s.is_finite() && s >= 0.0;
-    if !interval_ok(options.hour_interval) || !interval_ok(options.announce_interval) {
+    if ![options.hour_interval, options.announce_interval, options.batch_interval].into_iter().all(interval_ok) {
         return Err(StreamerError::Interval);
     }
     let publisher = Publisher::new(&redis.url)?;
@@ -189,6 +193,7 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
 async fn stream_all(shared: &Arc<Shared>) -> Result<(), StreamerError> {
     let hours: Vec<HourKey> = shared.index.hours().collect();
     let interval = Duration::from_secs_f64(shared.options.hour_interval);
+    let batch_interval = Duration::from_secs_f64(shared.options.batch_interval);
     for (position, hour) in hours.iter().copied().enumerate() {
         if shared.confirmed.lock().unwrap().contains(hour) {
             continue;
@@ -223,6 +228,9 @@ async fn stream_all(shared: &Arc<Shared>) -> Result<(), StreamerError> {
             );
             let bytes = message.bytes();
             shared.outbound.push(message, bytes).await;
+            if !batch_interval.is_zero() && batch + 1 < batches.len() {
+                tokio::time::sleep(batch_interval).await;
+            }
         }
         let announcement = announcement(hour, batches.len(), rows);
         let bytes = announcement.bytes();

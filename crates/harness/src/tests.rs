@@ -1,0 +1,209 @@
+//! Tests against real `redis-server`, `influxd` and `sh` processes. They own only what
+//! they start; every process is checked to be gone (reaped, not a zombie) at the end.
+
+use std::io::ErrorKind;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::server::{http, redis_ping};
+use crate::{HarnessError, InfluxServer, ManagedProcess, RedisServer, weathervane_binary};
+
+const SHORT: Duration = Duration::from_millis(300);
+const LONG: Duration = Duration::from_secs(10);
+
+/// We reap our children, so their /proc entry must be gone rather than a zombie's.
+fn assert_gone(pid: u32) {
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} outlived its owner"
+    );
+}
+
+fn assert_pong(port: u16) {
+    let reply = redis_ping(port, SHORT).expect("PING");
+    assert!(reply.starts_with("+PONG"), "unexpected reply {reply:?}");
+}
+
+#[test]
+fn redis_pause_kill_and_start_again_are_real() {
+    let mut redis = RedisServer::start().unwrap();
+    let port = redis.port();
+    assert_eq!(redis.url(), format!("redis://127.0.0.1:{port}"));
+    assert_pong(port);
+
+    redis.pause().unwrap();
+    let error = redis_ping(port, SHORT).unwrap_err();
+    assert!(
+        matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{error}"
+    );
+    redis.resume().unwrap();
+    assert_pong(port);
+
+    let first_pid = redis.pid().unwrap();
+    redis.kill();
+    assert_gone(first_pid);
+    assert_eq!(redis.pid(), None);
+    assert_eq!(
+        redis_ping(port, SHORT).unwrap_err().kind(),
+        ErrorKind::ConnectionRefused
+    );
+    assert!(matches!(
+        redis.pause(),
+        Err(HarnessError::NotRunning { .. })
+    ));
+
+    redis.start_again().unwrap();
+    assert_eq!(redis.port(), port);
+    assert_pong(port);
+    assert!(matches!(
+        redis.start_again(),
+        Err(HarnessError::AlreadyRunning { .. })
+    ));
+
+    let pid = redis.pid().unwrap();
+    drop(redis);
+    assert_gone(pid);
+}
+
+#[test]
+fn redis_stop_is_graceful_and_drop_kills_a_paused_server() {
+    let mut redis = RedisServer::start().unwrap();
+    let status = redis.stop().expect("was running");
+    assert!(
+        status.success(),
+        "redis-server exited with {status} on SIGTERM"
+    );
+    assert_eq!(redis.stop(), None);
+
+    redis.start_again().unwrap();
+    redis.pause().unwrap();
+    let pid = redis.pid().unwrap();
+    drop(redis);
+    assert_gone(pid);
+}
+
+fn influx(port: u16, method: &str, target: &str, body: &str) -> (u16, String) {
+    http(port, method, target, body, LONG).unwrap_or_else(|e| panic!("{method} {target}: {e}"))
+}
+
+#[test]
+fn influx_data_survives_kill_and_start_again() {
+    let mut influx_server = InfluxServer::start().unwrap();
+    let port = influx_server.port();
+    assert_eq!(influx(port, "GET", "/ping", "").0, 204);
+    assert_eq!(
+        influx(port, "POST", "/query?q=CREATE+DATABASE+x", "").0,
+        200
+    );
+    let (status, body) = influx(
+        port,
+        "POST",
+        "/write?db=x",
+        "wx,station=s1 temp=21.5 1700000000000000000",
+    );
+    assert_eq!(status, 204, "{body}");
+
+    let first_pid = influx_server.pid().unwrap();
+    influx_server.kill();
+    assert_gone(first_pid);
+    let error = http(port, "GET", "/ping", "", SHORT).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::ConnectionRefused);
+
+    influx_server.start_again().unwrap();
+    let (status, body) = influx(port, "POST", "/query?db=x&q=SELECT+temp+FROM+wx", "");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(r#"["2023-11-14T22:13:20Z",21.5]"#),
+        "point lost across kill: {body}"
+    );
+
+    let pid = influx_server.pid().unwrap();
+    drop(influx_server);
+    assert_gone(pid);
+}
+
+#[test]
+fn two_influx_servers_run_side_by_side() {
+    let starts = [0, 1].map(|_| std::thread::spawn(InfluxServer::start));
+    let servers = starts.map(|start| start.join().unwrap().unwrap());
+    assert_ne!(servers[0].port(), servers[1].port());
+    assert_ne!(servers[0].url(), servers[1].url());
+    for server in &servers {
+        assert_eq!(influx(server.port(), "GET", "/ping", "").0, 204);
+    }
+    let pids = servers.each_ref().map(|server| server.pid().unwrap());
+    drop(servers);
+    pids.into_iter().for_each(assert_gone);
+}
+
+#[test]
+fn managed_process_logs_both_streams_and_reports_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut echo = ManagedProcess::new("echo", "sh", dir.path())
+        .args(["-c", "echo out; echo err >&2; echo \"$GREETING\"; exit 3"])
+        .env("GREETING", "hi");
+    assert!(matches!(
+        echo.wait_timeout(SHORT),
+        Err(HarnessError::NotRunning { .. })
+    ));
+    echo.start().unwrap();
+    let status = echo
+        .wait_timeout(LONG)
+        .unwrap()
+        .expect("sh exits by itself");
+    assert_eq!(status.code(), Some(3));
+    assert!(!echo.is_running());
+    assert_eq!(echo.pid(), None);
+    assert_eq!(
+        std::fs::read_to_string(echo.log_path()).unwrap(),
+        "out\nerr\nhi\n"
+    );
+}
+
+#[test]
+fn managed_process_stop_sends_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sleeper = ManagedProcess::new("sleeper", "sleep", dir.path()).arg("30");
+    sleeper.start().unwrap();
+    assert!(matches!(
+        sleeper.start(),
+        Err(HarnessError::AlreadyRunning { .. })
+    ));
+    assert_eq!(
+        sleeper.wait_timeout(Duration::from_millis(50)).unwrap(),
+        None
+    );
+    sleeper.pause().unwrap();
+    // Paused, so the SIGTERM only lands because stop also sends SIGCONT.
+    let status = sleeper.stop().expect("was running");
+    assert_eq!(status.signal(), Some(15));
+    assert_eq!(sleeper.exit_status(), Some(status));
+}
+
+#[test]
+fn spawn_errors_name_the_program_and_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut missing = ManagedProcess::new("ghost", "/nonexistent/ghost", dir.path());
+    let message = missing.start().unwrap_err().to_string();
+    assert!(
+        message.contains("/nonexistent/ghost") && message.contains("ghost.log"),
+        "{message}"
+    );
+}
+
+#[test]
+fn weathervane_binary_is_found_or_explained() {
+    match weathervane_binary() {
+        Ok(path) => assert!(
+            path.ends_with("weathervane") && path.is_file(),
+            "{}",
+            path.display()
+        ),
+        Err(error) => assert!(
+            error.to_string().contains("cargo build --bin weathervane"),
+            "{error}"
+        ),
+    }
+}
