@@ -47,7 +47,9 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn passed(&self) -> bool {
-        self.problems.is_empty() && self.rows_expected == self.rows_stored && self.hours == self.hours_correct
+        self.problems.is_empty()
+            && self.rows_expected == self.rows_stored
+            && self.hours == self.hours_correct
     }
 }
 
@@ -73,13 +75,33 @@ fn read_input(paths: &[PathBuf]) -> anyhow::Result<BTreeMap<HourKey, HourInput>>
 }
 
 /// Rows of every series, keyed by `(time, tag values...)` for the given tags.
-fn keyed(series: &[Series], tags: &[&str]) -> BTreeMap<(i64, Vec<String>), BTreeMap<String, Value>> {
+fn keyed(
+    series: &[Series],
+    tags: &[&str],
+) -> BTreeMap<(i64, Vec<String>), BTreeMap<String, Value>> {
     let mut rows = BTreeMap::new();
     for s in series {
         for values in &s.values {
-            let record: BTreeMap<String, Value> = s.columns.iter().cloned().zip(values.iter().cloned()).collect();
-            let time = record.get("time").and_then(Value::as_i64).unwrap_or_default();
-            let key = tags.iter().map(|t| record.get(*t).and_then(Value::as_str).unwrap_or_default().to_owned()).collect();
+            let record: BTreeMap<String, Value> = s
+                .columns
+                .iter()
+                .cloned()
+                .zip(values.iter().cloned())
+                .collect();
+            let time = record
+                .get("time")
+                .and_then(Value::as_i64)
+                .unwrap_or_default();
+            let key = tags
+                .iter()
+                .map(|t| {
+                    record
+                        .get(*t)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect();
             rows.insert((time, key), record);
         }
     }
@@ -91,11 +113,17 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 fn number(record: &BTreeMap<String, Value>, field: &str) -> f64 {
-    record.get(field).and_then(Value::as_f64).unwrap_or(f64::NAN)
+    record
+        .get(field)
+        .and_then(Value::as_f64)
+        .unwrap_or(f64::NAN)
 }
 
 fn text<'a>(record: &'a BTreeMap<String, Value>, field: &str) -> &'a str {
-    record.get(field).and_then(Value::as_str).unwrap_or_default()
+    record
+        .get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn pair_matches(record: &BTreeMap<String, Value>, holder: &str, pair: &ExtremePair) -> bool {
@@ -108,15 +136,48 @@ fn pair_matches(record: &BTreeMap<String, Value>, holder: &str, pair: &ExtremePa
 /// Checks InfluxDB against the input files.
 pub async fn verify(inputs: &[PathBuf], influx: &InfluxClient) -> anyhow::Result<Verdict> {
     let hours = tokio::task::block_in_place(|| read_input(inputs))?;
-    let mut verdict = Verdict { hours: hours.len(), ..Verdict::default() };
-    let (Some(first), Some(last)) = (hours.keys().next(), hours.keys().next_back()) else { return Ok(verdict) };
-    let range = format!("time >= '{}' AND time < '{}'", first.rfc3339(), last.next().rfc3339());
-    let sums: Vec<String> = NUMERIC_COLUMNS.iter().map(|c| format!("SUM({c}) AS {c}")).collect();
-    let query = |statement: String| async move { influx.query(&statement).await.with_context(|| statement.clone()) };
-    let stored = keyed(&query(format!("SELECT COUNT(temp_c) AS rows, {} FROM {WEATHER_DATA} WHERE {range} GROUP BY time(1h)", sums.join(", "))).await?, &[]);
-    let averages = keyed(&query(format!("SELECT * FROM {WEATHER_AVERAGES} WHERE {range}")).await?, &["state"]);
-    let zip_extremes = keyed(&query(format!("SELECT * FROM {ZIP_CODE_EXTREMES} WHERE {range}")).await?, &["state", "metric"]);
-    let state_extremes = keyed(&query(format!("SELECT * FROM {STATE_EXTREMES} WHERE {range}")).await?, &["metric"]);
+    let mut verdict = Verdict {
+        hours: hours.len(),
+        ..Verdict::default()
+    };
+    let (Some(first), Some(last)) = (hours.keys().next(), hours.keys().next_back()) else {
+        return Ok(verdict);
+    };
+    let range = format!(
+        "time >= '{}' AND time < '{}'",
+        first.rfc3339(),
+        last.next().rfc3339()
+    );
+    let sums: Vec<String> = NUMERIC_COLUMNS
+        .iter()
+        .map(|c| format!("SUM({c}) AS {c}"))
+        .collect();
+    let query = |statement: String| async move {
+        influx
+            .query(&statement)
+            .await
+            .with_context(|| statement.clone())
+    };
+    let stored = keyed(
+        &query(format!(
+            "SELECT COUNT(temp_c) AS rows, {} FROM {WEATHER_DATA} WHERE {range} GROUP BY time(1h)",
+            sums.join(", ")
+        ))
+        .await?,
+        &[],
+    );
+    let averages = keyed(
+        &query(format!("SELECT * FROM {WEATHER_AVERAGES} WHERE {range}")).await?,
+        &["state"],
+    );
+    let zip_extremes = keyed(
+        &query(format!("SELECT * FROM {ZIP_CODE_EXTREMES} WHERE {range}")).await?,
+        &["state", "metric"],
+    );
+    let state_extremes = keyed(
+        &query(format!("SELECT * FROM {STATE_EXTREMES} WHERE {range}")).await?,
+        &["metric"],
+    );
 
     for (hour, input) in &hours {
         let time = hour.start_secs();
@@ -126,36 +187,67 @@ pub async fn verify(inputs: &[PathBuf], influx: &InfluxClient) -> anyhow::Result
         let rows_stored = counts.map_or(0.0, |c| number(c, "rows")) as u64;
         verdict.rows_stored += rows_stored;
         if rows_stored != input.rows.len() as u64 {
-            verdict.problems.push(format!("{hour}: {rows_stored} rows stored, {} in the input", input.rows.len()));
+            verdict.problems.push(format!(
+                "{hour}: {rows_stored} rows stored, {} in the input",
+                input.rows.len()
+            ));
         } else if let Some(counts) = counts {
             for (column, sum) in NUMERIC_COLUMNS.iter().zip(&input.sums) {
                 let got = counts.get(*column).and_then(Value::as_f64).unwrap_or(0.0);
                 if (got - sum).abs() > 1e-6 * sum.abs().max(1.0) {
-                    verdict.problems.push(format!("{hour}: stored {column} values sum to {got}, the input's to {sum}"));
+                    verdict.problems.push(format!(
+                        "{hour}: stored {column} values sum to {got}, the input's to {sum}"
+                    ));
                 }
             }
         }
-        let expected: HourReport = report::compute(*hour, input.rows.iter().map(|(s, z, m)| (s.as_str(), z.as_str(), *m)));
+        let expected: HourReport = report::compute(
+            *hour,
+            input
+                .rows
+                .iter()
+                .map(|(s, z, m)| (s.as_str(), z.as_str(), *m)),
+        );
         for average in &expected.averages {
-            let ok = averages.get(&(time, vec![average.state.clone()])).is_some_and(|r| {
-                number(r, "count") as u64 == average.count
-                    && Metric::ALL.iter().zip(average.means).all(|(m, mean)| close(number(r, &format!("avg_{}", m.name())), mean))
-            });
+            let ok = averages
+                .get(&(time, vec![average.state.clone()]))
+                .is_some_and(|r| {
+                    number(r, "count") as u64 == average.count
+                        && Metric::ALL
+                            .iter()
+                            .zip(average.means)
+                            .all(|(m, mean)| close(number(r, &format!("avg_{}", m.name())), mean))
+                });
             if !ok {
-                verdict.problems.push(format!("{hour}: average of {} missing or wrong", average.state));
+                verdict.problems.push(format!(
+                    "{hour}: average of {} missing or wrong",
+                    average.state
+                ));
             }
         }
         for (state, pairs) in &expected.zip_extremes {
             for (metric, pair) in Metric::ALL.iter().zip(pairs) {
                 let key = (time, vec![state.clone(), metric.name().to_owned()]);
-                if !zip_extremes.get(&key).is_some_and(|r| pair_matches(r, "zip_code", pair)) {
-                    verdict.problems.push(format!("{hour}: {} zip-code extremes of {state} missing or wrong", metric.name()));
+                if !zip_extremes
+                    .get(&key)
+                    .is_some_and(|r| pair_matches(r, "zip_code", pair))
+                {
+                    verdict.problems.push(format!(
+                        "{hour}: {} zip-code extremes of {state} missing or wrong",
+                        metric.name()
+                    ));
                 }
             }
         }
         for (metric, pair) in Metric::ALL.iter().zip(&expected.state_extremes) {
-            if !state_extremes.get(&(time, vec![metric.name().to_owned()])).is_some_and(|r| pair_matches(r, "state", pair)) {
-                verdict.problems.push(format!("{hour}: {} state extremes missing or wrong", metric.name()));
+            if !state_extremes
+                .get(&(time, vec![metric.name().to_owned()]))
+                .is_some_and(|r| pair_matches(r, "state", pair))
+            {
+                verdict.problems.push(format!(
+                    "{hour}: {} state extremes missing or wrong",
+                    metric.name()
+                ));
             }
         }
         if verdict.problems.len() == before {

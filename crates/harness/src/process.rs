@@ -190,11 +190,13 @@ impl ManagedProcess {
         if !self.is_running() {
             return None;
         }
+        let pid = to_pid(self.pid()?);
         // SIGCONT after SIGTERM: a paused process would otherwise hold the SIGTERM pending
         // for the whole grace period and then be SIGKILLed without a chance to clean up.
+        // Nothing reaps in between, so the pid cannot be reused under us.
         for sig in [Signal::SIGTERM, Signal::SIGCONT] {
-            if let Err(error) = self.signal(sig) {
-                tracing::warn!(%error, "stop could not signal");
+            if let Err(error) = signal::kill(pid, sig) {
+                tracing::warn!(name = %self.name, %error, "stop could not send {sig:?}");
             }
         }
         match self.wait_timeout(STOP_GRACE) {

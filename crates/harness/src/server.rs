@@ -233,20 +233,11 @@ pub struct RedisServer {
 impl RedisServer {
     pub fn start() -> Result<Self> {
         let daemon = Daemon::launch(&REDIS, |dir, port| {
-            let port = port.to_string();
-            let args = [
-                "--port",
-                &port,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ];
             Ok(ManagedProcess::new("redis-server", "redis-server", dir)
-                .args(args)
-                .args(["--loglevel", "warning", "--dir"])
+                .args("--bind 127.0.0.1 --loglevel warning --appendonly no --port".split(' '))
+                .arg(port.to_string())
+                // An empty `--save` turns RDB snapshots off.
+                .args(["--save", "", "--dir"])
                 .arg(dir))
         })?;
         Ok(Self { daemon })

@@ -92,7 +92,9 @@ pub enum StreamerError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("--hour-interval, --batch-interval and --announce-interval must be finite and not negative")]
+    #[error(
+        "--hour-interval, --batch-interval and --announce-interval must be finite and not negative"
+    )]
     Interval,
 }
 
@@ -125,7 +127,14 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
         stream: options,
     } = config;
     let interval_ok = |s: f64| s.is_finite() && s >= 0.0;
-    if ![options.hour_interval, options.announce_interval, options.batch_interval].into_iter().all(interval_ok) {
+    if ![
+        options.hour_interval,
+        options.announce_interval,
+        options.batch_interval,
+    ]
+    .into_iter()
+    .all(interval_ok)
+    {
         return Err(StreamerError::Interval);
     }
     let publisher = Publisher::new(&redis.url)?;

@@ -22,19 +22,30 @@ struct LogTail {
 
 impl LogTail {
     fn new(path: PathBuf) -> Self {
-        Self { path, offset: 0, partial: String::new() }
+        Self {
+            path,
+            offset: 0,
+            partial: String::new(),
+        }
     }
 
     fn new_lines(&mut self) -> Vec<String> {
-        let Ok(mut file) = File::open(&self.path) else { return Vec::new() };
+        let Ok(mut file) = File::open(&self.path) else {
+            return Vec::new();
+        };
         let mut text = String::new();
-        if file.seek(SeekFrom::Start(self.offset)).is_err() || file.read_to_string(&mut text).is_err() {
+        if file.seek(SeekFrom::Start(self.offset)).is_err()
+            || file.read_to_string(&mut text).is_err()
+        {
             return Vec::new();
         }
         self.offset += text.len() as u64;
         self.partial.push_str(&text);
         let complete = self.partial.rfind('\n').map_or(0, |i| i + 1);
-        let lines = self.partial[..complete].lines().map(str::to_owned).collect();
+        let lines = self.partial[..complete]
+            .lines()
+            .map(str::to_owned)
+            .collect();
         self.partial.drain(..complete);
         lines
     }
@@ -60,7 +71,12 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(ingester: PathBuf, processor: PathBuf, streamer: PathBuf, hours: Vec<HourKey>) -> Self {
+    pub fn new(
+        ingester: PathBuf,
+        processor: PathBuf,
+        streamer: PathBuf,
+        hours: Vec<HourKey>,
+    ) -> Self {
         Self {
             ingester: LogTail::new(ingester),
             processor: LogTail::new(processor),
@@ -81,7 +97,9 @@ impl Progress {
         for line in &lines {
             let hour = field(line, "hour").and_then(|h| h.parse::<HourKey>().ok());
             if line.contains("Batch received.") {
-                if let (Some(hour), Some(batch)) = (hour, field(line, "batch").and_then(|b| b.parse().ok())) {
+                if let (Some(hour), Some(batch)) =
+                    (hour, field(line, "batch").and_then(|b| b.parse().ok()))
+                {
                     self.batches.insert((hour, batch));
                 }
             } else if line.contains("Hour stored;") {
@@ -103,7 +121,10 @@ impl Progress {
 
     fn note_peak(&mut self, line: &str) {
         if line.contains("Target back;") {
-            if let (Some(buffer), Some(peak)) = (field(line, "buffer"), field(line, "peak").and_then(|p| p.parse().ok())) {
+            if let (Some(buffer), Some(peak)) = (
+                field(line, "buffer"),
+                field(line, "peak").and_then(|p| p.parse().ok()),
+            ) {
                 let entry = self.peaks.entry(buffer.to_owned()).or_default();
                 *entry = (*entry).max(peak);
             }
@@ -115,7 +136,8 @@ impl Progress {
     }
 
     pub fn has_batch(&self, hour: usize, batch: u32) -> bool {
-        self.hour(hour).is_some_and(|h| self.batches.contains(&(h, batch)))
+        self.hour(hour)
+            .is_some_and(|h| self.batches.contains(&(h, batch)))
     }
 
     pub fn is_stored(&self, hour: usize) -> bool {
@@ -132,13 +154,23 @@ impl Progress {
 
     /// Done: the streamer said every hour is reported and has exited.
     pub fn all_reported_and_exited(&self, roles: &mut [(Target, ManagedProcess)]) -> bool {
-        self.streamer_done && roles.iter_mut().any(|(t, p)| *t == Target::Streamer && !p.is_running())
+        self.streamer_done
+            && roles
+                .iter_mut()
+                .any(|(t, p)| *t == Target::Streamer && !p.is_running())
     }
 
     /// Where the pipeline is, in a few words.
     pub fn describe(&self) -> String {
-        let current = self.hours.iter().position(|h| !self.stored.contains(h)).unwrap_or(self.hours.len());
-        let received = self.hours.get(current).map_or(0, |h| self.batches.iter().filter(|(bh, _)| bh == h).count());
+        let current = self
+            .hours
+            .iter()
+            .position(|h| !self.stored.contains(h))
+            .unwrap_or(self.hours.len());
+        let received = self
+            .hours
+            .get(current)
+            .map_or(0, |h| self.batches.iter().filter(|(bh, _)| bh == h).count());
         format!(
             "ingester: {} of {} hours stored, {received} batches of hour {} in; processor: {} reported; {} resend requests",
             self.stored.len(),
@@ -151,7 +183,11 @@ impl Progress {
 
     /// The largest backlog each buffer had when its target came back, in items.
     pub fn peaks(&self) -> String {
-        self.peaks.iter().map(|(buffer, peak)| format!("{buffer} {peak}")).collect::<Vec<_>>().join(", ")
+        self.peaks
+            .iter()
+            .map(|(buffer, peak)| format!("{buffer} {peak}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -172,7 +208,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ingester.log");
         let hour: HourKey = "2023-09-19T00".parse().unwrap();
-        let mut progress = Progress::new(path.clone(), dir.path().join("p.log"), dir.path().join("s.log"), vec![hour]);
+        let mut progress = Progress::new(
+            path.clone(),
+            dir.path().join("p.log"),
+            dir.path().join("s.log"),
+            vec![hour],
+        );
         std::fs::write(&path, "x DEBUG weathervane_ingester: Batch received. hour=2023-09-19T00 batch=0 rows=10\nx INFO weathervane_ingester: Hour stored; no").unwrap();
         progress.refresh();
         assert!(progress.has_batch(1, 0) && !progress.has_batch(1, 1));

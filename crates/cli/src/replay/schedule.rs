@@ -31,7 +31,14 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 6] = [Target::Redis, Target::Influxdb, Target::Streamer, Target::Ingester, Target::Processor, Target::Api];
+    pub const ALL: [Target; 6] = [
+        Target::Redis,
+        Target::Influxdb,
+        Target::Streamer,
+        Target::Ingester,
+        Target::Processor,
+        Target::Api,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -76,9 +83,16 @@ impl Action {
 pub enum Point {
     Start,
     /// Batch `batch` (`None`: the last) of the `hour`-th hour received by the ingester.
-    Batch { hour: usize, batch: Option<u32> },
-    Stored { hour: usize },
-    Reported { hour: usize },
+    Batch {
+        hour: usize,
+        batch: Option<u32>,
+    },
+    Stored {
+        hour: usize,
+    },
+    Reported {
+        hour: usize,
+    },
     Requesting,
 }
 
@@ -114,8 +128,12 @@ pub struct ScheduleError {
 }
 
 fn seconds(text: &str) -> Result<Duration, String> {
-    let number = text.strip_suffix('s').ok_or_else(|| format!("{text:?} is not a duration like 2.5s"))?;
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 2.5s"))?;
+    let number = text
+        .strip_suffix('s')
+        .ok_or_else(|| format!("{text:?} is not a duration like 2.5s"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 2.5s"))?;
     if !(value.is_finite() && value >= 0.0) {
         return Err(format!("{text:?} is not a duration like 2.5s"));
     }
@@ -126,15 +144,31 @@ impl FromStr for Point {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let hour = |h: &str| h.parse::<usize>().ok().filter(|h| *h >= 1).ok_or_else(|| format!("hour {h:?} is not a number from 1"));
+        let hour = |h: &str| {
+            h.parse::<usize>()
+                .ok()
+                .filter(|h| *h >= 1)
+                .ok_or_else(|| format!("hour {h:?} is not a number from 1"))
+        };
         match text.split(':').collect::<Vec<_>>()[..] {
             ["start"] => Ok(Point::Start),
             ["requesting"] => Ok(Point::Requesting),
             ["stored", h] => Ok(Point::Stored { hour: hour(h)? }),
             ["reported", h] => Ok(Point::Reported { hour: hour(h)? }),
-            ["batch", h, "last"] => Ok(Point::Batch { hour: hour(h)?, batch: None }),
-            ["batch", h, b] => Ok(Point::Batch { hour: hour(h)?, batch: Some(b.parse().map_err(|_| format!("batch {b:?} is not a number or `last`"))?) }),
-            _ => Err(format!("{text:?} is not a point: start, batch:H:B, batch:H:last, stored:H, reported:H, requesting")),
+            ["batch", h, "last"] => Ok(Point::Batch {
+                hour: hour(h)?,
+                batch: None,
+            }),
+            ["batch", h, b] => Ok(Point::Batch {
+                hour: hour(h)?,
+                batch: Some(
+                    b.parse()
+                        .map_err(|_| format!("batch {b:?} is not a number or `last`"))?,
+                ),
+            }),
+            _ => Err(format!(
+                "{text:?} is not a point: start, batch:H:B, batch:H:last, stored:H, reported:H, requesting"
+            )),
         }
     }
 }
@@ -147,7 +181,10 @@ impl fmt::Display for Point {
             Point::Stored { hour } => write!(f, "stored:{hour}"),
             Point::Reported { hour } => write!(f, "reported:{hour}"),
             Point::Batch { hour, batch: None } => write!(f, "batch:{hour}:last"),
-            Point::Batch { hour, batch: Some(b) } => write!(f, "batch:{hour}:{b}"),
+            Point::Batch {
+                hour,
+                batch: Some(b),
+            } => write!(f, "batch:{hour}:{b}"),
         }
     }
 }
@@ -160,13 +197,19 @@ impl FromStr for When {
             return Ok(When::AfterPrevious(seconds(delay)?));
         }
         if text.ends_with('s') && text.starts_with(|c: char| c.is_ascii_digit()) {
-            return Ok(When::After { point: Point::Start, delay: seconds(text)? });
+            return Ok(When::After {
+                point: Point::Start,
+                delay: seconds(text)?,
+            });
         }
         let (point, delay) = match text.split_once('+') {
             Some((point, delay)) => (point, seconds(delay)?),
             None => (text, Duration::ZERO),
         };
-        Ok(When::After { point: point.parse()?, delay })
+        Ok(When::After {
+            point: point.parse()?,
+            delay,
+        })
     }
 }
 
@@ -182,7 +225,11 @@ impl fmt::Display for When {
 
 impl Scenario {
     pub fn parse(name: &str, text: &str) -> Result<Self, ScheduleError> {
-        let error = |line: usize, reason: String| ScheduleError { file: name.to_owned(), line, reason };
+        let error = |line: usize, reason: String| ScheduleError {
+            file: name.to_owned(),
+            line,
+            reason,
+        };
         let mut description = Vec::new();
         let mut steps = Vec::new();
         let mut header_seen = false;
@@ -201,28 +248,53 @@ impl Scenario {
             let cells: Vec<&str> = line.split(',').map(str::trim).collect();
             if !header_seen {
                 if cells != ["when", "action", "target"] {
-                    return Err(error(number, "expected the header when,action,target".into()));
+                    return Err(error(
+                        number,
+                        "expected the header when,action,target".into(),
+                    ));
                 }
                 header_seen = true;
                 continue;
             }
             let [when, action, target] = cells[..] else {
-                return Err(error(number, format!("expected 3 cells, found {}", cells.len())));
+                return Err(error(
+                    number,
+                    format!("expected 3 cells, found {}", cells.len()),
+                ));
             };
-            let action = [Action::Kill, Action::Stop, Action::Start, Action::Pause, Action::Resume]
-                .into_iter()
-                .find(|a| a.name() == action)
-                .ok_or_else(|| error(number, format!("unknown action {action:?}: kill, stop, start, pause, resume")))?;
+            let action = [
+                Action::Kill,
+                Action::Stop,
+                Action::Start,
+                Action::Pause,
+                Action::Resume,
+            ]
+            .into_iter()
+            .find(|a| a.name() == action)
+            .ok_or_else(|| {
+                error(
+                    number,
+                    format!("unknown action {action:?}: kill, stop, start, pause, resume"),
+                )
+            })?;
             let target = Target::ALL
                 .into_iter()
                 .find(|t| t.name() == target)
                 .ok_or_else(|| error(number, format!("unknown target {target:?}: redis, influxdb, streamer, ingester, processor, api")))?;
-            steps.push(Step { when: when.parse().map_err(|reason| error(number, reason))?, action, target });
+            steps.push(Step {
+                when: when.parse().map_err(|reason| error(number, reason))?,
+                action,
+                target,
+            });
         }
         if !header_seen {
             return Err(error(1, "no header when,action,target".into()));
         }
-        Ok(Self { name: name.to_owned(), description: description.join(" "), steps })
+        Ok(Self {
+            name: name.to_owned(),
+            description: description.join(" "),
+            steps,
+        })
     }
 
     /// `faults` faults on random targets, each a take-down followed by its restore after
@@ -240,16 +312,46 @@ impl Scenario {
                 _ => (Action::Pause, Action::Resume),
             };
             let free = busy_until.get(&target).copied().unwrap_or_default();
-            let at = free.max(Duration::from_secs_f64(rng.random_range(0.0..span.as_secs_f64())));
+            let at = free.max(Duration::from_secs_f64(
+                rng.random_range(0.0..span.as_secs_f64()),
+            ));
             let length = Duration::from_secs_f64(rng.random_range(0.5..4.0));
             busy_until.insert(target, at + length + Duration::from_millis(200));
-            windows.push((at, Step { when: When::After { point: Point::Start, delay: at }, action: down, target }));
-            windows.push((at + length, Step { when: When::After { point: Point::Start, delay: at + length }, action: up, target }));
+            windows.push((
+                at,
+                Step {
+                    when: When::After {
+                        point: Point::Start,
+                        delay: at,
+                    },
+                    action: down,
+                    target,
+                },
+            ));
+            windows.push((
+                at + length,
+                Step {
+                    when: When::After {
+                        point: Point::Start,
+                        delay: at + length,
+                    },
+                    action: up,
+                    target,
+                },
+            ));
         }
         windows.sort_by_key(|(at, _)| *at);
         let steps: Vec<Step> = windows.into_iter().map(|(_, step)| step).collect();
-        let description = steps.iter().map(|s| format!("{} {} {}", s.when, s.action.name(), s.target.name())).collect::<Vec<_>>().join("; ");
-        Self { name: format!("random seed {seed}, {faults} faults"), description, steps }
+        let description = steps
+            .iter()
+            .map(|s| format!("{} {} {}", s.when, s.action.name(), s.target.name()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self {
+            name: format!("random seed {seed}, {faults} faults"),
+            description,
+            steps,
+        }
     }
 }
 
@@ -263,24 +365,67 @@ mod tests {
         let scenario = Scenario::parse("x.csv", text).unwrap();
         assert_eq!(scenario.description, "Redis dies mid-hour. Second line.");
         assert_eq!(scenario.steps.len(), 5);
-        assert_eq!(scenario.steps[0], Step { when: When::After { point: Point::Batch { hour: 1, batch: Some(2) }, delay: Duration::ZERO }, action: Action::Kill, target: Target::Redis });
-        assert_eq!(scenario.steps[1].when, When::AfterPrevious(Duration::from_secs(5)));
-        assert_eq!(scenario.steps[2].when, When::After { point: Point::Start, delay: Duration::from_millis(3500) });
-        assert_eq!(scenario.steps[3].when, When::After { point: Point::Stored { hour: 2 }, delay: Duration::from_millis(500) });
-        assert_eq!(scenario.steps[4].when, When::After { point: Point::Batch { hour: 1, batch: None }, delay: Duration::ZERO });
+        assert_eq!(
+            scenario.steps[0],
+            Step {
+                when: When::After {
+                    point: Point::Batch {
+                        hour: 1,
+                        batch: Some(2)
+                    },
+                    delay: Duration::ZERO
+                },
+                action: Action::Kill,
+                target: Target::Redis
+            }
+        );
+        assert_eq!(
+            scenario.steps[1].when,
+            When::AfterPrevious(Duration::from_secs(5))
+        );
+        assert_eq!(
+            scenario.steps[2].when,
+            When::After {
+                point: Point::Start,
+                delay: Duration::from_millis(3500)
+            }
+        );
+        assert_eq!(
+            scenario.steps[3].when,
+            When::After {
+                point: Point::Stored { hour: 2 },
+                delay: Duration::from_millis(500)
+            }
+        );
+        assert_eq!(
+            scenario.steps[4].when,
+            When::After {
+                point: Point::Batch {
+                    hour: 1,
+                    batch: None
+                },
+                delay: Duration::ZERO
+            }
+        );
     }
 
     #[test]
     fn errors_name_the_file_line_and_cell() {
         for (text, why) in [
             ("when,action,target\nsoon,kill,redis\n", "not a point"),
-            ("when,action,target\n1s,explode,redis\n", "unknown action \"explode\""),
+            (
+                "when,action,target\n1s,explode,redis\n",
+                "unknown action \"explode\"",
+            ),
             ("when,action,target\n1s,kill,postgres\n", "unknown target"),
             ("when,action,target\nbatch:0:1,kill,redis\n", "hour \"0\""),
             ("1s,kill,redis\n", "header"),
         ] {
             let error = Scenario::parse("bad.csv", text).unwrap_err().to_string();
-            assert!(error.starts_with("bad.csv:") && error.contains(why), "{error}");
+            assert!(
+                error.starts_with("bad.csv:") && error.contains(why),
+                "{error}"
+            );
         }
     }
 
@@ -288,12 +433,23 @@ mod tests {
     fn random_schedules_are_reproducible_and_restore_every_fault() {
         let a = Scenario::random(7, 5, Duration::from_secs(10));
         assert_eq!(a, Scenario::random(7, 5, Duration::from_secs(10)));
-        assert_ne!(a.steps, Scenario::random(8, 5, Duration::from_secs(10)).steps);
+        assert_ne!(
+            a.steps,
+            Scenario::random(8, 5, Duration::from_secs(10)).steps
+        );
         assert_eq!(a.steps.len(), 10);
         for target in Target::ALL {
-            let actions: Vec<Action> = a.steps.iter().filter(|s| s.target == target).map(|s| s.action).collect();
+            let actions: Vec<Action> = a
+                .steps
+                .iter()
+                .filter(|s| s.target == target)
+                .map(|s| s.action)
+                .collect();
             for pair in actions.chunks(2) {
-                assert!(pair[0].is_fault() && !pair[1].is_fault(), "{target:?}: {actions:?}");
+                assert!(
+                    pair[0].is_fault() && !pair[1].is_fault(),
+                    "{target:?}: {actions:?}"
+                );
             }
         }
     }
