@@ -49,7 +49,7 @@ pub struct StreamerConfig {
 #[derive(Clone, Debug, clap::Args)]
 pub struct StreamOptions {
     /// CSV files to stream (header row first; rows in any order; any number of days).
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, env = "WEATHERVANE_INPUT", value_delimiter = ',', required = true, num_args = 1..)]
     pub input: Vec<PathBuf>,
     /// Rows per published batch.
     #[arg(long, env = "WEATHERVANE_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
