@@ -200,22 +200,6 @@ pub async fn api_get(addr: &str, path: &str) -> (u16, serde_json::Value) {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn extremes_break_ties_by_the_smallest_holder() {
-        let (max, min) = extremes_of(vec![
-            ("b".into(), 2.0),
-            ("a".into(), 2.0),
-            ("c".into(), 1.0),
-            ("d".into(), 1.0),
-        ]);
-        assert_eq!((max.holder.as_str(), min.holder.as_str()), ("a", "c"));
-    }
-}
-
 /// A private stack: redis-server, influxd, and the ingester, processor and api as
 /// separate `weathervane` processes, all on free loopback ports, all killed on drop.
 pub struct Stack {
@@ -454,5 +438,21 @@ pub async fn assert_stored_exactly(stack: &Stack, rows: &[CsvRow]) {
             "min state at {hour}"
         );
         assert!(close(extreme["min_value"].as_f64().unwrap(), min.value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extremes_break_ties_by_the_smallest_holder() {
+        let (max, min) = extremes_of(vec![
+            ("b".into(), 2.0),
+            ("a".into(), 2.0),
+            ("c".into(), 1.0),
+            ("d".into(), 1.0),
+        ]);
+        assert_eq!((max.holder.as_str(), min.holder.as_str()), ("a", "c"));
     }
 }

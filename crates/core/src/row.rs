@@ -121,10 +121,10 @@ impl WeatherRow {
         validate_state(&self.state)?;
         validate_zip(&self.zip_code)?;
         for (column, value) in NUMERIC_COLUMNS.iter().zip(&self.values) {
-            if let Some(value) = value {
-                if !value.is_finite() {
-                    return Err(format!("{column} is not a finite number"));
-                }
+            if let Some(value) = value
+                && !value.is_finite()
+            {
+                return Err(format!("{column} is not a finite number"));
             }
         }
         for metric in Metric::ALL {

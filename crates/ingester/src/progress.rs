@@ -50,11 +50,11 @@ impl HourProgress {
     fn take_requests(&mut self, below: usize, now: Instant) -> Vec<u32> {
         let mut requests = Vec::new();
         for (index, state) in self.batches.iter_mut().enumerate().take(below) {
-            if let BatchState::Missing { requested_at } = state {
-                if requested_at.is_none_or(|at| now.duration_since(at) >= REQUEST_AGAIN_AFTER) {
-                    *requested_at = Some(now);
-                    requests.push(index as u32);
-                }
+            if let BatchState::Missing { requested_at } = state
+                && requested_at.is_none_or(|at| now.duration_since(at) >= REQUEST_AGAIN_AFTER)
+            {
+                *requested_at = Some(now);
+                requests.push(index as u32);
             }
         }
         requests

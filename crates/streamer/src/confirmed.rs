@@ -47,11 +47,11 @@ impl ConfirmedHours {
     }
 
     pub fn record(&mut self, hour: HourKey) -> std::io::Result<()> {
-        if self.hours.insert(hour) {
-            if let Some(file) = &mut self.file {
-                writeln!(file, "{hour}")?;
-                file.sync_data()?;
-            }
+        if self.hours.insert(hour)
+            && let Some(file) = &mut self.file
+        {
+            writeln!(file, "{hour}")?;
+            file.sync_data()?;
         }
         Ok(())
     }
