@@ -38,6 +38,9 @@ pub struct GenArgs {
     /// Number of days.
     #[arg(long, default_value_t = 1)]
     pub days: u32,
+    /// Stop after this many hours in all (default: every hour of every day).
+    #[arg(long)]
+    pub hours: Option<u32>,
     /// Seed: the same seed and sizes always give the same file.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -156,7 +159,7 @@ pub fn write_csv<W: Write>(args: &GenArgs, mut out: W) -> Result<GenSummary> {
     out.write_all(header.as_bytes())?;
 
     let start = args.start.and_hms_opt(0, 0, 0).expect("midnight exists");
-    let hours = u64::from(args.days) * 24;
+    let hours = (u64::from(args.days) * 24).min(args.hours.map_or(u64::MAX, u64::from));
     let mut line = Vec::with_capacity(512);
     let mut time = Vec::with_capacity(16);
     let mut rows = 0u64;
@@ -967,10 +970,21 @@ mod tests {
         GenArgs {
             stations,
             days,
+            hours: None,
             seed,
             start: NaiveDate::from_ymd_opt(2023, 9, 19).unwrap(),
             out: PathBuf::from("-"),
         }
+    }
+
+    #[test]
+    fn hours_cuts_the_output_after_that_many_hours() {
+        let mut cut = args(10, 2, 3);
+        cut.hours = Some(30);
+        let (text, summary) = generate(&cut);
+        assert_eq!(summary.rows, 300);
+        let (full, _) = generate(&args(10, 2, 3));
+        assert!(full.starts_with(&text), "the cut output is a prefix of the full one");
     }
 
     fn generate(args: &GenArgs) -> (Vec<u8>, GenSummary) {

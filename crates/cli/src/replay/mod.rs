@@ -153,7 +153,7 @@ impl LocalStack {
     }
 }
 
-/// The input: the given file, or a generated one cut to `--hours` hours.
+/// The input: the given file, or a generated one of `--hours` hours.
 fn prepare_data(args: &ReplayArgs, dir: &Path) -> anyhow::Result<PathBuf> {
     if let Some(data) = &args.data {
         return Ok(data.clone());
@@ -161,19 +161,12 @@ fn prepare_data(args: &ReplayArgs, dir: &Path) -> anyhow::Result<PathBuf> {
     let gen_args = crate::generate::GenArgs {
         stations: args.stations,
         days: 1,
+        hours: Some(args.hours),
         seed: 1,
         start: chrono::NaiveDate::from_ymd_opt(2023, 9, 19).expect("a valid date"),
         out: dir.join("data.csv"),
     };
-    let mut full = Vec::new();
-    crate::generate::write_csv(&gen_args, &mut full)?;
-    let text = String::from_utf8(full).context("generated CSV is UTF-8")?;
-    let last = format!("2023-09-19 {:02}:", args.hours);
-    let kept: Vec<&str> = text
-        .lines()
-        .take_while(|line| !line.contains(&last))
-        .collect();
-    std::fs::write(&gen_args.out, kept.join("\n") + "\n").context("writing the replay data")?;
+    crate::generate::run(&gen_args)?;
     Ok(gen_args.out)
 }
 
