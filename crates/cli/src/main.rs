@@ -1,6 +1,7 @@
 //! The `weathervane` binary: parses the command line and hands over to a role's `run`
 //! (or a tool). Errors are printed with their causes and set the exit code.
 
+mod bench;
 mod generate;
 mod replay;
 mod up;
@@ -39,6 +40,8 @@ enum Command {
     Gen(generate::GenArgs),
     /// Run an outage scenario (exps/*.csv or a random one) on private servers and check the guarantee.
     Replay(replay::ReplayArgs),
+    /// Measure the pipeline beside InfluxDB alone (throughput, recovery, reports, API, memory, scale).
+    Bench(bench::BenchArgs),
     /// Check that InfluxDB holds exactly the input's rows and the right reports.
     Verify(verify::VerifyArgs),
 }
@@ -76,6 +79,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Command::Api(config) => weathervane_api::run(config, shutdown).await.context("api"),
             Command::Up(args) => up::run(args, shutdown).await,
             Command::Verify(args) => verify::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
             Command::Replay(args) => replay::run(args).await,
             Command::Gen(_) => unreachable!("handled above"),
         }
