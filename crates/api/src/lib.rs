@@ -5,11 +5,13 @@
 //!
 //! It reads reports only: it never talks to Redis and never writes.
 
+mod cache;
 mod error;
 mod params;
 mod reports;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -18,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use weathervane_core::config::InfluxArgs;
 use weathervane_core::influx::{InfluxClient, InfluxError};
 
+pub use crate::cache::ReportCache;
 pub use crate::error::AppError;
 
 /// Long enough for a loaded InfluxDB, short enough that a client gets its 503 quickly.
@@ -27,9 +30,21 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct ApiConfig {
     #[command(flatten)]
     pub influx: InfluxArgs,
+    #[command(flatten)]
+    pub serve: ServeOptions,
+}
+
+/// Where and how the API serves; separate from the InfluxDB settings so `weathervane up`
+/// can reuse it.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeOptions {
     /// Address the API listens on.
     #[arg(long = "api-addr", env = "API_ADDR", default_value = "127.0.0.1:9000")]
     pub addr: SocketAddr,
+    /// Seconds a report answer is served from memory before InfluxDB is asked again
+    /// (0 = always ask).
+    #[arg(long, env = "API_CACHE_TTL", default_value_t = 10)]
+    pub cache_ttl: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +63,7 @@ pub enum ApiError {
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub influx: InfluxClient,
+    pub cache: Arc<ReportCache>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -66,11 +82,14 @@ pub fn app(state: AppState) -> Router {
 pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), ApiError> {
     let state = AppState {
         influx: InfluxClient::new(&config.influx, QUERY_TIMEOUT)?,
+        cache: Arc::new(ReportCache::new(Duration::from_secs(
+            config.serve.cache_ttl,
+        ))),
     };
-    let listener = tokio::net::TcpListener::bind(config.addr)
+    let listener = tokio::net::TcpListener::bind(config.serve.addr)
         .await
         .map_err(|source| ApiError::Bind {
-            addr: config.addr,
+            addr: config.serve.addr,
             source,
         })?;
     let addr = listener.local_addr().map_err(ApiError::Serve)?;
@@ -106,6 +125,7 @@ mod tests {
         };
         app(AppState {
             influx: InfluxClient::new(&args, QUERY_TIMEOUT).unwrap(),
+            cache: Arc::new(ReportCache::new(Duration::from_secs(10))),
         })
     }
 

@@ -1,12 +1,17 @@
-//! The report endpoints: validate, find the hour, ask InfluxDB, shape the JSON.
+//! The report endpoints: validate, find the hour, answer from the cache or ask InfluxDB,
+//! shape the JSON.
 
-use axum::Json;
+use std::future::Future;
+
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
 use serde_json::{Map, Value, json};
 use weathervane_core::HourKey;
-use weathervane_core::influx::{InfluxClient, Series, quote_literal};
+use weathervane_core::influx::{Series, quote_literal};
 use weathervane_core::row::Metric;
 use weathervane_core::schema::{STATE_EXTREMES, WEATHER_AVERAGES, ZIP_CODE_EXTREMES};
 
@@ -23,14 +28,15 @@ fn raw(query: Params) -> Result<RawParams, AppError> {
 
 /// The hour asked for: `hour` on `date`, or on the latest date that has reports.
 async fn report_hour(
-    influx: &InfluxClient,
+    state: &AppState,
     hour: u32,
     date: Option<NaiveDate>,
 ) -> Result<HourKey, AppError> {
-    let date = match date {
+    let date = match date.or_else(|| state.cache.latest_date()) {
         Some(date) => date,
         None => {
-            let series = influx
+            let series = state
+                .influx
                 .query(&format!("SELECT LAST(\"count\") FROM {WEATHER_AVERAGES}"))
                 .await?;
             let latest = series
@@ -39,8 +45,11 @@ async fn report_hour(
                 .and_then(|row| row.first())
                 .and_then(Value::as_i64);
             let time = latest.and_then(|secs| chrono::DateTime::from_timestamp(secs, 0));
-            time.ok_or_else(|| AppError::NotFound("no reports yet".into()))?
-                .date_naive()
+            let date = time
+                .ok_or_else(|| AppError::NotFound("no reports yet".into()))?
+                .date_naive();
+            state.cache.set_latest_date(date);
+            date
         }
     };
     Ok(HourKey::from_date_hour(date, hour).expect("hour was validated to be 0-23"))
@@ -58,18 +67,45 @@ fn records(series: &[Series]) -> Vec<Map<String, Value>> {
         .collect()
 }
 
+/// The answer under `key` from the cache, or computed by `answer` and cached.
+async fn cached(
+    state: &AppState,
+    key: String,
+    answer: impl Future<Output = Result<Value, AppError>>,
+) -> Result<Response, AppError> {
+    let body = match state.cache.get(&key) {
+        Some(body) => body,
+        None => {
+            let body =
+                Bytes::from(serde_json::to_vec(&answer.await?).expect("JSON values serialize"));
+            state.cache.put(key, body.clone());
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
 fn when(hour: HourKey) -> (String, String) {
     (hour.date().to_string(), format!("{:02}", hour.hour()))
 }
 
-pub async fn avg(State(state): State<AppState>, query: Params) -> Result<Json<Value>, AppError> {
+pub async fn avg(State(state): State<AppState>, query: Params) -> Result<Response, AppError> {
     let params = raw(query)?;
     let (code, hour, date) = (
         params::state(&params)?,
         params::hour(&params)?,
         params::date(&params)?,
     );
-    let hour = report_hour(&state.influx, hour, date).await?;
+    let hour = report_hour(&state, hour, date).await?;
+    cached(
+        &state,
+        format!("avg {code} {hour}"),
+        avg_answer(&state, code, hour),
+    )
+    .await
+}
+
+async fn avg_answer(state: &AppState, code: String, hour: HourKey) -> Result<Value, AppError> {
     let statement = format!(
         "SELECT avg_temp_c, avg_pressure_mb, avg_humidity, avg_precip_mm, \"count\" FROM {WEATHER_AVERAGES} WHERE state = {} AND time = '{}'",
         quote_literal(&code),
@@ -91,7 +127,7 @@ pub async fn avg(State(state): State<AppState>, query: Params) -> Result<Json<Va
     ] {
         body[key] = record.get(key).cloned().unwrap_or(Value::Null);
     }
-    Ok(Json(body))
+    Ok(body)
 }
 
 /// `{"max": {metric: {holder_key: .., "value": ..}}, "min": {..}}` from rows with a
@@ -112,17 +148,23 @@ fn extremes_body(records: &[Map<String, Value>], holder: &str) -> Option<Value> 
     Some(body)
 }
 
-pub async fn extremes(
-    State(state): State<AppState>,
-    query: Params,
-) -> Result<Json<Value>, AppError> {
+pub async fn extremes(State(state): State<AppState>, query: Params) -> Result<Response, AppError> {
     let params = raw(query)?;
     let (code, hour, date) = (
         params::state(&params)?,
         params::hour(&params)?,
         params::date(&params)?,
     );
-    let hour = report_hour(&state.influx, hour, date).await?;
+    let hour = report_hour(&state, hour, date).await?;
+    cached(
+        &state,
+        format!("extremes {code} {hour}"),
+        extremes_answer(&state, code, hour),
+    )
+    .await
+}
+
+async fn extremes_answer(state: &AppState, code: String, hour: HourKey) -> Result<Value, AppError> {
     let statement = format!(
         "SELECT metric, max_zip_code, max_value, min_zip_code, min_value FROM {ZIP_CODE_EXTREMES} WHERE state = {} AND time = '{}'",
         quote_literal(&code),
@@ -135,16 +177,25 @@ pub async fn extremes(
     body["state"] = json!(code);
     body["date"] = json!(date);
     body["hour"] = json!(hour);
-    Ok(Json(body))
+    Ok(body)
 }
 
 pub async fn state_extremes(
     State(state): State<AppState>,
     query: Params,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     let params = raw(query)?;
     let (hour, date) = (params::hour(&params)?, params::date(&params)?);
-    let hour = report_hour(&state.influx, hour, date).await?;
+    let hour = report_hour(&state, hour, date).await?;
+    cached(
+        &state,
+        format!("state_extremes {hour}"),
+        state_extremes_answer(&state, hour),
+    )
+    .await
+}
+
+async fn state_extremes_answer(state: &AppState, hour: HourKey) -> Result<Value, AppError> {
     let statement = format!(
         "SELECT metric, max_state, max_value, min_state, min_value FROM {STATE_EXTREMES} WHERE time = '{}'",
         hour.rfc3339()
@@ -155,5 +206,5 @@ pub async fn state_extremes(
     let (date, hour) = when(hour);
     body["date"] = json!(date);
     body["hour"] = json!(hour);
-    Ok(Json(body))
+    Ok(body)
 }

@@ -1,12 +1,10 @@
 //! `weathervane up`: the four roles as tasks of one process, for a quick start. Each role
 //! runs exactly as it does alone; the first to fail stops the others.
 
-use std::net::SocketAddr;
-
 use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use weathervane_api::ApiConfig;
+use weathervane_api::{ApiConfig, ServeOptions};
 use weathervane_core::config::{BufferArgs, InfluxArgs, RedisArgs};
 use weathervane_ingester::IngesterConfig;
 use weathervane_processor::ProcessorConfig;
@@ -22,9 +20,8 @@ pub struct UpArgs {
     buffer: BufferArgs,
     #[command(flatten)]
     stream: StreamOptions,
-    /// Address the API listens on.
-    #[arg(long = "api-addr", env = "API_ADDR", default_value = "127.0.0.1:9000")]
-    addr: SocketAddr,
+    #[command(flatten)]
+    serve: ServeOptions,
 }
 
 pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -33,7 +30,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         influx,
         buffer,
         stream,
-        addr,
+        serve,
     } = args;
     let once = stream.once;
     let roles = shutdown.child_token();
@@ -71,7 +68,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         }
     });
     set.spawn({
-        let (config, token) = (ApiConfig { influx, addr }, roles.clone());
+        let (config, token) = (ApiConfig { influx, serve }, roles.clone());
         async move {
             weathervane_api::run(config, token)
                 .await
