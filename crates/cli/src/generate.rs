@@ -63,46 +63,8 @@ pub struct GenSummary {
     pub states: usize,
 }
 
-/// The header row, in output order.
-pub const HEADER: [&str; 37] = [
-    "zip_code",
-    "state",
-    "name",
-    "time",
-    "lat",
-    "lon",
-    "temp_c",
-    "temp_f",
-    "is_day",
-    "wind_mph",
-    "wind_kph",
-    "wind_degree",
-    "wind_dir",
-    "pressure_mb",
-    "pressure_in",
-    "precip_mm",
-    "precip_in",
-    "snow_cm",
-    "humidity",
-    "cloud",
-    "feelslike_c",
-    "feelslike_f",
-    "windchill_c",
-    "windchill_f",
-    "heatindex_c",
-    "heatindex_f",
-    "dewpoint_c",
-    "dewpoint_f",
-    "will_it_rain",
-    "chance_of_rain",
-    "will_it_snow",
-    "chance_of_snow",
-    "vis_km",
-    "vis_miles",
-    "gust_mph",
-    "gust_kph",
-    "uv",
-];
+/// The header row, in output order: the input layout WeatherVane reads.
+pub use weathervane_core::row::CSV_COLUMNS as HEADER;
 
 /// Above this many stations, zip codes may carry a `-NNNN` suffix.
 pub const MAX_PLAIN_ZIP_STATIONS: u32 = 90_000;
@@ -984,7 +946,10 @@ mod tests {
         let (text, summary) = generate(&cut);
         assert_eq!(summary.rows, 300);
         let (full, _) = generate(&args(10, 2, 3));
-        assert!(full.starts_with(&text), "the cut output is a prefix of the full one");
+        assert!(
+            full.starts_with(&text),
+            "the cut output is a prefix of the full one"
+        );
     }
 
     fn generate(args: &GenArgs) -> (Vec<u8>, GenSummary) {

@@ -5,11 +5,13 @@
 //! takes it, so order is kept even though the queue has no push-front.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -143,6 +145,20 @@ pub enum Delivery {
 /// Where a flusher delivers: InfluxDB, a Redis channel.
 pub trait Target<T> {
     fn deliver(&mut self, items: &[T]) -> impl Future<Output = Delivery> + Send;
+}
+
+/// Runs [`flush`] as a task of its own, which owns `target`.
+pub fn spawn_flush<T, D>(
+    queue: Arc<BoundedQueue<T>>,
+    max_items: usize,
+    shutdown: CancellationToken,
+    mut target: D,
+) -> JoinHandle<()>
+where
+    T: Send + Sync + 'static,
+    D: Target<T> + Send + 'static,
+{
+    tokio::spawn(async move { flush(&queue, max_items, &shutdown, &mut target).await })
 }
 
 /// Drains `queue` into `target` until shutdown: takes up to `max_items` items at a time

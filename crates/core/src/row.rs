@@ -10,6 +10,48 @@ use serde::{Deserialize, Serialize};
 
 use crate::HourKey;
 
+/// The input layout (WeatherAPI hourly style), in the order `weathervane gen` writes it.
+/// Files may order their columns differently; columns are found by name.
+pub const CSV_COLUMNS: [&str; 37] = [
+    "zip_code",
+    "state",
+    "name",
+    "time",
+    "lat",
+    "lon",
+    "temp_c",
+    "temp_f",
+    "is_day",
+    "wind_mph",
+    "wind_kph",
+    "wind_degree",
+    "wind_dir",
+    "pressure_mb",
+    "pressure_in",
+    "precip_mm",
+    "precip_in",
+    "snow_cm",
+    "humidity",
+    "cloud",
+    "feelslike_c",
+    "feelslike_f",
+    "windchill_c",
+    "windchill_f",
+    "heatindex_c",
+    "heatindex_f",
+    "dewpoint_c",
+    "dewpoint_f",
+    "will_it_rain",
+    "chance_of_rain",
+    "will_it_snow",
+    "chance_of_snow",
+    "vis_km",
+    "vis_miles",
+    "gust_mph",
+    "gust_kph",
+    "uv",
+];
+
 /// The numeric columns, in the order of [`WeatherRow::values`]. Every one is stored as a
 /// float, always, so a column holding `49` in one row and `49.5` in another never causes
 /// a field-type conflict in InfluxDB.
@@ -378,7 +420,9 @@ mod tests {
 
     use super::*;
 
-    const HEADER: &str = "zip_code,state,name,time,lat,lon,temp_c,temp_f,is_day,wind_mph,wind_kph,wind_degree,wind_dir,pressure_mb,pressure_in,precip_mm,precip_in,snow_cm,humidity,cloud,feelslike_c,feelslike_f,windchill_c,windchill_f,heatindex_c,heatindex_f,dewpoint_c,dewpoint_f,will_it_rain,chance_of_rain,will_it_snow,chance_of_snow,vis_km,vis_miles,gust_mph,gust_kph,uv";
+    fn header() -> String {
+        CSV_COLUMNS.join(",")
+    }
     const GOOD: &str = "02134,MA,Allston,2023-09-19 05:00,42.35,-71.13,14.2,57.6,0,3.1,5.0,200,SSW,1015.0,29.97,0.0,0.0,0,88,25,13.9,57.0,13.9,57.0,14.2,57.6,12.2,54.0,0,0,0,0,10.0,6.0,6.3,10.1,1.0";
 
     fn file_with(lines: &[&str]) -> tempfile::NamedTempFile {
@@ -397,8 +441,14 @@ mod tests {
     }
 
     #[test]
+    fn every_numeric_column_is_an_input_column() {
+        assert!(NUMERIC_COLUMNS.iter().all(|c| CSV_COLUMNS.contains(c)));
+        assert_eq!(CSV_COLUMNS.len(), NUMERIC_COLUMNS.len() + 5);
+    }
+
+    #[test]
     fn parses_a_good_row() {
-        let file = file_with(&[HEADER, GOOD]);
+        let file = file_with(&[&header(), GOOD]);
         let rows = read_all(file.path());
         let row = rows[0].as_ref().unwrap();
         assert_eq!(row.zip_code, "02134");
@@ -417,7 +467,13 @@ mod tests {
         let bad_time = GOOD.replace("2023-09-19 05:00", "19/09/2023");
         let bad_state = GOOD.replace(",MA,", ",Mass,");
         let file = file_with(&[
-            HEADER, GOOD, &bad_temp, &bad_time, "02134,MA", &bad_state, GOOD,
+            &header(),
+            GOOD,
+            &bad_temp,
+            &bad_time,
+            "02134,MA",
+            &bad_state,
+            GOOD,
         ]);
         let rows = read_all(file.path());
         assert_eq!(rows.len(), 6);
@@ -462,7 +518,7 @@ mod tests {
     #[test]
     fn read_at_returns_the_row_at_a_location() {
         let second = GOOD.replace("02134", "02135");
-        let file = file_with(&[HEADER, GOOD, &second]);
+        let file = file_with(&[&header(), GOOD, &second]);
         let mut source = CsvSource::open(file.path()).unwrap();
         let (first_at, _) = source.next_row().unwrap().unwrap();
         let (second_at, _) = source.next_row().unwrap().unwrap();
@@ -473,7 +529,7 @@ mod tests {
 
     #[test]
     fn non_finite_numbers_are_rejected() {
-        let file = file_with(&[HEADER, &GOOD.replace(",1015.0,", ",NaN,")]);
+        let file = file_with(&[&header(), &GOOD.replace(",1015.0,", ",NaN,")]);
         let rows = read_all(file.path());
         assert!(rows[0].as_ref().unwrap_err().reason.contains("pressure_mb"));
     }

@@ -63,9 +63,9 @@ struct WriteChunk {
 
 struct Shared {
     progress: Mutex<Progress>,
-    writes: BoundedQueue<WriteChunk>,
-    requests: BoundedQueue<Outbound>,
-    notices: BoundedQueue<Outbound>,
+    writes: Arc<BoundedQueue<WriteChunk>>,
+    requests: Arc<BoundedQueue<Outbound>>,
+    notices: Arc<BoundedQueue<Outbound>>,
     rejected_payloads: AtomicU64,
 }
 
@@ -96,42 +96,42 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
     let influx = InfluxClient::new(&config.influx, WRITE_TIMEOUT)?;
     let mut subscription =
         Subscription::new(&config.redis.url, &[pattern::DATA, pattern::ANNOUNCE])?;
-    let mut request_target = PublishTarget {
+    let request_target = PublishTarget {
         publisher: Publisher::new(&config.redis.url)?,
         unheard: Unheard::Retry,
     };
-    let mut notice_target = PublishTarget {
+    let notice_target = PublishTarget {
         publisher: Publisher::new(&config.redis.url)?,
         unheard: Unheard::Retry,
     };
     let rows = config.buffer.buffer_rows.max(1000);
     let shared = Arc::new(Shared {
         progress: Mutex::new(Progress::default()),
-        writes: BoundedQueue::new("ingester-writes", rows / 50, rows * BYTES_PER_ROW),
-        requests: BoundedQueue::new("ingester-requests", 100_000, 4 << 20),
-        notices: BoundedQueue::new("ingester-notices", 10_000, 1 << 20),
+        writes: Arc::new(BoundedQueue::new(
+            "ingester-writes",
+            rows / 50,
+            rows * BYTES_PER_ROW,
+        )),
+        requests: Arc::new(BoundedQueue::new("ingester-requests", 100_000, 4 << 20)),
+        notices: Arc::new(BoundedQueue::new("ingester-notices", 10_000, 1 << 20)),
         rejected_payloads: AtomicU64::new(0),
     });
     let tasks = CancellationToken::new();
     let _stop_on_exit = tasks.clone().drop_guard();
     let write_batches = config.write_batches.max(1);
-    let mut influx_target = InfluxTarget {
+    let influx_target = InfluxTarget {
         influx,
         shared: shared.clone(),
     };
     let flushers = [
-        tokio::spawn({
-            let (shared, tasks) = (shared.clone(), tasks.clone());
-            async move { buffer::flush(&shared.writes, write_batches, &tasks, &mut influx_target).await }
-        }),
-        tokio::spawn({
-            let (shared, tasks) = (shared.clone(), tasks.clone());
-            async move { buffer::flush(&shared.requests, 1, &tasks, &mut request_target).await }
-        }),
-        tokio::spawn({
-            let (shared, tasks) = (shared.clone(), tasks.clone());
-            async move { buffer::flush(&shared.notices, 1, &tasks, &mut notice_target).await }
-        }),
+        buffer::spawn_flush(
+            shared.writes.clone(),
+            write_batches,
+            tasks.clone(),
+            influx_target,
+        ),
+        buffer::spawn_flush(shared.requests.clone(), 1, tasks.clone(), request_target),
+        buffer::spawn_flush(shared.notices.clone(), 1, tasks.clone(), notice_target),
     ];
 
     while let Some(event) = subscription.next(&shutdown).await {

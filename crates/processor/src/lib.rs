@@ -50,10 +50,10 @@ struct ReportJob {
 }
 
 struct Shared {
-    jobs: BoundedQueue<ReportJob>,
+    jobs: Arc<BoundedQueue<ReportJob>>,
     /// Hours queued or being computed, so a repeated notice does not queue them twice.
     queued: Mutex<HashSet<HourKey>>,
-    acks: BoundedQueue<Outbound>,
+    acks: Arc<BoundedQueue<Outbound>>,
 }
 
 pub async fn run(
@@ -64,30 +64,24 @@ pub async fn run(
     let mut subscription = Subscription::new(&config.redis.url, &[pattern::PROCESSOR])?;
     // A confirmation nobody hears is not kept: the streamer announces the hour again and
     // the confirmation follows.
-    let mut ack_target = PublishTarget {
+    let ack_target = PublishTarget {
         publisher: Publisher::new(&config.redis.url)?,
         unheard: Unheard::Drop,
     };
     let shared = Arc::new(Shared {
-        jobs: BoundedQueue::new("processor-jobs", 10_000, usize::MAX),
+        jobs: Arc::new(BoundedQueue::new("processor-jobs", 10_000, usize::MAX)),
         queued: Mutex::new(HashSet::new()),
-        acks: BoundedQueue::new("processor-acks", 10_000, 1 << 20),
+        acks: Arc::new(BoundedQueue::new("processor-acks", 10_000, 1 << 20)),
     });
     let tasks = CancellationToken::new();
     let _stop_on_exit = tasks.clone().drop_guard();
-    let mut report_target = ReportTarget {
+    let report_target = ReportTarget {
         influx,
         shared: shared.clone(),
     };
     let flushers = [
-        tokio::spawn({
-            let (shared, tasks) = (shared.clone(), tasks.clone());
-            async move { buffer::flush(&shared.jobs, 1, &tasks, &mut report_target).await }
-        }),
-        tokio::spawn({
-            let (shared, tasks) = (shared.clone(), tasks.clone());
-            async move { buffer::flush(&shared.acks, 1, &tasks, &mut ack_target).await }
-        }),
+        buffer::spawn_flush(shared.jobs.clone(), 1, tasks.clone(), report_target),
+        buffer::spawn_flush(shared.acks.clone(), 1, tasks.clone(), ack_target),
     ];
     while let Some(event) = subscription.next(&shutdown).await {
         let BusEvent::Message { channel, payload } = event else {

@@ -112,7 +112,7 @@ struct Shared {
     options: StreamOptions,
     index: InputIndex,
     rejects: Mutex<Rejects>,
-    outbound: BoundedQueue<Outbound>,
+    outbound: Arc<BoundedQueue<Outbound>>,
     pending: Mutex<BTreeMap<HourKey, PendingHour>>,
     confirmed: Mutex<ConfirmedHours>,
     /// Signalled whenever an hour is reported.
@@ -150,11 +150,11 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
     tracing::info!(files = options.input.len(), rows = index.row_count(), hours = index.hours().count(), rejected = rejects.count(), rejects_file = %rejects.path().display(), already_reported = confirmed.len(), "Input indexed.");
     let buffer_rows = buffer.buffer_rows.max(options.batch_size as usize);
     let shared = Arc::new(Shared {
-        outbound: BoundedQueue::new(
+        outbound: Arc::new(BoundedQueue::new(
             "streamer-outbound",
             buffer_rows.div_ceil(options.batch_size as usize) + 64,
             buffer_rows * BYTES_PER_ROW,
-        ),
+        )),
         rejects: Mutex::new(rejects),
         pending: Mutex::new(BTreeMap::new()),
         confirmed: Mutex::new(confirmed),
@@ -166,16 +166,11 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
     let tasks = CancellationToken::new();
     let stop_tasks = tasks.clone();
     let _stop_on_exit = stop_tasks.drop_guard();
-    let flusher = tokio::spawn({
-        let (shared, tasks) = (shared.clone(), tasks.clone());
-        async move {
-            let mut target = PublishTarget {
-                publisher,
-                unheard: Unheard::Retry,
-            };
-            buffer::flush(&shared.outbound, 1, &tasks, &mut target).await;
-        }
-    });
+    let target = PublishTarget {
+        publisher,
+        unheard: Unheard::Retry,
+    };
+    let flusher = buffer::spawn_flush(shared.outbound.clone(), 1, tasks.clone(), target);
     tokio::spawn(listen(shared.clone(), subscription, tasks.clone()));
     tokio::spawn(announce(shared.clone(), tasks.clone()));
 

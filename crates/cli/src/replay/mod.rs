@@ -2,8 +2,10 @@
 //! redis-server and influxd on free loopback ports and the four roles as child processes,
 //! fires the scenario's fault actions when their time or pipeline point comes (points are
 //! read from the roles' logs), waits until every hour is reported, checks the guarantee
-//! with `verify` and the API, and prints a verdict (exit code to match).
+//! with `verify` and the API, and prints a verdict (exit code to match). With `--compose`
+//! the same runs on the containers of the compose stack (see `compose`).
 
+mod compose;
 mod progress;
 pub mod schedule;
 
@@ -55,11 +57,33 @@ pub struct ReplayArgs {
     /// Keep the work directory (logs, data) and print its path.
     #[arg(long)]
     pub keep: bool,
+    /// Run the scenario on the docker compose stack instead of local processes.
+    #[arg(long)]
+    pub compose: bool,
+    /// Compose file for --compose; repeat it to add override files.
+    #[arg(
+        long = "compose-file",
+        default_value = "docker-compose.yml",
+        requires = "compose"
+    )]
+    pub compose_files: Vec<PathBuf>,
+    /// Compose project name for --compose (default weathervane-replay-<pid>).
+    #[arg(long, requires = "compose")]
+    pub project: Option<String>,
+}
+
+/// What replay needs of a running stack, local processes or compose containers. Either
+/// writes each role's log to `<dir>/<role>.log`.
+trait Stack {
+    fn apply(&mut self, action: Action, target: Target) -> anyhow::Result<()>;
+    fn api_addr(&self) -> String;
+    fn influx_url(&self) -> String;
+    /// Whether the run is over, given what the logs say.
+    fn finished(&mut self, progress: &Progress) -> bool;
 }
 
 /// The private servers and the four role processes.
 struct LocalStack {
-    dir: tempfile::TempDir,
     redis: RedisServer,
     influx: InfluxServer,
     roles: Vec<(Target, ManagedProcess)>,
@@ -67,13 +91,12 @@ struct LocalStack {
 }
 
 impl LocalStack {
-    fn start(args: &ReplayArgs, data: &Path) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir().context("work directory")?;
+    fn start(args: &ReplayArgs, data: &Path, dir: &Path) -> anyhow::Result<Self> {
         let redis = RedisServer::start()?;
         let influx = InfluxServer::start()?;
         let api_addr = format!("127.0.0.1:{}", weathervane_harness::free_port()?);
         let role = |target: Target| -> anyhow::Result<ManagedProcess> {
-            Ok(ManagedProcess::weathervane(target.name(), dir.path())?
+            Ok(ManagedProcess::weathervane(target.name(), dir)?
                 .arg(target.name())
                 .env("REDIS_URL", redis.url())
                 .env("INFLUXDB_URL", influx.url())
@@ -92,9 +115,9 @@ impl LocalStack {
             ])
             .args(["--batch-interval", &args.batch_interval.to_string()])
             .args(["--once", "--announce-interval", "1", "--state-file"])
-            .arg(dir.path().join("streamer.state"))
+            .arg(dir.join("streamer.state"))
             .arg("--rejects")
-            .arg(dir.path().join("rejects.csv"));
+            .arg(dir.join("rejects.csv"));
         let mut roles = vec![
             (Target::Ingester, role(Target::Ingester)?),
             (Target::Processor, role(Target::Processor)?),
@@ -105,7 +128,6 @@ impl LocalStack {
             process.start()?;
         }
         Ok(Self {
-            dir,
             redis,
             influx,
             roles,
@@ -121,7 +143,9 @@ impl LocalStack {
             .expect("every role is in the stack")
             .1
     }
+}
 
+impl Stack for LocalStack {
     fn apply(&mut self, action: Action, target: Target) -> anyhow::Result<()> {
         match (target, action) {
             (Target::Redis, Action::Kill) => self.redis.kill(),
@@ -148,9 +172,22 @@ impl LocalStack {
         Ok(())
     }
 
-    fn log(&self, target: Target) -> PathBuf {
-        self.dir.path().join(format!("{}.log", target.name()))
+    fn api_addr(&self) -> String {
+        self.api_addr.clone()
     }
+
+    fn influx_url(&self) -> String {
+        self.influx.url()
+    }
+
+    /// The local streamer runs with `--once`: done when it says so and has exited.
+    fn finished(&mut self, progress: &Progress) -> bool {
+        progress.streamer_done() && !self.process(Target::Streamer).is_running()
+    }
+}
+
+fn log(dir: &Path, target: Target) -> PathBuf {
+    dir.join(format!("{}.log", target.name()))
 }
 
 /// The input: the given file, or a generated one of `--hours` hours.
@@ -225,17 +262,25 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         .iter()
         .map(|r| (r.rows() as u32).div_ceil(args.batch_size))
         .collect();
-    let mut stack = tokio::task::block_in_place(|| LocalStack::start(&args, &data))?;
+    // Declared before the stack, so dropped after it: the roles write their logs there.
+    let dir = tempfile::tempdir().context("work directory")?;
+    let mut stack = tokio::task::block_in_place(|| -> anyhow::Result<Box<dyn Stack>> {
+        Ok(if args.compose {
+            Box::new(compose::ComposeStack::start(&args, &data, dir.path())?)
+        } else {
+            Box::new(LocalStack::start(&args, &data, dir.path())?)
+        })
+    })?;
     let mut progress = Progress::new(
-        stack.log(Target::Ingester),
-        stack.log(Target::Processor),
-        stack.log(Target::Streamer),
+        log(dir.path(), Target::Ingester),
+        log(dir.path(), Target::Processor),
+        log(dir.path(), Target::Streamer),
         hours.clone(),
     );
     let started = Instant::now();
     let influx = InfluxClient::new(
         &InfluxArgs {
-            url: stack.influx.url(),
+            url: stack.influx_url(),
             db: "weather".into(),
             user: None,
             password: None,
@@ -283,7 +328,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
                     scenario.name,
                     step.when,
                     args.timeout,
-                    keep(stack.dir)
+                    keep(dir)
                 );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -309,7 +354,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         // Ask the API during each InfluxDB outage (if the API itself is up), beside the
         // schedule so its wait does not delay the next action.
         if influx_down && !api_down && step.target == Target::Influxdb {
-            api_during_outage.spawn(api_while_influx_down(stack.api_addr.clone()));
+            api_during_outage.spawn(api_while_influx_down(stack.api_addr()));
         }
     }
     if influx_down {
@@ -322,7 +367,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let recovered = loop {
         progress.refresh();
-        if progress.all_reported_and_exited(&mut stack.roles) {
+        if stack.finished(&progress) {
             break Some(started.elapsed());
         }
         if Instant::now() > deadline {
@@ -332,7 +377,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     };
     let api_during_outage = api_during_outage.join_all().await;
     let verdict = verify::verify(std::slice::from_ref(&data), &influx).await?;
-    let api = check_api(&stack.api_addr, &reports).await;
+    let api = check_api(&stack.api_addr(), &reports).await;
     let peaks = progress.peaks();
 
     println!("scenario      {}", scenario.name);
@@ -402,7 +447,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let passed = recovered.is_some() && verdict.passed() && api.is_ok() && outage_ok;
     println!("verdict       {}", if passed { "PASS" } else { "FAIL" });
     if args.keep || !passed {
-        println!("logs          {}", keep(stack.dir));
+        println!("logs          {}", keep(dir));
     }
     anyhow::ensure!(passed, "{}: the guarantee does not hold", scenario.name);
     Ok(())

@@ -9,9 +9,6 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use weathervane_core::HourKey;
-use weathervane_harness::ManagedProcess;
-
-use super::schedule::Target;
 
 /// The new lines of a growing file.
 struct LogTail {
@@ -65,6 +62,8 @@ pub struct Progress {
     batches: HashSet<(HourKey, u32)>,
     stored: HashSet<HourKey>,
     reported: HashSet<HourKey>,
+    /// Hours the streamer has confirmed as reported.
+    confirmed: HashSet<HourKey>,
     requests: usize,
     streamer_done: bool,
     peaks: BTreeMap<String, usize>,
@@ -85,6 +84,7 @@ impl Progress {
             batches: HashSet::new(),
             stored: HashSet::new(),
             reported: HashSet::new(),
+            confirmed: HashSet::new(),
             requests: 0,
             streamer_done: false,
             peaks: BTreeMap::new(),
@@ -114,6 +114,9 @@ impl Progress {
         for line in self.streamer.new_lines() {
             if line.contains("Every hour is reported") {
                 self.streamer_done = true;
+            } else if line.contains("Hour reported.") {
+                self.confirmed
+                    .extend(field(&line, "hour").and_then(|h| h.parse::<HourKey>().ok()));
             }
             self.note_peak(&line);
         }
@@ -152,12 +155,15 @@ impl Progress {
         self.requests > 0
     }
 
-    /// Done: the streamer said every hour is reported and has exited.
-    pub fn all_reported_and_exited(&self, roles: &mut [(Target, ManagedProcess)]) -> bool {
+    /// The streamer said every hour is reported (with `--once`, before it exits).
+    pub fn streamer_done(&self) -> bool {
         self.streamer_done
-            && roles
-                .iter_mut()
-                .any(|(t, p)| *t == Target::Streamer && !p.is_running())
+    }
+
+    /// The streamer has confirmed every hour as reported (a streamer without `--once`
+    /// never says it is done).
+    pub fn streamer_confirmed_all(&self) -> bool {
+        self.hours.iter().all(|hour| self.confirmed.contains(hour))
     }
 
     /// Where the pipeline is, in a few words.
