@@ -226,3 +226,89 @@ fn hour_rows(series: &[Series]) -> Result<Vec<(String, String, MetricValues)>, J
     }
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn series(columns: &[&str], values: Vec<serde_json::Value>) -> Series {
+        Series {
+            tags: Default::default(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            values: values
+                .into_iter()
+                .map(|v| v.as_array().unwrap().clone())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn reads_state_zip_and_metrics_from_the_answer_whatever_the_column_order() {
+        let answer = series(
+            &[
+                "time",
+                "state",
+                "humidity",
+                "zip_code",
+                "temp_c",
+                "precip_mm",
+                "pressure_mb",
+            ],
+            vec![
+                json!([1, "CA", 40, "90001", 20.5, 0, 1012.5]),
+                json!([1, "NY", 90, "10001", 5, 1.25, 1020]),
+            ],
+        );
+        let rows = hour_rows(&[answer]).unwrap();
+        assert_eq!(
+            rows[0],
+            (
+                "CA".to_string(),
+                "90001".to_string(),
+                [20.5, 1012.5, 40.0, 0.0]
+            )
+        );
+        assert_eq!(rows[1].2, [5.0, 1020.0, 90.0, 1.25]);
+    }
+
+    #[test]
+    fn a_missing_column_or_value_is_an_error_not_a_wrong_report() {
+        let no_zip = series(
+            &[
+                "time",
+                "state",
+                "temp_c",
+                "pressure_mb",
+                "humidity",
+                "precip_mm",
+            ],
+            vec![json!([1, "CA", 1, 1, 1, 1])],
+        );
+        assert!(
+            hour_rows(&[no_zip])
+                .unwrap_err()
+                .to_string()
+                .contains("zip_code")
+        );
+        let null_metric = series(
+            &[
+                "time",
+                "state",
+                "zip_code",
+                "temp_c",
+                "pressure_mb",
+                "humidity",
+                "precip_mm",
+            ],
+            vec![json!([1, "CA", "1", null, 1, 1, 1])],
+        );
+        assert!(
+            hour_rows(&[null_metric])
+                .unwrap_err()
+                .to_string()
+                .contains("temp_c")
+        );
+    }
+}
