@@ -2,13 +2,14 @@
 //! stack (docker-compose.yml, with the images the environment names in
 //! `WEATHERVANE_IMAGE`, `REDIS_IMAGE`, `INFLUXDB_IMAGE`) instead of local processes.
 //!
-//! The stack runs under a project name of its own, with free host ports for the API and
-//! InfluxDB and the replay's input mounted at `/data`. Fault actions become the compose
-//! CLI's `kill`, `stop`, `start`, `pause` and `unpause` of the service of the same name
-//! (`docker compose` v2 when the docker CLI has it, else `docker-compose` v1). Each
-//! container's log is copied into `<dir>/<service>.log`, where the progress reader finds
-//! it as it finds a local process's. Dropping the stack removes its containers, network
-//! and volumes (`down -v`).
+//! The compose CLI (`docker compose` v2 when the docker CLI has it, else `docker-compose`
+//! v1) brings the stack up under a project name of its own, with free host ports for the
+//! API and InfluxDB and the replay's input mounted at `/data`, and takes it down again
+//! (`down -v`: containers, network and volumes) when the stack is dropped. Fault actions
+//! are `docker kill`, `stop`, `start`, `pause` and `unpause` of the container of the
+//! service named like the target. Each container's log is copied into
+//! `<dir>/<service>.log`, where the progress reader finds it as it finds a local
+//! process's.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -158,7 +159,7 @@ impl LogFollower {
                     }
                     // A stopped container's log ends at once: poll it gently until it
                     // runs again.
-                    let idle = if copied == before { 500 } else { 100 };
+                    let idle = if copied == before { 200 } else { 50 };
                     thread::sleep(Duration::from_millis(idle));
                 }
             }
@@ -203,7 +204,9 @@ impl Drop for LogFollower {
 pub struct ComposeStack {
     // Declared first so the log copies stop before the project goes down.
     _followers: Vec<LogFollower>,
-    project: Project,
+    _project: Project,
+    /// The container of each service; compose keeps it across kill, stop and start.
+    containers: Vec<(Target, String)>,
     api_port: u16,
     influx_port: u16,
 }
@@ -251,65 +254,94 @@ impl ComposeStack {
                 ("RUST_LOG", "info,weathervane_ingester=debug".to_owned()),
             ],
         };
-        project.run(&["up", "-d"])?;
-        let followers = Target::ALL
-            .iter()
-            .map(|target| {
-                let container = project.container(target.name())?;
-                LogFollower::start(container, &dir.join(format!("{}.log", target.name())))
-            })
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Self {
+        // The streamer starts last, as in the local stack, and only once every log is
+        // being copied: a point like `batch:1:2` must be seen as it happens, not found
+        // in the history of a stream that began while compose was still busy.
+        let streamer = Target::Streamer.name();
+        let mut up = vec!["up", "-d"];
+        up.extend(
+            Target::ALL
+                .iter()
+                .map(|t| t.name())
+                .filter(|s| *s != streamer),
+        );
+        project.run(&up)?;
+        project.run(&["up", "--no-start", streamer])?;
+        let mut followers = Vec::new();
+        let mut containers = Vec::new();
+        for target in Target::ALL {
+            let container = project.container(target.name())?;
+            let log = dir.join(format!("{}.log", target.name()));
+            followers.push(LogFollower::start(container.clone(), &log)?);
+            containers.push((target, container));
+        }
+        let stack = Self {
             _followers: followers,
-            project,
+            _project: project,
+            containers,
             api_port,
             influx_port,
-        })
+        };
+        stack.docker(&["start"], Target::Streamer)?;
+        Ok(stack)
+    }
+
+    fn container(&self, target: Target) -> &str {
+        self.containers
+            .iter()
+            .find(|(t, _)| *t == target)
+            .map(|(_, container)| container.as_str())
+            .expect("every service has a container")
+    }
+
+    /// Runs `docker <verb> <container of target>`. The docker CLI rather than the compose
+    /// CLI's verb of the same name: docker-compose v1 takes most of a second to start,
+    /// which would move a fault well past the point it was meant for.
+    fn docker(&self, verb: &[&str], target: Target) -> anyhow::Result<String> {
+        let mut command = Command::new("docker");
+        command.args(verb).arg(self.container(target));
+        output(command).with_context(|| format!("docker {} {}", verb.join(" "), target.name()))
     }
 
     /// Waits until a restarted container passes its healthcheck (Redis and InfluxDB have
     /// one), as the local stack waits for a restarted server to answer.
-    fn wait_healthy(&self, service: &str) -> anyhow::Result<()> {
-        let container = self.project.container(service)?;
+    fn wait_healthy(&self, target: Target) -> anyhow::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let mut inspect = Command::new("docker");
-            inspect.args(["inspect", "-f", "{{.State.Health.Status}}", &container]);
-            if output(inspect)?.trim() == "healthy" {
-                return Ok(());
-            }
+        while self
+            .docker(&["inspect", "-f", "{{.State.Health.Status}}"], target)?
+            .trim()
+            != "healthy"
+        {
             if Instant::now() > deadline {
                 bail!(
-                    "{service} not healthy {} s after its start",
+                    "{} not healthy {} s after its start",
+                    target.name(),
                     READY_TIMEOUT.as_secs()
                 );
             }
             thread::sleep(Duration::from_millis(100));
         }
+        Ok(())
     }
 }
 
 impl super::Stack for ComposeStack {
     fn apply(&mut self, action: Action, target: Target) -> anyhow::Result<()> {
-        let service = target.name();
         match action {
-            Action::Kill => self.project.run(&["kill", service])?,
-            Action::Stop => self
-                .project
-                .run(&["stop", "-t", STOP_GRACE_SECS, service])?,
+            Action::Kill => self.docker(&["kill"], target)?,
+            Action::Stop => self.docker(&["stop", "-t", STOP_GRACE_SECS], target)?,
             Action::Start => {
-                let started = self.project.run(&["start", service])?;
+                let started = self.docker(&["start"], target)?;
                 if matches!(target, Target::Redis | Target::Influxdb) {
-                    self.wait_healthy(service)?;
+                    self.wait_healthy(target)?;
                 }
                 started
             }
-            Action::Pause => self.project.run(&["pause", service])?,
-            Action::Resume => self.project.run(&["unpause", service])?,
+            Action::Pause => self.docker(&["pause"], target)?,
+            Action::Resume => self.docker(&["unpause"], target)?,
         };
         Ok(())
     }
-
     fn api_addr(&self) -> String {
         format!("127.0.0.1:{}", self.api_port)
     }
