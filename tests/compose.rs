@@ -1,0 +1,456 @@
+//! The container stack as users run it: docker-compose.yml and the Dockerfile, with only
+//! the images swapped for ones built without a registry (scripts/docker-base makes the
+//! Debian base with redis-server and influxd; the Dockerfile's `prebuilt` target wraps
+//! the host-built binary in it).
+//!
+//! The sample day streams through the stack while the Redis container is killed in the
+//! middle of an hour and the InfluxDB container while the ingester writes; once both are
+//! back, InfluxDB holds exactly the input and the right reports (`weathervane verify`),
+//! the API answers `/avg` with the figures computed here from the CSV, a restarted
+//! streamer finds its state on its volume, and `down -v` leaves no container, network or
+//! volume of the project behind. A second test runs `weathervane replay --compose` on one
+//! scenario.
+//!
+//! Without a Docker engine the tests say so and pass, unless `CI` is set: then they fail.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use weathervane_e2e::{Expected, METRICS, api_get, close, read_csv};
+
+const BASE_IMAGE: &str = "weathervane/debian-base:bookworm";
+const IMAGE: &str = "weathervane/weathervane:test";
+/// The longest wait for one stage of a test (stack up, a pipeline point, recovery).
+const STAGE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// One stack at a time: two on a 2-core machine would only slow each other down.
+static ONE_STACK: Mutex<()> = Mutex::new(());
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether to run: a Docker engine answers. Without one, skip with a message, or fail
+/// when `CI` is set.
+fn docker_ready() -> bool {
+    let answers = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !answers {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but no Docker engine answers `docker info`"
+        );
+        eprintln!("SKIPPED: no Docker engine answers `docker info` (with CI set this fails)");
+    }
+    answers
+}
+
+/// Runs a command to its end and returns its stdout; panics with its output otherwise.
+fn run(command: &mut Command) -> String {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&stdout),
+        String::from_utf8_lossy(&stderr),
+    );
+    assert!(
+        status.success(),
+        "{command:?}: {status}\n{stdout}\n{stderr}"
+    );
+    stdout.into_owned()
+}
+
+fn docker(args: &[&str]) -> String {
+    run(Command::new("docker").args(args))
+}
+
+/// The base image (built by scripts/docker-base unless it exists) and the weathervane
+/// image around the host-built binary, once per test run.
+fn images() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let started = Instant::now();
+        run(&mut Command::new(repo().join("scripts/docker-base")));
+        eprintln!(
+            "base image ready in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+
+        let started = Instant::now();
+        let context = tempfile::tempdir().unwrap();
+        let binary = weathervane_harness::weathervane_binary().unwrap();
+        std::fs::copy(&binary, context.path().join("weathervane")).unwrap();
+        let previous = Command::new("docker")
+            .args(["image", "inspect", "-f", "{{.Id}}", IMAGE])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        let dockerfile = repo().join("Dockerfile");
+        let built = docker(&[
+            "build",
+            "-q",
+            "-f",
+            dockerfile.to_str().unwrap(),
+            "--target",
+            "prebuilt",
+            "--build-arg",
+            "WEATHERVANE_BINARY=weathervane",
+            "--build-arg",
+            &format!("RUNTIME_IMAGE={BASE_IMAGE}"),
+            "-t",
+            IMAGE,
+            context.path().to_str().unwrap(),
+        ]);
+        // The image this one replaces would otherwise stay behind, untagged.
+        if let Some(previous) = previous.filter(|p| !built.contains(p.as_str())) {
+            let _ = Command::new("docker")
+                .args(["rmi", &previous])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        eprintln!(
+            "weathervane image built in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    });
+}
+
+/// The compose CLI: `docker compose` (v2) when present, else `docker-compose` (v1).
+fn compose_program() -> Vec<&'static str> {
+    let answers = |program: &[&str]| {
+        Command::new(program[0])
+            .args(&program[1..])
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    [vec!["docker", "compose"], vec!["docker-compose"]]
+        .into_iter()
+        .find(|program| answers(program))
+        .expect("neither `docker compose` nor `docker-compose` is installed")
+}
+
+/// The variables that choose the images: the ones built here, as no registry answers.
+fn image_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("WEATHERVANE_IMAGE", IMAGE.to_owned()),
+        ("REDIS_IMAGE", BASE_IMAGE.to_owned()),
+        ("INFLUXDB_IMAGE", BASE_IMAGE.to_owned()),
+    ]
+}
+
+/// A compose project of this test run; `down -v` on drop, so a failing test cleans up.
+struct Project {
+    program: Vec<&'static str>,
+    name: String,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Project {
+    fn new(suffix: &str, env: Vec<(&'static str, String)>) -> Self {
+        Self {
+            program: compose_program(),
+            name: format!("wvtest-{}-{suffix}", std::process::id()),
+            env,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(self.program[0]);
+        command
+            .args(&self.program[1..])
+            .args(["-p", &self.name, "-f"])
+            .arg(repo().join("docker-compose.yml"))
+            .args(args)
+            .current_dir(repo())
+            // What the stack streams comes from the compose file's defaults, as for a user.
+            .env_remove("WEATHERVANE_DATA")
+            .env_remove("WEATHERVANE_INPUT")
+            .env_remove("COMPOSE_FILE")
+            .env_remove("COMPOSE_PROJECT_NAME")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    fn compose(&self, args: &[&str]) -> String {
+        run(&mut self.command(args))
+    }
+
+    fn container(&self, service: &str) -> String {
+        let id = self.compose(&["ps", "-q", service]).trim().to_owned();
+        assert!(!id.is_empty(), "{service} has no container");
+        id
+    }
+
+    fn down(&self) {
+        self.compose(&["down", "-v", "--remove-orphans", "-t", "2"]);
+    }
+
+    /// Containers, networks and volumes still labelled with this project.
+    fn leftovers(&self) -> Vec<String> {
+        let label = format!("label=com.docker.compose.project={}", self.name);
+        let mut left = Vec::new();
+        for kind in [&["ps", "-a"][..], &["network", "ls"], &["volume", "ls"]] {
+            let mut args = kind.to_vec();
+            args.extend(["-q", "--filter", &label]);
+            left.extend(docker(&args).lines().map(|id| format!("{kind:?} {id}")));
+        }
+        left
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = self
+            .command(&["down", "-v", "--remove-orphans", "-t", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A container's log so far (weathervane logs to stderr).
+fn logs(container: &str) -> String {
+    let output = Command::new("docker")
+        .args(["logs", container])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// Polls `condition` on a container's log until it holds; panics with the log after
+/// STAGE_TIMEOUT.
+fn wait_for_log(container: &str, what: &str, condition: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + STAGE_TIMEOUT;
+    loop {
+        let log = logs(container);
+        if condition(&log) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never saw {what}; log:\n{log}");
+        sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_healthy(container: &str) {
+    let deadline = Instant::now() + STAGE_TIMEOUT;
+    while docker(&["inspect", "-f", "{{.State.Health.Status}}", container]).trim() != "healthy" {
+        assert!(
+            Instant::now() < deadline,
+            "{container} never became healthy"
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// The hours a log line of this kind names (`... <marker> hour=2023-09-19T05 ...`).
+fn hours_with(log: &str, marker: &str) -> BTreeSet<String> {
+    log.lines()
+        .filter(|line| line.contains(marker))
+        .filter_map(|line| line.split(" hour=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
+    if !docker_ready() {
+        return;
+    }
+    let _one = ONE_STACK.lock().unwrap_or_else(|e| e.into_inner());
+    images();
+    let sample = repo().join("data/sample.csv");
+    let rows = read_csv(&sample);
+    let expected = Expected::from_rows(&rows);
+    let hours: BTreeSet<String> = expected.hours.keys().cloned().collect();
+    assert_eq!((rows.len(), hours.len()), (7200, 24), "the sample day");
+
+    let (api_port, influx_port) = (
+        weathervane_harness::free_port().unwrap(),
+        weathervane_harness::free_port().unwrap(),
+    );
+    let mut env = image_env();
+    // 300 stations in batches of 50: six batches an hour, 0.1 s apart, so that the
+    // faults land inside an hour while the day still streams.
+    env.extend([
+        ("API_PORT", api_port.to_string()),
+        ("INFLUXDB_PORT", influx_port.to_string()),
+        ("WEATHERVANE_HOUR_INTERVAL", "0.3".to_owned()),
+        ("WEATHERVANE_BATCH_SIZE", "50".to_owned()),
+        ("WEATHERVANE_BATCH_INTERVAL", "0.1".to_owned()),
+        ("RUST_LOG", "info,weathervane_ingester=debug".to_owned()),
+    ]);
+    let project = Project::new("faults", env);
+    let started = Instant::now();
+    project.compose(&["up", "-d"]);
+    eprintln!("stack up in {:.1} s", started.elapsed().as_secs_f64());
+    let [redis, influxdb, ingester, streamer] =
+        ["redis", "influxdb", "ingester", "streamer"].map(|s| project.container(s));
+
+    // Redis killed in the middle of hour 03 (batches 0-2 of 0-5 in), back 2 s later.
+    let received = |hour: &'static str, batch: u32| {
+        move |log: &str| {
+            log.contains(&format!(
+                "Batch received. hour=2023-09-19T{hour} batch={batch} "
+            ))
+        }
+    };
+    wait_for_log(&ingester, "batch 2 of hour 03", received("03", 2));
+    docker(&["kill", &redis]);
+    let stored = hours_with(&logs(&ingester), "Hour stored;");
+    assert!(
+        stored.len() < 24,
+        "Redis died after the whole day was stored"
+    );
+    sleep(Duration::from_secs(2));
+    docker(&["start", &redis]);
+    wait_healthy(&redis);
+
+    // InfluxDB killed while the ingester writes hour 12 (batches 0-1 of 0-5 in), back
+    // 3 s later.
+    wait_for_log(&ingester, "batch 1 of hour 12", received("12", 1));
+    docker(&["kill", &influxdb]);
+    let stored = hours_with(&logs(&ingester), "Hour stored;");
+    assert!(
+        !stored.contains("2023-09-19T12"),
+        "InfluxDB died after hour 12 was stored: {stored:?}"
+    );
+    sleep(Duration::from_secs(3));
+    docker(&["start", &influxdb]);
+    wait_healthy(&influxdb);
+    let last_fault = Instant::now();
+
+    // The streamer has every hour confirmed as reported.
+    wait_for_log(&streamer, "every hour reported", |log| {
+        hours_with(log, "Hour reported.").len() == hours.len()
+    });
+    eprintln!(
+        "every hour reported {:.1} s after InfluxDB was back ({:.1} s since up)",
+        last_fault.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let verify = run(
+        Command::new(weathervane_harness::weathervane_binary().unwrap())
+            .args(["verify", "--input"])
+            .arg(&sample)
+            .env("INFLUXDB_URL", format!("http://127.0.0.1:{influx_port}"))
+            .env("INFLUXDB_DB", "weather"),
+    );
+    assert!(
+        verify.contains("7200 expected, 7200 stored") && verify.contains("24/24; PASS"),
+        "{verify}"
+    );
+
+    // The API, through its published port, against the figures from the CSV.
+    let want = &expected.hours["2023-09-19T05"]["CA"];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let addr = format!("127.0.0.1:{api_port}");
+    let (status, body) = runtime.block_on(api_get(&addr, "/avg?state=CA&hour=05"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["date"].as_str(), body["hour"].as_str()),
+        (Some("2023-09-19"), Some("05"))
+    );
+    assert_eq!(body["count"].as_u64(), Some(want.count), "{body}");
+    for (metric, mean) in METRICS.iter().zip(want.means) {
+        let got = body[format!("avg_{metric}")].as_f64().unwrap();
+        assert!(close(got, mean), "avg_{metric}: {got} != {mean}");
+    }
+
+    // A restarted streamer finds its record of reported hours on its volume.
+    project.compose(&["restart", "-t", "2", "streamer"]);
+    wait_for_log(&streamer, "the restarted streamer's index", |log| {
+        log.matches("Input indexed.").count() == 2
+    });
+    assert!(
+        logs(&streamer).contains("already_reported=24"),
+        "{}",
+        logs(&streamer)
+    );
+
+    let started = Instant::now();
+    project.down();
+    assert_eq!(
+        project.leftovers(),
+        Vec::<String>::new(),
+        "left after down -v"
+    );
+    eprintln!("stack down in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Waits for a child up to `timeout`; kills it (it is ours) and panics past that.
+fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {timeout:?}:\n{}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn replay_compose_kills_and_restarts_a_container_and_checks_the_guarantee() {
+    if !docker_ready() {
+        return;
+    }
+    let _one = ONE_STACK.lock().unwrap_or_else(|e| e.into_inner());
+    images();
+    // Replay picks its own ports; this project only names what it must leave behind (and
+    // takes it down if replay itself cannot).
+    let project = Project::new("replay", image_env());
+    let started = Instant::now();
+    let child = Command::new(weathervane_harness::weathervane_binary().unwrap())
+        .args(["replay", "--compose", "--project", &project.name])
+        .arg("--compose-file")
+        .arg(repo().join("docker-compose.yml"))
+        .arg(repo().join("exps/kill_streamer.csv"))
+        .current_dir(repo())
+        .envs(image_env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = wait_output(child, Duration::from_secs(300));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("verdict       PASS"),
+        "{}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("kill    streamer"), "{stdout}");
+    assert_eq!(
+        project.leftovers(),
+        Vec::<String>::new(),
+        "left after replay"
+    );
+    eprintln!(
+        "replay --compose in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
