@@ -14,6 +14,7 @@
 //! Without a Docker engine the tests say so and pass, unless `CI` is set: then they fail.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -34,6 +35,13 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `eprintln!` past the test harness's capture, so that CI logs show skips and timings.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    };
+}
+
 /// Whether to run: a Docker engine answers. Without one, skip with a message, or fail
 /// when `CI` is set.
 fn docker_ready() -> bool {
@@ -46,7 +54,7 @@ fn docker_ready() -> bool {
             std::env::var_os("CI").is_none(),
             "CI is set but no Docker engine answers `docker info`"
         );
-        eprintln!("SKIPPED: no Docker engine answers `docker info` (with CI set this fails)");
+        note!("SKIPPED: no Docker engine answers `docker info` (with CI set this fails)");
     }
     answers
 }
@@ -83,7 +91,7 @@ fn images() {
     BUILT.get_or_init(|| {
         let started = Instant::now();
         run(&mut Command::new(repo().join("scripts/docker-base")));
-        eprintln!(
+        note!(
             "base image ready in {:.1} s",
             started.elapsed().as_secs_f64()
         );
@@ -122,7 +130,7 @@ fn images() {
                 .stderr(Stdio::null())
                 .status();
         }
-        eprintln!(
+        note!(
             "weathervane image built in {:.1} s",
             started.elapsed().as_secs_f64()
         );
@@ -298,7 +306,7 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
     let project = Project::new("faults", env);
     let started = Instant::now();
     project.compose(&["up", "-d"]);
-    eprintln!("stack up in {:.1} s", started.elapsed().as_secs_f64());
+    note!("stack up in {:.1} s", started.elapsed().as_secs_f64());
     let [redis, influxdb, ingester, streamer] =
         ["redis", "influxdb", "ingester", "streamer"].map(|s| project.container(s));
 
@@ -339,7 +347,7 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
     wait_for_log(&streamer, "every hour reported", |log| {
         hours_with(log, "Hour reported.").len() == hours.len()
     });
-    eprintln!(
+    note!(
         "every hour reported {:.1} s after InfluxDB was back ({:.1} s since up)",
         last_fault.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64()
@@ -391,7 +399,7 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
         Vec::<String>::new(),
         "left after down -v"
     );
-    eprintln!("stack down in {:.1} s", started.elapsed().as_secs_f64());
+    note!("stack down in {:.1} s", started.elapsed().as_secs_f64());
 }
 
 /// Waits for a child up to `timeout`; kills it (it is ours) and panics past that.
@@ -449,7 +457,7 @@ fn replay_compose_kills_and_restarts_a_container_and_checks_the_guarantee() {
         Vec::<String>::new(),
         "left after replay"
     );
-    eprintln!(
+    note!(
         "replay --compose in {:.1} s",
         started.elapsed().as_secs_f64()
     );
