@@ -228,4 +228,29 @@ mod tests {
         progress.refresh();
         assert!(progress.is_stored(1));
     }
+
+    #[test]
+    fn counts_the_hours_the_streamer_confirmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("streamer.log");
+        let hours: Vec<HourKey> = ["2023-09-19T00", "2023-09-19T01"]
+            .map(|h| h.parse().unwrap())
+            .to_vec();
+        let mut progress = Progress::new(
+            dir.path().join("i.log"),
+            dir.path().join("p.log"),
+            path.clone(),
+            hours,
+        );
+        let line = |hour: &str| {
+            format!("x INFO weathervane_streamer: Hour reported. hour={hour} rows=10 states=3\n")
+        };
+        std::fs::write(&path, line("2023-09-19T00")).unwrap();
+        progress.refresh();
+        assert!(!progress.streamer_confirmed_all());
+        std::fs::write(&path, line("2023-09-19T00") + &line("2023-09-19T01")).unwrap();
+        progress.refresh();
+        assert!(progress.streamer_confirmed_all());
+        assert!(!progress.streamer_done(), "no --once line was logged");
+    }
 }
