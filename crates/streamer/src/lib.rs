@@ -105,6 +105,9 @@ struct PendingHour {
     rows: u64,
     /// When it was last announced; `None` asks for an announcement now.
     announced_at: Option<Instant>,
+    /// Every batch is queued: only then may the hour be announced, or the ingester would
+    /// ask for batches that are still on their way.
+    queued: bool,
 }
 
 /// What the streaming loop, the request handler and the announcer share.
@@ -220,6 +223,7 @@ async fn stream_all(shared: &Arc<Shared>) -> Result<(), StreamerError> {
                 batches: batches.clone(),
                 rows,
                 announced_at: Some(Instant::now()),
+                queued: false,
             },
         );
         for (batch, payload) in batches.iter().enumerate() {
@@ -239,6 +243,9 @@ async fn stream_all(shared: &Arc<Shared>) -> Result<(), StreamerError> {
         let announcement = announcement(hour, batches.len(), rows);
         let bytes = announcement.bytes();
         shared.outbound.push(announcement, bytes).await;
+        if let Some(pending) = shared.pending.lock().unwrap().get_mut(&hour) {
+            pending.queued = true;
+        }
         tracing::info!(hour = %hour, batches = batches.len(), rows, "Hour queued for publishing.");
         if position + 1 < hours.len() && !interval.is_zero() {
             tokio::time::sleep(interval).await;
@@ -393,7 +400,7 @@ async fn announce(shared: Arc<Shared>, shutdown: CancellationToken) {
             .lock()
             .unwrap()
             .iter_mut()
-            .filter(|(_, p)| p.announced_at.is_none_or(|at| at.elapsed() >= every))
+            .filter(|(_, p)| p.queued && p.announced_at.is_none_or(|at| at.elapsed() >= every))
             .map(|(hour, p)| {
                 p.announced_at = Some(Instant::now());
                 announcement(*hour, p.batches.len(), p.rows)
