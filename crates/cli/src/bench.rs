@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// Concurrent connections in the API phase.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
+    /// Writer counts tried for the ceiling; the best is the ceiling.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub ceiling_writers: Vec<usize>,
     /// Rows per InfluxDB write in the ceiling (the ingester's batch size x write batches).
     #[arg(long, default_value_t = 5000)]
     pub write_rows: usize,
@@ -191,11 +194,15 @@ struct Ceiling {
 }
 
 /// Rows written straight to InfluxDB at several concurrencies; the best is the ceiling.
-async fn ceiling(data: &Path, write_rows: usize) -> anyhow::Result<Vec<Ceiling>> {
+async fn ceiling(
+    data: &Path,
+    write_rows: usize,
+    writers: &[usize],
+) -> anyhow::Result<Vec<Ceiling>> {
     let (bodies, rows) = tokio::task::block_in_place(|| bodies(data, write_rows))?;
     let bodies = Arc::new(bodies);
     let mut results = Vec::new();
-    for concurrency in [1, 2, 3] {
+    for &concurrency in writers {
         let stack = tokio::task::block_in_place(Stack::start)?;
         let client = stack.client("ceiling")?;
         client.create_database().await?;
@@ -544,7 +551,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     )?;
 
     let data = tokio::task::block_in_place(|| generate(work.path(), args.stations, args.hours))?;
-    let ceilings = ceiling(&data, args.write_rows).await?;
+    let ceilings = ceiling(&data, args.write_rows, &args.ceiling_writers).await?;
     let best = ceilings
         .iter()
         .max_by(|a, b| a.rows_per_s.total_cmp(&b.rows_per_s))

@@ -42,7 +42,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
                 influx: influx.clone(),
                 buffer,
                 write_batches: 10,
-                writers: 2,
+                writers: 3,
             },
             roles.clone(),
         );

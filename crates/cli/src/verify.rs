@@ -158,14 +158,20 @@ pub async fn verify(inputs: &[PathBuf], influx: &InfluxClient) -> anyhow::Result
             .await
             .with_context(|| statement.clone())
     };
-    let stored = keyed(
-        &query(format!(
-            "SELECT COUNT(temp_c) AS rows, {} FROM {WEATHER_DATA} WHERE {range} GROUP BY time(1h)",
-            sums.join(", ")
-        ))
-        .await?,
-        &[],
-    );
+    // One hour per query: summing every column of a whole full-scale day at once takes
+    // InfluxDB 1.x minutes and gigabytes.
+    let mut stored = BTreeMap::new();
+    for hour in hours.keys() {
+        let statement = format!(
+            "SELECT COUNT(temp_c) AS rows, {} FROM {WEATHER_DATA} WHERE time >= '{}' AND time < '{}'",
+            sums.join(", "),
+            hour.rfc3339(),
+            hour.next().rfc3339()
+        );
+        if let Some(record) = keyed(&query(statement).await?, &[]).into_values().next() {
+            stored.insert(hour.start_secs(), record);
+        }
+    }
     let averages = keyed(
         &query(format!("SELECT * FROM {WEATHER_AVERAGES} WHERE {range}")).await?,
         &["state"],
@@ -183,7 +189,7 @@ pub async fn verify(inputs: &[PathBuf], influx: &InfluxClient) -> anyhow::Result
         let time = hour.start_secs();
         verdict.rows_expected += input.rows.len() as u64;
         let before = verdict.problems.len();
-        let counts = stored.get(&(time, vec![]));
+        let counts = stored.get(&time);
         let rows_stored = counts.map_or(0.0, |c| number(c, "rows")) as u64;
         verdict.rows_stored += rows_stored;
         if rows_stored != input.rows.len() as u64 {

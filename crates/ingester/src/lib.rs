@@ -43,10 +43,10 @@ pub struct IngesterConfig {
     /// per request).
     #[arg(long, env = "WEATHERVANE_WRITE_BATCHES", default_value_t = 10)]
     pub write_batches: usize,
-    /// Writes in flight at once. InfluxDB 1.x on two cores takes about a third more rows
-    /// per second with two writers than with one (see BENCHMARKS.md); batches are
+    /// Writes in flight at once. InfluxDB 1.x on two cores takes about half again as many
+    /// rows per second from three writers as from one (see BENCHMARKS.md); batches are
     /// independent points, so their writes may overlap.
-    #[arg(long, env = "WEATHERVANE_WRITERS", default_value_t = 2)]
+    #[arg(long, env = "WEATHERVANE_WRITERS", default_value_t = 3)]
     pub writers: usize,
 }
 
