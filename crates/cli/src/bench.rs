@@ -256,7 +256,7 @@ async fn query_requests(client: &InfluxClient) -> f64 {
     };
     series
         .first()
-        .and_then(|s| Some(s.values.first()?.get(s.column("queryReq")?)?.as_f64()?))
+        .and_then(|s| s.values.first()?.get(s.column("queryReq")?)?.as_f64())
         .unwrap_or(0.0)
 }
 

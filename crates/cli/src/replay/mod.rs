@@ -383,8 +383,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     println!("scenario      {}", scenario.name);
     println!("reproduces    {}", scenario.description);
     println!(
-        "{:<4} {:<16} {:<7} {:<10} {:>8}  {}",
-        "step", "when", "action", "target", "fired", "phase when fired"
+        "{:<4} {:<16} {:<7} {:<10} {:>8}  phase when fired",
+        "step", "when", "action", "target", "fired"
     );
     for (index, f) in fired.iter().enumerate() {
         println!(

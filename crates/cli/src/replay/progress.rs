@@ -123,14 +123,14 @@ impl Progress {
     }
 
     fn note_peak(&mut self, line: &str) {
-        if line.contains("Target back;") {
-            if let (Some(buffer), Some(peak)) = (
+        if line.contains("Target back;")
+            && let (Some(buffer), Some(peak)) = (
                 field(line, "buffer"),
                 field(line, "peak").and_then(|p| p.parse().ok()),
-            ) {
-                let entry = self.peaks.entry(buffer.to_owned()).or_default();
-                *entry = (*entry).max(peak);
-            }
+            )
+        {
+            let entry = self.peaks.entry(buffer.to_owned()).or_default();
+            *entry = (*entry).max(peak);
         }
     }
 
