@@ -89,14 +89,21 @@ fn when(hour: HourKey) -> (String, String) {
     (hour.date().to_string(), format!("{:02}", hour.hour()))
 }
 
-pub async fn avg(State(state): State<AppState>, query: Params) -> Result<Response, AppError> {
+/// The validated `state` and the hour asked for, for the per-state endpoints.
+async fn state_and_hour(state: &AppState, query: Params) -> Result<(String, HourKey), AppError> {
     let params = raw(query)?;
-    let (code, hour, date) = (
-        params::state(&params)?,
-        params::hour(&params)?,
-        params::date(&params)?,
-    );
-    let hour = report_hour(&state, hour, date).await?;
+    let code = params::state(&params)?;
+    Ok((code, hour_asked(state, &params).await?))
+}
+
+/// The validated `hour` on the validated `date` (or the latest date with reports).
+async fn hour_asked(state: &AppState, params: &RawParams) -> Result<HourKey, AppError> {
+    let (hour, date) = (params::hour(params)?, params::date(params)?);
+    report_hour(state, hour, date).await
+}
+
+pub async fn avg(State(state): State<AppState>, query: Params) -> Result<Response, AppError> {
+    let (code, hour) = state_and_hour(&state, query).await?;
     cached(
         &state,
         format!("avg {code} {hour}"),
@@ -149,13 +156,7 @@ fn extremes_body(records: &[Map<String, Value>], holder: &str) -> Option<Value> 
 }
 
 pub async fn extremes(State(state): State<AppState>, query: Params) -> Result<Response, AppError> {
-    let params = raw(query)?;
-    let (code, hour, date) = (
-        params::state(&params)?,
-        params::hour(&params)?,
-        params::date(&params)?,
-    );
-    let hour = report_hour(&state, hour, date).await?;
+    let (code, hour) = state_and_hour(&state, query).await?;
     cached(
         &state,
         format!("extremes {code} {hour}"),
@@ -184,9 +185,7 @@ pub async fn state_extremes(
     State(state): State<AppState>,
     query: Params,
 ) -> Result<Response, AppError> {
-    let params = raw(query)?;
-    let (hour, date) = (params::hour(&params)?, params::date(&params)?);
-    let hour = report_hour(&state, hour, date).await?;
+    let hour = hour_asked(&state, &raw(query)?).await?;
     cached(
         &state,
         format!("state_extremes {hour}"),
