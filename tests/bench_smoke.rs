@@ -18,8 +18,8 @@ fn every_bench_phase_runs_and_the_pipeline_run_verifies() {
             "1,2",
             "--scale-hours",
             "1",
-            "--api-requests",
-            "200",
+            "--api-seconds",
+            "1",
             "--connections",
             "8",
         ])

@@ -39,9 +39,9 @@ pub struct BenchArgs {
     /// Hours per run in the scale phase.
     #[arg(long, default_value_t = 2)]
     pub scale_hours: u32,
-    /// Requests per endpoint in the API phase.
-    #[arg(long, default_value_t = 5000)]
-    pub api_requests: usize,
+    /// Seconds of load per endpoint and side in the API phase (Debian's `wrk` makes it).
+    #[arg(long, default_value_t = 10)]
+    pub api_seconds: u64,
     /// Concurrent connections in the API phase.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
@@ -293,15 +293,7 @@ async fn pipeline(stack: &Stack, data: &Path) -> anyhow::Result<PipelineRun> {
         influxd.cpu -= influxd_before.cpu;
     }
     let queries = query_requests(&client).await - queries_before - 1.0;
-    let log = std::fs::read_to_string(processor.log_path())?;
-    let report_ms: Vec<u64> = log
-        .lines()
-        .filter(|l| l.contains("Reports stored."))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("elapsed_ms=")?.parse().ok())
-        })
-        .collect();
+    let report_ms = report_ms(&processor)?;
     let verdict = verify::verify(&[data.to_owned()], &client).await?;
     let verified = format!(
         "{}/{} hours correct, {} of {} rows",
@@ -324,6 +316,19 @@ async fn pipeline(stack: &Stack, data: &Path) -> anyhow::Result<PipelineRun> {
     })
 }
 
+/// The processor's time from taking an hour to having its reports stored, per hour.
+fn report_ms(processor: &ManagedProcess) -> anyhow::Result<Vec<u64>> {
+    let log = std::fs::read_to_string(processor.log_path())?;
+    Ok(log
+        .lines()
+        .filter(|l| l.contains("Reports stored."))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("elapsed_ms=")?.parse().ok())
+        })
+        .collect())
+}
+
 fn median(values: &mut [u64]) -> u64 {
     values.sort_unstable();
     values.get(values.len() / 2).copied().unwrap_or_default()
@@ -336,9 +341,16 @@ enum Outage {
     Influx,
 }
 
-/// One hour streamed, the server down for `outage` once the first batch is in; returns
-/// seconds from the server's return until the hour is reported.
-async fn recovery(data: &Path, which: Outage, outage: Duration) -> anyhow::Result<f64> {
+struct RecoveryRun {
+    /// From the server's return until the hour is reported.
+    seconds: f64,
+    /// The processor's time for the hour's reports, on an InfluxDB that writes nothing
+    /// else meanwhile.
+    report_ms: u64,
+}
+
+/// One hour streamed, the server down for `outage` once the first batch is in.
+async fn recovery(data: &Path, which: Outage, outage: Duration) -> anyhow::Result<RecoveryRun> {
     let mut stack = tokio::task::block_in_place(Stack::start)?;
     let mut ingester = stack.role("ingester")?;
     let mut processor = stack.role("processor")?;
@@ -367,11 +379,13 @@ async fn recovery(data: &Path, which: Outage, outage: Duration) -> anyhow::Resul
         status.is_some_and(|s| s.success()),
         "the hour was not reported after the outage"
     );
-    Ok(back.elapsed().as_secs_f64())
+    let seconds = back.elapsed().as_secs_f64();
+    let report_ms = report_ms(&processor)?.into_iter().max().unwrap_or_default();
+    Ok(RecoveryRun { seconds, report_ms })
 }
 
-/// Peak RSS (kB) of a streamer holding `data` while Redis is down from the start, once it
-/// has read as much as it will (it stops at `--max-pending-hours`).
+/// Peak RSS (kB) of a streamer reading `data` while Redis is down from the start, once it
+/// has buffered as much as it will: `hours` hours (its `--max-pending-hours`).
 async fn streamer_rss_with_redis_down(data: &Path, hours: u32) -> anyhow::Result<u64> {
     let mut stack = tokio::task::block_in_place(Stack::start)?;
     stack.redis.kill();
@@ -404,63 +418,105 @@ struct ApiLoad {
     p99_ms: f64,
 }
 
-/// `requests` GETs over `connections` concurrent connections.
+/// `wrk` (one thread, so the server under test keeps a core) sending GETs for `paths` in
+/// turn to `base` over `connections` connections for `seconds`. A non-2xx answer or a
+/// socket error fails the run: speed only counts with right answers.
 async fn load(
-    urls: Arc<Vec<String>>,
-    requests: usize,
+    dir: &Path,
+    base: &str,
+    paths: &[String],
+    seconds: u64,
     connections: usize,
 ) -> anyhow::Result<ApiLoad> {
+    let script = dir.join("paths.lua");
+    let quoted: Vec<String> = paths.iter().map(|p| format!("{p:?}")).collect();
+    std::fs::write(
+        &script,
+        format!(
+            "local paths = {{{}}}\nlocal i = 0\nrequest = function()\n  i = i % #paths + 1\n  return wrk.format(\"GET\", paths[i])\nend\n",
+            quoted.join(",")
+        ),
+    )?;
+    let output = tokio::process::Command::new("wrk")
+        .args(["-t1", "--latency", "--timeout", "10s"])
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg("-s")
+        .arg(&script)
+        .arg(base)
+        .output()
+        .await
+        .context("running wrk (Debian: apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(output.status.success(), "wrk failed: {text}");
+    parse_wrk(&text).with_context(|| format!("reading wrk's report for {base}:\n{text}"))
+}
+
+/// Requests/s and the 50th and 99th latency percentiles from `wrk --latency` output.
+fn parse_wrk(text: &str) -> anyhow::Result<ApiLoad> {
+    for failure in ["Non-2xx or 3xx responses", "Socket errors"] {
+        anyhow::ensure!(!text.contains(failure), "{failure}");
+    }
+    let value = |label: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|line| line.strip_prefix(label))
+            .map(str::trim)
+            .with_context(|| format!("no \"{label}\" line"))
+    };
+    let millis = |text: &str| -> anyhow::Result<f64> {
+        let split = text
+            .find(|c: char| c.is_ascii_alphabetic())
+            .context("a latency without a unit")?;
+        let (number, unit) = text.split_at(split);
+        let scale = match unit {
+            "us" => 1e-3,
+            "ms" => 1.0,
+            "s" => 1e3,
+            "m" => 60e3,
+            other => bail!("unknown unit {other}"),
+        };
+        Ok(number.parse::<f64>()? * scale)
+    };
+    Ok(ApiLoad {
+        rps: value("Requests/sec:")?.parse()?,
+        p50_ms: millis(value("50%")?)?,
+        p99_ms: millis(value("99%")?)?,
+    })
+}
+
+/// Asks every path once, so both sides are timed with warm caches.
+async fn warm(base: &str, paths: &[String]) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(connections)
         .build()?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..connections {
-        let (client, urls, next) = (client.clone(), urls.clone(), next.clone());
-        workers.spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= requests {
-                    return anyhow::Ok(latencies);
-                }
-                let sent = Instant::now();
-                let response = client.get(&urls[i % urls.len()]).send().await?;
-                anyhow::ensure!(
-                    response.status().is_success(),
-                    "{} answered {}",
-                    urls[i % urls.len()],
-                    response.status()
-                );
-                response.bytes().await?;
-                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-            }
-        });
+    for path in paths {
+        let response = client.get(format!("{base}{path}")).send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "{path} answered {}",
+            response.status()
+        );
     }
-    let mut latencies = Vec::with_capacity(requests);
-    while let Some(result) = workers.join_next().await {
-        latencies.extend(result??);
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Ok(ApiLoad {
-        rps: requests as f64 / seconds,
-        p50_ms: at(0.5),
-        p99_ms: at(0.99),
-    })
+    Ok(())
+}
+
+struct ApiRun {
+    /// Per endpoint: the API under load, and InfluxDB asked the same directly.
+    loads: Vec<(String, ApiLoad, ApiLoad)>,
+    /// API answers checked against reports computed from the input, after the load.
+    checked: usize,
 }
 
 /// The API under load, and InfluxDB asked the same reports directly.
 async fn api(
+    dir: &Path,
     stack: &Stack,
     data: &Path,
     hours: u32,
-    requests: usize,
+    seconds: u64,
     connections: usize,
-) -> anyhow::Result<Vec<(String, ApiLoad, ApiLoad)>> {
+) -> anyhow::Result<ApiRun> {
     let addr = format!("127.0.0.1:{}", weathervane_harness::free_port()?);
     let mut api = stack.role("api")?.env("API_ADDR", &addr);
     api.start()?;
@@ -480,10 +536,10 @@ async fn api(
         anyhow::ensure!(Instant::now() < deadline, "the API did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let influx = stack.influx.url();
+    let (api_base, influx_base) = (format!("http://{addr}"), stack.influx.url());
     let query = |q: String| {
         format!(
-            "{influx}/query?db=weather&epoch=s&q={}",
+            "/query?db=weather&epoch=s&q={}",
             q.replace(' ', "%20")
                 .replace('\'', "%27")
                 .replace('"', "%22")
@@ -491,37 +547,42 @@ async fn api(
     };
     let mut results = Vec::new();
     for endpoint in ["avg", "extremes", "state_extremes"] {
-        let mut api_urls = Vec::new();
-        let mut direct_urls = Vec::new();
+        let mut api_paths = Vec::new();
+        let mut direct_paths = Vec::new();
         for (i, state) in states.iter().enumerate() {
             let hour = i % hours as usize;
             let time = format!("2023-09-19T{hour:02}:00:00Z");
             match endpoint {
                 "avg" => {
-                    api_urls.push(format!(
-                        "http://{addr}/avg?state={state}&hour={hour}&date=2023-09-19"
-                    ));
-                    direct_urls.push(query(format!("SELECT avg_temp_c, avg_pressure_mb, avg_humidity, avg_precip_mm, \"count\" FROM weather_averages WHERE state = '{state}' AND time = '{time}'")));
+                    api_paths.push(format!("/avg?state={state}&hour={hour}&date=2023-09-19"));
+                    direct_paths.push(query(format!("SELECT avg_temp_c, avg_pressure_mb, avg_humidity, avg_precip_mm, \"count\" FROM weather_averages WHERE state = '{state}' AND time = '{time}'")));
                 }
                 "extremes" => {
-                    api_urls.push(format!(
-                        "http://{addr}/extremes?state={state}&hour={hour}&date=2023-09-19"
+                    api_paths.push(format!(
+                        "/extremes?state={state}&hour={hour}&date=2023-09-19"
                     ));
-                    direct_urls.push(query(format!("SELECT metric, max_zip_code, max_value, min_zip_code, min_value FROM zip_code_extremes WHERE state = '{state}' AND time = '{time}'")));
+                    direct_paths.push(query(format!("SELECT metric, max_zip_code, max_value, min_zip_code, min_value FROM zip_code_extremes WHERE state = '{state}' AND time = '{time}'")));
                 }
                 _ => {
-                    api_urls.push(format!(
-                        "http://{addr}/state_extremes?hour={hour}&date=2023-09-19"
-                    ));
-                    direct_urls.push(query(format!("SELECT metric, max_state, max_value, min_state, min_value FROM state_extremes WHERE time = '{time}'")));
+                    api_paths.push(format!("/state_extremes?hour={hour}&date=2023-09-19"));
+                    direct_paths.push(query(format!("SELECT metric, max_state, max_value, min_state, min_value FROM state_extremes WHERE time = '{time}'")));
                 }
             }
         }
-        let api_load = load(Arc::new(api_urls), requests, connections).await?;
-        let direct_load = load(Arc::new(direct_urls), requests, connections).await?;
+        warm(&api_base, &api_paths).await?;
+        let api_load = load(dir, &api_base, &api_paths, seconds, connections).await?;
+        warm(&influx_base, &direct_paths).await?;
+        let direct_load = load(dir, &influx_base, &direct_paths, seconds, connections).await?;
         results.push((format!("/{endpoint}"), api_load, direct_load));
     }
-    Ok(results)
+    let reports = tokio::task::block_in_place(|| crate::replay::expected_reports(data))?;
+    let checked = crate::replay::check_api(&addr, &reports)
+        .await
+        .context("the API answered wrongly after the load")?;
+    Ok(ApiRun {
+        loads: results,
+        checked,
+    })
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -604,42 +665,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             usage.peak_rss_kb as f64 / 1024.0
         )?;
     }
-    let mut report_ms = run.report_ms.clone();
-    writeln!(
-        report,
-        "\n### Reports\n\n| measure | figure | target |\n|---|---|---|"
-    )?;
-    writeln!(
-        report,
-        "| hour stored → reports stored, median / max | **{} ms** / {} ms ({} hours) | < 1000 ms |",
-        median(&mut report_ms),
-        report_ms.iter().max().copied().unwrap_or_default(),
-        run.hours
-    )?;
-    writeln!(
-        report,
-        "| InfluxDB queries per hour | **{:.1}** (plus one write) | <= 10 |",
-        run.queries / run.hours.max(1) as f64
-    )?;
-
-    let loads = api(
+    let api_run = api(
+        work.path(),
         &stack,
         &data,
         args.hours,
-        args.api_requests,
+        args.api_seconds,
         args.connections,
     )
     .await?;
     writeln!(
         report,
-        "\n### API ({} connections, {} requests per endpoint)\n",
-        args.connections, args.api_requests
+        "\n### API (`wrk`, {} connections, {} s per endpoint and side; then {} answers checked against the input, all correct)\n",
+        args.connections, args.api_seconds, api_run.checked
     )?;
     writeln!(
         report,
         "| endpoint | API / InfluxDB rps | API rps, p50, p99 | InfluxDB /query rps, p50, p99 | target |\n|---|---|---|---|---|"
     )?;
-    for (name, api_load, direct) in &loads {
+    for (name, api_load, direct) in &api_run.loads {
         writeln!(
             report,
             "| {name} | **{:.1}x** | {:.0}, {:.2} ms, **{:.2} ms** | {:.0}, {:.2} ms, {:.2} ms | p99 < 5 ms, >= 10x |",
@@ -656,14 +700,40 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let hour_data = tokio::task::block_in_place(|| generate(work.path(), args.stations, 1))?;
     let hour_rows = args.stations as f64;
-    let influx_alone = hour_rows / best.rows_per_s;
+    // The hour written straight to a fresh InfluxDB, as the backlog is: every series in it
+    // is new there, which makes it slower per row than the day-long ceiling.
+    let alone = ceiling(&hour_data, args.write_rows, &[best.concurrency]).await?;
+    let influx_alone = alone.first().map_or(0.0, |c| hour_rows / c.rows_per_s);
     let outage = Duration::from_secs(args.outage);
     let redis = recovery(&hour_data, Outage::Redis, outage).await?;
     let influx = recovery(&hour_data, Outage::Influx, outage).await?;
+    let mut report_ms = run.report_ms.clone();
     writeln!(
         report,
-        "\n### Recovery ({} s outage during a {}-row hour; InfluxDB alone needs {influx_alone:.2} s for it)\n",
-        args.outage, args.stations
+        "\n### Reports\n\n| measure | figure | target |\n|---|---|---|"
+    )?;
+    writeln!(
+        report,
+        "| hour stored → reports stored, InfluxDB writing nothing else (Redis recovery run) | **{} ms** | < 1000 ms |",
+        redis.report_ms
+    )?;
+    writeln!(
+        report,
+        "| the same in the pipeline run, InfluxDB writing the next hours meanwhile: median / max | {} ms / {} ms ({} hours) | |",
+        median(&mut report_ms),
+        report_ms.iter().max().copied().unwrap_or_default(),
+        run.hours
+    )?;
+    writeln!(
+        report,
+        "| InfluxDB queries per hour | **{:.1}** (plus one write) | <= 10 |",
+        run.queries / run.hours.max(1) as f64
+    )?;
+
+    writeln!(
+        report,
+        "\n### Recovery ({} s outage during a {}-row hour; InfluxDB alone needs {influx_alone:.2} s to store it on a fresh server with {} writers)\n",
+        args.outage, args.stations, best.concurrency
     )?;
     writeln!(
         report,
@@ -671,17 +741,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     )?;
     writeln!(
         report,
-        "| Redis | {redis:.2} s | **{:.2} s** | <= 1.5 s |",
-        redis - influx_alone
+        "| Redis | {:.2} s | **{:.2} s** | <= 1.5 s |",
+        redis.seconds,
+        redis.seconds - influx_alone
     )?;
     writeln!(
         report,
-        "| InfluxDB | {influx:.2} s | **{:.2} s** | <= 1.5 s |",
-        influx - influx_alone
+        "| InfluxDB | {:.2} s | **{:.2} s** | <= 1.5 s |",
+        influx.seconds,
+        influx.seconds - influx_alone
     )?;
 
     let three = tokio::task::block_in_place(|| generate(work.path(), args.stations, 3))?;
-    let rss_one = streamer_rss_with_redis_down(&hour_data, 1).await?;
+    // The same input both times, so only the buffered hours differ, not the input index.
+    let rss_one = streamer_rss_with_redis_down(&three, 1).await?;
     let rss_three = streamer_rss_with_redis_down(&three, 3).await?;
     let csv_bytes_per_row = (std::fs::metadata(&three)?.len() as f64) / (3.0 * hour_rows);
     let per_row = (rss_three.saturating_sub(rss_one) as f64 * 1024.0) / (2.0 * hour_rows);
@@ -696,14 +769,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     )?;
     writeln!(
         report,
-        "| peak RSS holding 1 hour / 3 hours | {:.0} MiB / {:.0} MiB | |",
+        "| peak RSS buffering 1 hour / 3 hours of a 3-hour input | {:.0} MiB / {:.0} MiB | |",
         rss_one as f64 / 1024.0,
         rss_three as f64 / 1024.0
     )?;
 
     writeln!(
         report,
-        "\n### Scale ({} hours per run)\n\n| stations | rows/s | vs 1x | peak RSS streamer / ingester / processor |\n|---|---|---|---|",
+        "\n### Scale ({} hours per run)\n\n| stations | rows/s | vs 1x | influxd CPU s per million rows | peak RSS streamer / ingester / processor |\n|---|---|---|---|---|",
         args.scale_hours
     )?;
     let mut first = None;
@@ -722,8 +795,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         };
         writeln!(
             report,
-            "| {factor}x ({stations}) | {rps:.0} | **{:.2}** | {:.0} / {:.0} / {:.0} MiB |",
+            "| {factor}x ({stations}) | {rps:.0} | **{:.2}** | {:.0} | {:.0} / {:.0} / {:.0} MiB |",
             rps / base,
+            run.usage
+                .get("influxd")
+                .map_or(0.0, |u| u.cpu / (run.rows as f64 / 1e6)),
             rss("streamer"),
             rss("ingester"),
             rss("processor")
@@ -734,4 +810,41 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRK: &str = "Running 1s test @ http://127.0.0.1:19000
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   612.79us    1.02ms  25.76ms   96.07%
+  Latency Distribution
+     50%  390.00us
+     75%  541.00us
+     90%  842.00us
+     99%    2.64ms
+  68662 requests in 1.00s, 20.01MB read
+Requests/sec:  68662.18
+Transfer/sec:     20.01MB
+";
+
+    #[test]
+    fn reads_rate_and_percentiles_in_their_units() {
+        let load = parse_wrk(WRK).unwrap();
+        assert_eq!(load.rps, 68662.18);
+        assert!((load.p50_ms - 0.39).abs() < 1e-9);
+        assert!((load.p99_ms - 2.64).abs() < 1e-9);
+    }
+
+    #[test]
+    fn wrong_answers_fail_the_run() {
+        let text = WRK.replace(
+            "Transfer/sec",
+            "  Non-2xx or 3xx responses: 12\nTransfer/sec",
+        );
+        let error = parse_wrk(&text).err().unwrap();
+        assert!(error.to_string().contains("Non-2xx"), "{error}");
+    }
 }
