@@ -286,18 +286,9 @@ async fn read_batches(
 
 fn encode_batches(hour: HourKey, rows: Vec<WeatherRow>, batch_size: usize) -> Vec<Arc<[u8]>> {
     let batches = rows.len().div_ceil(batch_size) as u32;
-    let mut rows = rows.into_iter();
-    (0..batches)
-        .map(|batch| {
-            let rows: Vec<WeatherRow> = rows.by_ref().take(batch_size).collect();
-            payload::encode(&BatchEnvelope {
-                hour,
-                batch,
-                batches,
-                rows,
-            })
-            .into()
-        })
+    rows.chunks(batch_size)
+        .zip(0..)
+        .map(|(rows, batch)| BatchEnvelope::encode_rows(hour, batch, batches, rows))
         .collect()
 }
 
