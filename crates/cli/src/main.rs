@@ -13,6 +13,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use weathervane_core::{shutdown, telemetry};
 
+/// mimalloc instead of glibc's malloc: glibc raises its mmap threshold after the first
+/// large free, so an outage's buffered batches and the freed rows they were encoded from
+/// end up interleaved in one heap that cannot shrink, costing more than twice the
+/// batches' own size (BENCHMARKS.md, memory).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "weathervane",
