@@ -501,6 +501,27 @@ async fn warm(base: &str, paths: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits (two minutes at most) until influxd has finished compacting what the pipeline
+/// wrote, so the API phase measures queries, not compactions beside them.
+async fn quiet_influxd(stack: &Stack) {
+    let started = Instant::now();
+    let cpu = || usage(stack.influxd_pid().unwrap_or_default()).map_or(0.0, |u| u.cpu);
+    let mut before = cpu();
+    while started.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = cpu();
+        // Under 5% of a core over the last two seconds.
+        if now - before < 0.1 {
+            break;
+        }
+        before = now;
+    }
+    eprintln!(
+        "influxd quiet after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 struct ApiRun {
     /// Per endpoint: the API under load, and InfluxDB asked the same directly.
     loads: Vec<(String, ApiLoad, ApiLoad)>,
@@ -665,6 +686,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             usage.peak_rss_kb as f64 / 1024.0
         )?;
     }
+    quiet_influxd(&stack).await;
     let api_run = api(
         work.path(),
         &stack,
