@@ -487,9 +487,7 @@ fn parse_wrk(text: &str) -> anyhow::Result<ApiLoad> {
 
 /// Asks every path once, so both sides are timed with warm caches.
 async fn warm(base: &str, paths: &[String]) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let client = crate::replay::reqwest_client()?;
     for path in paths {
         let response = client.get(format!("{base}{path}")).send().await?;
         anyhow::ensure!(

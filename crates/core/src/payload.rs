@@ -67,29 +67,22 @@ struct BorrowedBatch<'a> {
     rows: &'a [WeatherRow],
 }
 
-/// Room per row when encoding a batch: above a row's JSON size (about 250 bytes), so the
-/// buffer never grows. Growing by doubling leaves freed holes between the batches a
-/// long outage keeps, which cost as much memory as the batches themselves.
-const ENCODE_ROOM_PER_ROW: usize = 512;
-
 impl BatchEnvelope {
-    /// Encodes batch `batch` of `batches` of `hour`, holding `rows`, into an exact-size
-    /// buffer: the same bytes as [`encode`] of the envelope.
+    /// Encodes batch `batch` of `batches` of `hour`, holding `rows`, without copying
+    /// the rows into an envelope: the same bytes as [`encode`] of the envelope.
     pub fn encode_rows(
         hour: HourKey,
         batch: u32,
         batches: u32,
         rows: &[WeatherRow],
     ) -> std::sync::Arc<[u8]> {
-        let mut body = Vec::with_capacity(64 + rows.len() * ENCODE_ROOM_PER_ROW);
-        let envelope = BorrowedBatch {
+        encode(&BorrowedBatch {
             hour,
             batch,
             batches,
             rows,
-        };
-        serde_json::to_writer(&mut body, &envelope).expect("payload types always serialize");
-        body.into()
+        })
+        .into()
     }
 
     /// Decodes a batch and checks it against the `batch` and `hour` of its channel and

@@ -468,7 +468,7 @@ async fn get(addr: &str, path: &str) -> anyhow::Result<(u16, Value)> {
     ))
 }
 
-fn reqwest_client() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn reqwest_client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?)
