@@ -15,7 +15,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::event::{self, Event};
 use crate::shutdown::sleep_or_cancel;
+use crate::supervise::Supervisor;
 
 /// A bounded FIFO queue with a cap on items and on bytes.
 #[derive(Debug)]
@@ -161,6 +163,22 @@ where
     tokio::spawn(async move { flush(&queue, max_items, &shutdown, &mut target).await })
 }
 
+/// Runs [`flush`] as a task of `supervisor`'s, named after the queue, which owns `target`.
+pub fn supervise_flush<T, D>(
+    supervisor: &mut Supervisor,
+    queue: Arc<BoundedQueue<T>>,
+    max_items: usize,
+    mut target: D,
+) where
+    T: Send + Sync + 'static,
+    D: Target<T> + Send + 'static,
+{
+    let shutdown = supervisor.token();
+    supervisor.spawn_until_stopped(queue.name(), async move {
+        flush(&queue, max_items, &shutdown, &mut target).await
+    });
+}
+
 /// Drains `queue` into `target` until shutdown: takes up to `max_items` items at a time
 /// into an in-flight slot and offers that slot until it is not `Retry`, pausing with
 /// [`Backoff`] in between. Logs once when the target goes away and once when it is back,
@@ -183,11 +201,21 @@ pub async fn flush<T>(
             }
         }
         loop {
-            match target.deliver(&in_flight).await {
+            // A delivery races shutdown, so a hung server cannot hold the role past SIGTERM;
+            // what was in flight is resent by its source after the restart.
+            let delivery = tokio::select! {
+                delivery = target.deliver(&in_flight) => delivery,
+                _ = shutdown.cancelled() => return,
+            };
+            match delivery {
                 Delivery::Done | Delivery::Rejected => break,
                 Delivery::Retry(reason) => {
                     if outage_since.is_none() {
-                        tracing::warn!(buffer = %queue.name(), buffered = queue.len() + in_flight.len(), %reason, "Target unavailable; buffering and retrying.");
+                        event::emit(Event::OutageBegan {
+                            buffer: queue.name().to_owned(),
+                            buffered: queue.len() + in_flight.len(),
+                            reason,
+                        });
                         outage_since = Some(Instant::now());
                     }
                     if !sleep_or_cancel(backoff.next_delay(), shutdown).await {
@@ -202,13 +230,12 @@ pub async fn flush<T>(
             }
         }
         if let Some(since) = outage_since.take() {
-            tracing::info!(
-                buffer = %queue.name(),
-                buffered = queue.len(),
-                peak = queue.peak_len(),
-                after_ms = since.elapsed().as_millis() as u64,
-                "Target back; flushing."
-            );
+            event::emit(Event::OutageEnded {
+                buffer: queue.name().to_owned(),
+                buffered: queue.len(),
+                peak: queue.peak_len(),
+                after_ms: since.elapsed().as_millis() as u64,
+            });
             backoff.reset();
         }
         in_flight.clear();

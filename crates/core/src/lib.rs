@@ -2,8 +2,8 @@
 //! reading ([`row`]), hours ([`hour`]), channel names ([`channel`]), message payloads
 //! ([`payload`]), configuration ([`config`]), bounded FIFO buffers with their flush
 //! backoff ([`buffer`], [`backoff`]), the Redis and InfluxDB clients ([`bus`],
-//! [`influx`]), the report math ([`report`]) and process plumbing ([`shutdown`],
-//! [`telemetry`]).
+//! [`influx`]), the report math ([`report`]), the pipeline's milestones as typed events
+//! ([`event`]) and process plumbing ([`shutdown`], [`supervise`], [`telemetry`]).
 //!
 //! The roles (streamer, ingester, processor, api) live in crates of their own and depend on
 //! this one; this crate depends on none of them.
@@ -13,6 +13,7 @@ pub mod buffer;
 pub mod bus;
 pub mod channel;
 pub mod config;
+pub mod event;
 pub mod hour;
 pub mod influx;
 pub mod payload;
@@ -20,6 +21,7 @@ pub mod report;
 pub mod row;
 pub mod schema;
 pub mod shutdown;
+pub mod supervise;
 pub mod telemetry;
 
 pub use hour::HourKey;

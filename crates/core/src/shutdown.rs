@@ -15,8 +15,9 @@ pub fn on_signal() -> CancellationToken {
             _ = ctrl_c => {}
             _ = term.recv() => {}
         }
-        tracing::info!("Shutdown signal received.");
+        // Cancel first: should logging fail or block (a closed pipe), shutdown still happens.
         cancel.cancel();
+        tracing::info!("Shutdown signal received.");
     });
     token
 }
