@@ -301,7 +301,7 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
         ("WEATHERVANE_HOUR_INTERVAL", "0.3".to_owned()),
         ("WEATHERVANE_BATCH_SIZE", "50".to_owned()),
         ("WEATHERVANE_BATCH_INTERVAL", "0.1".to_owned()),
-        ("RUST_LOG", "info,weathervane_ingester=debug".to_owned()),
+        ("RUST_LOG", "info,weathervane_core::event=debug".to_owned()),
     ]);
     let project = Project::new("faults", env);
     let started = Instant::now();
@@ -387,7 +387,7 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
         log.matches("Input indexed.").count() == 2
     });
     assert!(
-        logs(&streamer).contains("already_reported=24"),
+        logs(&streamer).contains("already_confirmed=24"),
         "{}",
         logs(&streamer)
     );

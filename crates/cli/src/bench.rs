@@ -133,7 +133,7 @@ impl Stack {
             .env("REDIS_URL", self.redis.url())
             .env("INFLUXDB_URL", self.influx.url())
             .env("INFLUXDB_DB", "weather")
-            .env("RUST_LOG", "info,weathervane_ingester=debug"))
+            .env("RUST_LOG", "info,weathervane_core::event=debug"))
     }
 
     fn streamer(&self, data: &Path) -> anyhow::Result<ManagedProcess> {

@@ -99,28 +99,21 @@ impl Supervisor {
     /// then stops every task (aborting what has not stopped within a grace period).
     /// `Err` names the task that failed and how.
     pub async fn run(mut self, shutdown: &CancellationToken) -> Result<(), TaskFailed> {
-        let outcome = loop {
-            let joined = tokio::select! {
-                _ = shutdown.cancelled() => break Ok(()),
-                joined = self.set.join_next() => joined,
-            };
-            match joined {
-                None => break Ok(()),
-                Some(Ok((_, Ok(TaskExit::Finished)))) => break Ok(()),
-                Some(Ok((task, Ok(TaskExit::Stopped)))) => {
-                    break Err(TaskFailed {
-                        task,
-                        how: "ended before shutdown".into(),
-                    });
-                }
-                Some(Ok((task, Err(error)))) => {
-                    break Err(TaskFailed {
-                        task,
-                        how: format!("failed: {error}"),
-                    });
-                }
-                Some(Err(error)) => break Err(self.join_failure(error)),
-            }
+        let joined = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            joined = self.set.join_next() => joined,
+        };
+        let outcome = match joined {
+            None | Some(Ok((_, Ok(TaskExit::Finished)))) => Ok(()),
+            Some(Ok((task, Ok(TaskExit::Stopped)))) => Err(TaskFailed {
+                task,
+                how: "ended before shutdown".into(),
+            }),
+            Some(Ok((task, Err(error)))) => Err(TaskFailed {
+                task,
+                how: format!("failed: {error}"),
+            }),
+            Some(Err(error)) => Err(self.join_failure(error)),
         };
         if let Err(failed) = &outcome {
             tracing::error!(task = failed.task, how = %failed.how, "A task of the role ended; stopping the role.");

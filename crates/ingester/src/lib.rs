@@ -20,6 +20,7 @@ use weathervane_core::bus::{
 };
 use weathervane_core::channel::{Channel, pattern};
 use weathervane_core::config::{BufferArgs, InfluxArgs, RedisArgs};
+use weathervane_core::event::{self, Event};
 use weathervane_core::influx::{InfluxClient, InfluxError};
 use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourStored};
 use weathervane_core::{HourKey, schema};
@@ -79,7 +80,10 @@ impl Shared {
         if batches.is_empty() {
             return;
         }
-        tracing::info!(hour = %hour, batches = ?batches, "Requesting missing batches.");
+        event::emit(Event::BatchesRequested {
+            hour,
+            batches: batches.clone(),
+        });
         for batch in batches {
             let message = Outbound::new(Channel::Request { batch, hour }, &b""[..]);
             let bytes = message.bytes();
@@ -189,7 +193,7 @@ async fn handle(
                     Vec::with_capacity(envelope.rows.len() * BYTES_PER_ROW),
                     schema::encode_row,
                 );
-                tracing::debug!(hour = %hour, batch, rows, "Batch received.");
+                event::emit(Event::BatchReceived { hour, batch, rows });
                 let bytes = lines.len();
                 shared
                     .writes
@@ -239,7 +243,10 @@ impl InfluxTarget {
                 .unwrap()
                 .on_stored(chunk.hour, chunk.batch, chunk.rows);
         if let Some(rows) = completed {
-            tracing::info!(hour = %chunk.hour, rows, buffered_batches = self.shared.writes.len(), "Hour stored; notifying the processor.");
+            event::emit(Event::HourStored {
+                hour: chunk.hour,
+                rows,
+            });
             self.shared.notify_stored(chunk.hour, rows).await;
         }
     }

@@ -18,6 +18,7 @@ use weathervane_core::bus::{
 };
 use weathervane_core::channel::{Channel, pattern};
 use weathervane_core::config::{InfluxArgs, RedisArgs};
+use weathervane_core::event::{self, Event};
 use weathervane_core::influx::{InfluxClient, InfluxError, Series};
 use weathervane_core::payload::{self, HourReported, HourStored};
 use weathervane_core::report::{self, HourReport, MetricValues};
@@ -128,7 +129,12 @@ impl Target<ReportJob> for ReportTarget {
         let delivery = match self.report(job).await {
             Ok(report) => {
                 let states = report.averages.len() as u32;
-                tracing::info!(hour = %job.hour, rows = job.rows, states, elapsed_ms = started.elapsed().as_millis() as u64, "Reports stored.");
+                event::emit(Event::HourReported {
+                    hour: job.hour,
+                    rows: job.rows,
+                    states,
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                });
                 let ack = Outbound::new(
                     Channel::Reported { hour: job.hour },
                     payload::encode(&HourReported {

@@ -23,6 +23,7 @@ use weathervane_core::bus::{
 };
 use weathervane_core::channel::{Channel, pattern};
 use weathervane_core::config::{BufferArgs, RedisArgs};
+use weathervane_core::event::{self, Event};
 use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourReported};
 use weathervane_core::row::CsvError;
 use weathervane_core::shutdown::sleep_or_cancel;
@@ -150,7 +151,14 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
     })?;
     let mut rejects = Rejects::new(options.rejects.clone());
     let index = InputIndex::build(&options.input, &mut rejects)?;
-    tracing::info!(files = options.input.len(), rows = index.row_count(), hours = index.hours().count(), rejected = rejects.count(), rejects_file = %rejects.path().display(), already_reported = confirmed.len(), "Input indexed.");
+    tracing::info!(rejects_file = %rejects.path().display(), "Rejected rows go to the rejects file.");
+    event::emit(Event::InputIndexed {
+        files: options.input.len(),
+        rows: index.row_count() as u64,
+        hours: index.hours().count(),
+        rejected: rejects.count(),
+        already_confirmed: confirmed.len(),
+    });
     let buffer_rows = buffer.buffer_rows.max(options.batch_size as usize);
     let shared = Arc::new(Shared {
         outbound: Arc::new(BoundedQueue::new(
@@ -184,7 +192,7 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
     streamed?;
     if shared.options.once {
         tokio::select! {
-            _ = all_reported(&shared) => tracing::info!(rows = shared.index.row_count(), "Every hour is reported; exiting (--once)."),
+            _ = all_reported(&shared) => event::emit(Event::AllHoursConfirmed { rows: shared.index.row_count() as u64 }),
             _ = shutdown.cancelled() => {}
         }
     } else {
@@ -246,7 +254,11 @@ async fn stream_all(shared: &Arc<Shared>) -> Result<(), StreamerError> {
         if let Some(pending) = shared.pending.lock().unwrap().get_mut(&hour) {
             pending.queued = true;
         }
-        tracing::info!(hour = %hour, batches = batches.len(), rows, "Hour queued for publishing.");
+        event::emit(Event::HourQueued {
+            hour,
+            batches: batches.len() as u32,
+            rows,
+        });
         if position + 1 < hours.len() && !interval.is_zero() {
             tokio::time::sleep(interval).await;
         }
@@ -373,7 +385,10 @@ fn confirm(shared: &Shared, hour: HourKey, reported: HourReported) {
     if let Err(error) = shared.confirmed.lock().unwrap().record(hour) {
         tracing::error!(hour = %hour, %error, "Cannot record the reported hour; a restart will stream it again.");
     }
-    tracing::info!(hour = %hour, rows = expected, states = reported.states, "Hour reported.");
+    event::emit(Event::HourConfirmed {
+        hour,
+        rows: expected,
+    });
     shared.hour_reported.notify_waiters();
 }
 

@@ -251,7 +251,7 @@ impl ComposeStack {
                 ("API_PORT", api_port.to_string()),
                 ("INFLUXDB_PORT", influx_port.to_string()),
                 // Batch receipts are debug lines; progress reads them.
-                ("RUST_LOG", "info,weathervane_ingester=debug".to_owned()),
+                ("RUST_LOG", "info,weathervane_core::event=debug".to_owned()),
             ],
         };
         // The streamer starts last, as in the local stack, and only once every log is

@@ -102,7 +102,7 @@ impl LocalStack {
                 .env("INFLUXDB_URL", influx.url())
                 .env("INFLUXDB_DB", "weather")
                 .env("API_ADDR", &api_addr)
-                .env("RUST_LOG", "info,weathervane_ingester=debug"))
+                .env("RUST_LOG", "info,weathervane_core::event=debug"))
         };
         let streamer = role(Target::Streamer)?
             .arg("--input")
