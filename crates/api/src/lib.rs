@@ -5,6 +5,7 @@
 //!
 //! It reads reports only: it never talks to Redis and never writes.
 
+mod answer;
 mod cache;
 mod error;
 mod params;

@@ -9,12 +9,13 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use weathervane_core::HourKey;
-use weathervane_core::influx::{Series, quote_literal};
-use weathervane_core::row::Metric;
-use weathervane_core::schema::{STATE_EXTREMES, WEATHER_AVERAGES, ZIP_CODE_EXTREMES};
+use weathervane_core::schema;
 
+use crate::answer::{AverageAnswer, ExtremesAnswer, Sides, StateExtremesAnswer};
 use crate::params::{self, RawParams};
 use crate::{AppError, AppState};
 
@@ -35,10 +36,7 @@ async fn report_hour(
     let date = match date.or_else(|| state.cache.latest_date()) {
         Some(date) => date,
         None => {
-            let series = state
-                .influx
-                .query(&format!("SELECT LAST(\"count\") FROM {WEATHER_AVERAGES}"))
-                .await?;
+            let series = state.influx.query(&schema::latest_report_query()).await?;
             let latest = series
                 .first()
                 .and_then(|s| s.values.first())
@@ -55,38 +53,34 @@ async fn report_hour(
     Ok(HourKey::from_date_hour(date, hour).expect("hour was validated to be 0-23"))
 }
 
-/// Every row of every series as a column → value map.
-fn records(series: &[Series]) -> Vec<Map<String, Value>> {
-    series
-        .iter()
-        .flat_map(|s| {
-            s.values
-                .iter()
-                .map(|row| s.columns.iter().cloned().zip(row.iter().cloned()).collect())
-        })
-        .collect()
+/// The records `statement` selects, typed; an answer of another shape is an internal
+/// error (logged with the statement), not a wrong report.
+async fn records<T: DeserializeOwned>(
+    state: &AppState,
+    statement: &str,
+) -> Result<Vec<T>, AppError> {
+    let series = state.influx.query(statement).await?;
+    weathervane_core::influx::records(&series).map_err(|error| {
+        tracing::error!(%statement, %error, "Unexpected answer from InfluxDB.");
+        AppError::Internal
+    })
 }
 
 /// The answer under `key` from the cache, or computed by `answer` and cached.
 async fn cached(
     state: &AppState,
     key: String,
-    answer: impl Future<Output = Result<Value, AppError>>,
+    answer: impl Future<Output = Result<impl Serialize, AppError>>,
 ) -> Result<Response, AppError> {
     let body = match state.cache.get(&key) {
         Some(body) => body,
         None => {
-            let body =
-                Bytes::from(serde_json::to_vec(&answer.await?).expect("JSON values serialize"));
+            let body = Bytes::from(serde_json::to_vec(&answer.await?).expect("answers serialize"));
             state.cache.put(key, body.clone());
             body
         }
     };
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
-}
-
-fn when(hour: HourKey) -> (String, String) {
-    (hour.date().to_string(), format!("{:02}", hour.hour()))
 }
 
 /// The validated `state` and the hour asked for, for the per-state endpoints.
@@ -112,47 +106,21 @@ pub async fn avg(State(state): State<AppState>, query: Params) -> Result<Respons
     .await
 }
 
-async fn avg_answer(state: &AppState, code: String, hour: HourKey) -> Result<Value, AppError> {
-    let statement = format!(
-        "SELECT avg_temp_c, avg_pressure_mb, avg_humidity, avg_precip_mm, \"count\" FROM {WEATHER_AVERAGES} WHERE state = {} AND time = '{}'",
-        quote_literal(&code),
-        hour.rfc3339()
-    );
-    let record = records(&state.influx.query(&statement).await?)
+async fn avg_answer(
+    state: &AppState,
+    code: String,
+    hour: HourKey,
+) -> Result<AverageAnswer, AppError> {
+    let record = records(state, &schema::average_query(&code, hour))
+        .await?
         .into_iter()
-        .next();
-    let record = record
+        .next()
         .ok_or_else(|| AppError::NotFound(format!("no report for state {code} at {hour}")))?;
-    let (date, hour) = when(hour);
-    let mut body = json!({ "state": code, "date": date, "hour": hour });
-    for key in [
-        "avg_temp_c",
-        "avg_pressure_mb",
-        "avg_humidity",
-        "avg_precip_mm",
-        "count",
-    ] {
-        body[key] = record.get(key).cloned().unwrap_or(Value::Null);
-    }
-    Ok(body)
-}
-
-/// `{"max": {metric: {holder_key: .., "value": ..}}, "min": {..}}` from rows with a
-/// `metric` column and `max_<holder>`, `max_value`, `min_<holder>`, `min_value`.
-fn extremes_body(records: &[Map<String, Value>], holder: &str) -> Option<Value> {
-    let mut body = json!({ "max": {}, "min": {} });
-    for metric in Metric::ALL {
-        let record = records
-            .iter()
-            .find(|r| r.get("metric").and_then(Value::as_str) == Some(metric.name()))?;
-        for side in ["max", "min"] {
-            body[side][metric.name()] = json!({
-                holder: record.get(&format!("{side}_{holder}"))?,
-                "value": record.get(&format!("{side}_value"))?,
-            });
-        }
-    }
-    Some(body)
+    Ok(AverageAnswer {
+        state: code,
+        when: hour.into(),
+        fields: record,
+    })
 }
 
 pub async fn extremes(State(state): State<AppState>, query: Params) -> Result<Response, AppError> {
@@ -165,20 +133,22 @@ pub async fn extremes(State(state): State<AppState>, query: Params) -> Result<Re
     .await
 }
 
-async fn extremes_answer(state: &AppState, code: String, hour: HourKey) -> Result<Value, AppError> {
-    let statement = format!(
-        "SELECT metric, max_zip_code, max_value, min_zip_code, min_value FROM {ZIP_CODE_EXTREMES} WHERE state = {} AND time = '{}'",
-        quote_literal(&code),
-        hour.rfc3339()
-    );
-    let records = records(&state.influx.query(&statement).await?);
-    let mut body = extremes_body(&records, "zip_code")
-        .ok_or_else(|| AppError::NotFound(format!("no report for state {code} at {hour}")))?;
-    let (date, hour) = when(hour);
-    body["state"] = json!(code);
-    body["date"] = json!(date);
-    body["hour"] = json!(hour);
-    Ok(body)
+async fn extremes_answer(
+    state: &AppState,
+    code: String,
+    hour: HourKey,
+) -> Result<ExtremesAnswer, AppError> {
+    let sides = Sides::from_zip(records(state, &schema::zip_extremes_query(&code, hour)).await?);
+    if !sides.is_complete() {
+        return Err(AppError::NotFound(format!(
+            "no report for state {code} at {hour}"
+        )));
+    }
+    Ok(ExtremesAnswer {
+        state: code,
+        when: hour.into(),
+        sides,
+    })
 }
 
 pub async fn state_extremes(
@@ -194,16 +164,16 @@ pub async fn state_extremes(
     .await
 }
 
-async fn state_extremes_answer(state: &AppState, hour: HourKey) -> Result<Value, AppError> {
-    let statement = format!(
-        "SELECT metric, max_state, max_value, min_state, min_value FROM {STATE_EXTREMES} WHERE time = '{}'",
-        hour.rfc3339()
-    );
-    let records = records(&state.influx.query(&statement).await?);
-    let mut body = extremes_body(&records, "state")
-        .ok_or_else(|| AppError::NotFound(format!("no report at {hour}")))?;
-    let (date, hour) = when(hour);
-    body["date"] = json!(date);
-    body["hour"] = json!(hour);
-    Ok(body)
+async fn state_extremes_answer(
+    state: &AppState,
+    hour: HourKey,
+) -> Result<StateExtremesAnswer, AppError> {
+    let sides = Sides::from_states(records(state, &schema::state_extremes_query(hour)).await?);
+    if !sides.is_complete() {
+        return Err(AppError::NotFound(format!("no report at {hour}")));
+    }
+    Ok(StateExtremesAnswer {
+        when: hour.into(),
+        sides,
+    })
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::config::InfluxArgs;
 
@@ -55,6 +56,32 @@ impl Series {
     pub fn column(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c == name)
     }
+
+    /// Every row as a `T` whose fields are named like the columns (extra columns, such
+    /// as `time`, are ignored unless `T` has them).
+    pub fn records<T: DeserializeOwned>(&self) -> Result<Vec<T>, serde_json::Error> {
+        self.values
+            .iter()
+            .map(|row| {
+                let object: serde_json::Map<String, serde_json::Value> = self
+                    .columns
+                    .iter()
+                    .cloned()
+                    .zip(row.iter().cloned())
+                    .collect();
+                serde_json::from_value(serde_json::Value::Object(object))
+            })
+            .collect()
+    }
+}
+
+/// The rows of every series of an answer as `T`s (see [`Series::records`]).
+pub fn records<T: DeserializeOwned>(series: &[Series]) -> Result<Vec<T>, serde_json::Error> {
+    let mut all = Vec::new();
+    for one in series {
+        all.extend(one.records()?);
+    }
+    Ok(all)
 }
 
 #[derive(Deserialize)]

@@ -4,11 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use influxdb_line_protocol::LineProtocolBuilder;
-
 use crate::HourKey;
 use crate::row::Metric;
-use crate::schema::{STATE_EXTREMES, WEATHER_AVERAGES, ZIP_CODE_EXTREMES};
+use crate::schema::{self, StateExtremeFields, ZipExtremeFields};
 
 /// The four metrics of one row, in [`Metric::ALL`] order.
 pub type MetricValues = [f64; 4];
@@ -138,45 +136,17 @@ pub fn encode(report: &HourReport) -> Vec<u8> {
     let time = report.hour.start_secs();
     let mut lines = Vec::new();
     for average in &report.averages {
-        let [t, p, h, r] = average.means;
-        lines = LineProtocolBuilder::new_with(lines)
-            .measurement(WEATHER_AVERAGES)
-            .tag("state", &average.state)
-            .field("avg_temp_c", t)
-            .field("avg_pressure_mb", p)
-            .field("avg_humidity", h)
-            .field("avg_precip_mm", r)
-            .field("count", average.count as i64)
-            .timestamp(time)
-            .close_line()
-            .build();
+        lines = schema::encode_average(lines, &average.state, &average.into(), time);
     }
     for (state, pairs) in &report.zip_extremes {
         for (metric, pair) in Metric::ALL.iter().zip(pairs) {
-            lines = LineProtocolBuilder::new_with(lines)
-                .measurement(ZIP_CODE_EXTREMES)
-                .tag("metric", metric.name())
-                .tag("state", state)
-                .field("max_zip_code", pair.max.holder.as_str())
-                .field("max_value", pair.max.value)
-                .field("min_zip_code", pair.min.holder.as_str())
-                .field("min_value", pair.min.value)
-                .timestamp(time)
-                .close_line()
-                .build();
+            let fields = ZipExtremeFields::new(*metric, pair);
+            lines = schema::encode_zip_extreme(lines, state, &fields, time);
         }
     }
     for (metric, pair) in Metric::ALL.iter().zip(&report.state_extremes) {
-        lines = LineProtocolBuilder::new_with(lines)
-            .measurement(STATE_EXTREMES)
-            .tag("metric", metric.name())
-            .field("max_state", pair.max.holder.as_str())
-            .field("max_value", pair.max.value)
-            .field("min_state", pair.min.holder.as_str())
-            .field("min_value", pair.min.value)
-            .timestamp(time)
-            .close_line()
-            .build();
+        let fields = StateExtremeFields::new(*metric, pair);
+        lines = schema::encode_state_extreme(lines, &fields, time);
     }
     lines
 }

@@ -354,10 +354,6 @@ impl CsvSource {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The next row with where it starts, or the error that rejected it; `None` at the end.
     pub fn next_row(&mut self) -> Option<Result<(RowLocation, WeatherRow), RowError>> {
         let position = self.reader.position().clone();

@@ -1,0 +1,186 @@
+//! The JSON bodies of the report endpoints, as types built from the schema's report
+//! records (`weathervane_core::schema`), so a field is spelled once: `/avg` is the
+//! `weather_averages` fields with the state and hour, `/extremes` and `/state_extremes`
+//! regroup the extremes records by side and metric.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use weathervane_core::HourKey;
+use weathervane_core::schema::{AverageFields, StateExtremeFields, ZipExtremeFields};
+
+/// The date and two-digit hour every answer carries.
+#[derive(Debug, Serialize)]
+pub struct When {
+    pub date: String,
+    pub hour: String,
+}
+
+impl From<HourKey> for When {
+    fn from(hour: HourKey) -> Self {
+        Self {
+            date: hour.date().to_string(),
+            hour: format!("{:02}", hour.hour()),
+        }
+    }
+}
+
+/// `/avg`.
+#[derive(Debug, Serialize)]
+pub struct AverageAnswer {
+    pub state: String,
+    #[serde(flatten)]
+    pub when: When,
+    #[serde(flatten)]
+    pub fields: AverageFields,
+}
+
+/// The zip code that holds an extreme.
+#[derive(Debug, Serialize)]
+pub struct ZipHolder {
+    pub zip_code: String,
+    pub value: f64,
+}
+
+/// The state that holds an extreme.
+#[derive(Debug, Serialize)]
+pub struct StateHolder {
+    pub state: String,
+    pub value: f64,
+}
+
+/// `{"max": {metric: holder}, "min": {metric: holder}}`.
+#[derive(Debug, Serialize)]
+pub struct Sides<H> {
+    pub max: BTreeMap<String, H>,
+    pub min: BTreeMap<String, H>,
+}
+
+/// `/extremes`.
+#[derive(Debug, Serialize)]
+pub struct ExtremesAnswer {
+    pub state: String,
+    #[serde(flatten)]
+    pub when: When,
+    #[serde(flatten)]
+    pub sides: Sides<ZipHolder>,
+}
+
+/// `/state_extremes`.
+#[derive(Debug, Serialize)]
+pub struct StateExtremesAnswer {
+    #[serde(flatten)]
+    pub when: When,
+    #[serde(flatten)]
+    pub sides: Sides<StateHolder>,
+}
+
+impl Sides<ZipHolder> {
+    pub fn from_zip(records: Vec<ZipExtremeFields>) -> Self {
+        let mut sides = Self::empty();
+        for record in records {
+            sides.max.insert(
+                record.metric.clone(),
+                ZipHolder {
+                    zip_code: record.max_zip_code,
+                    value: record.max_value,
+                },
+            );
+            sides.min.insert(
+                record.metric,
+                ZipHolder {
+                    zip_code: record.min_zip_code,
+                    value: record.min_value,
+                },
+            );
+        }
+        sides
+    }
+}
+
+impl Sides<StateHolder> {
+    pub fn from_states(records: Vec<StateExtremeFields>) -> Self {
+        let mut sides = Self::empty();
+        for record in records {
+            sides.max.insert(
+                record.metric.clone(),
+                StateHolder {
+                    state: record.max_state,
+                    value: record.max_value,
+                },
+            );
+            sides.min.insert(
+                record.metric,
+                StateHolder {
+                    state: record.min_state,
+                    value: record.min_value,
+                },
+            );
+        }
+        sides
+    }
+}
+
+impl<H> Sides<H> {
+    fn empty() -> Self {
+        Self {
+            max: BTreeMap::new(),
+            min: BTreeMap::new(),
+        }
+    }
+
+    /// Whether every metric has its extremes (a partly written report is no report).
+    pub fn is_complete(&self) -> bool {
+        self.max.len() == weathervane_core::row::Metric::ALL.len()
+            && weathervane_core::row::Metric::ALL
+                .iter()
+                .all(|m| self.max.contains_key(m.name()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_average_answer_has_the_documented_fields() {
+        let answer = AverageAnswer {
+            state: "CA".into(),
+            when: "2023-09-19T05".parse::<HourKey>().unwrap().into(),
+            fields: AverageFields {
+                avg_temp_c: 17.4,
+                avg_pressure_mb: 1012.6,
+                avg_humidity: 71.2,
+                avg_precip_mm: 0.01,
+                count: 31,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&answer).unwrap(),
+            serde_json::json!({"state":"CA","date":"2023-09-19","hour":"05","avg_temp_c":17.4,"avg_pressure_mb":1012.6,"avg_humidity":71.2,"avg_precip_mm":0.01,"count":31})
+        );
+    }
+
+    #[test]
+    fn extremes_are_grouped_by_side_and_metric() {
+        let records = ["temp_c", "pressure_mb", "humidity", "precip_mm"]
+            .map(|metric| ZipExtremeFields {
+                metric: metric.into(),
+                max_zip_code: "90001".into(),
+                max_value: 2.0,
+                min_zip_code: "90002".into(),
+                min_value: 1.0,
+            })
+            .to_vec();
+        let sides = Sides::from_zip(records[..3].to_vec());
+        assert!(!sides.is_complete(), "a metric is missing");
+        let sides = Sides::from_zip(records);
+        assert!(sides.is_complete());
+        let body = serde_json::to_value(&sides).unwrap();
+        assert_eq!(
+            body["max"]["temp_c"],
+            serde_json::json!({"zip_code":"90001","value":2.0})
+        );
+        assert_eq!(body["min"]["precip_mm"]["zip_code"], "90002");
+    }
+}
