@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
@@ -26,8 +26,6 @@ pub struct BoundedQueue<T> {
     queue: ArrayQueue<(T, usize)>,
     max_bytes: usize,
     bytes: AtomicUsize,
-    pushed: AtomicU64,
-    popped: AtomicU64,
     /// The most items ever waiting at once, for the recovery report.
     peak_len: AtomicUsize,
     item_ready: Notify,
@@ -43,8 +41,6 @@ impl<T> BoundedQueue<T> {
             queue: ArrayQueue::new(max_items.max(1)),
             max_bytes,
             bytes: AtomicUsize::new(0),
-            pushed: AtomicU64::new(0),
-            popped: AtomicU64::new(0),
             peak_len: AtomicUsize::new(0),
             item_ready: Notify::new(),
             space_freed: Notify::new(),
@@ -63,7 +59,6 @@ impl<T> BoundedQueue<T> {
         }
         self.queue.push((item, bytes)).map_err(|(item, _)| item)?;
         self.bytes.fetch_add(bytes, Ordering::AcqRel);
-        self.pushed.fetch_add(1, Ordering::Relaxed);
         self.peak_len.fetch_max(self.queue.len(), Ordering::Relaxed);
         self.item_ready.notify_one();
         Ok(())
@@ -86,7 +81,6 @@ impl<T> BoundedQueue<T> {
     pub fn pop(&self) -> Option<T> {
         let (item, bytes) = self.queue.pop()?;
         self.bytes.fetch_sub(bytes, Ordering::AcqRel);
-        self.popped.fetch_add(1, Ordering::Relaxed);
         self.space_freed.notify_waiters();
         Some(item)
     }
@@ -113,18 +107,6 @@ impl<T> BoundedQueue<T> {
 
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
-    }
-
-    pub fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::Acquire)
-    }
-
-    pub fn pushed(&self) -> u64 {
-        self.pushed.load(Ordering::Relaxed)
-    }
-
-    pub fn popped(&self) -> u64 {
-        self.popped.load(Ordering::Relaxed)
     }
 
     pub fn peak_len(&self) -> usize {
@@ -262,15 +244,8 @@ mod tests {
             (queue.pop(), queue.pop(), queue.pop(), queue.pop()),
             (Some(1), Some(2), Some(4), None)
         );
-        assert_eq!(
-            (
-                queue.pushed(),
-                queue.popped(),
-                queue.bytes(),
-                queue.peak_len()
-            ),
-            (3, 3, 0, 3)
-        );
+        assert_eq!(queue.peak_len(), 3);
+        assert!(queue.is_empty());
         assert!(
             queue.try_push(6, 1000).is_ok(),
             "an empty queue takes an oversized item"

@@ -143,14 +143,6 @@ impl InfluxClient {
         })
     }
 
-    pub fn url(&self) -> &str {
-        &self.base
-    }
-
-    pub fn db(&self) -> &str {
-        &self.db
-    }
-
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some((user, password)) = &self.user {

@@ -23,6 +23,7 @@ use weathervane_core::config::{BufferArgs, InfluxArgs, RedisArgs};
 use weathervane_core::event::{self, Event};
 use weathervane_core::influx::{InfluxClient, InfluxError};
 use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourStored};
+use weathervane_core::supervise::{Supervisor, TaskFailed};
 use weathervane_core::{HourKey, schema};
 
 use crate::progress::{AnnounceVerdict, Progress};
@@ -57,6 +58,8 @@ pub enum IngesterError {
     Bus(#[from] BusError),
     #[error(transparent)]
     Influx(#[from] InfluxError),
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
 }
 
 /// One received batch, as line protocol, waiting to be written.
@@ -103,8 +106,7 @@ impl Shared {
 
 pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<(), IngesterError> {
     let influx = InfluxClient::new(&config.influx, WRITE_TIMEOUT)?;
-    let mut subscription =
-        Subscription::new(&config.redis.url, &[pattern::DATA, pattern::ANNOUNCE])?;
+    let subscription = Subscription::new(&config.redis.url, &[pattern::DATA, pattern::ANNOUNCE])?;
     let request_target = PublishTarget {
         publisher: Publisher::new(&config.redis.url)?,
         unheard: Unheard::Retry,
@@ -125,52 +127,58 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
         notices: Arc::new(BoundedQueue::new("ingester-notices", 10_000, 1 << 20)),
         rejected_payloads: AtomicU64::new(0),
     });
-    let tasks = CancellationToken::new();
-    let _stop_on_exit = tasks.clone().drop_guard();
+    let mut supervisor = Supervisor::new();
     let write_batches = config.write_batches.max(1);
-    let mut flushers = vec![
-        buffer::spawn_flush(shared.requests.clone(), 1, tasks.clone(), request_target),
-        buffer::spawn_flush(shared.notices.clone(), 1, tasks.clone(), notice_target),
-    ];
+    buffer::supervise_flush(&mut supervisor, shared.requests.clone(), 1, request_target);
+    buffer::supervise_flush(&mut supervisor, shared.notices.clone(), 1, notice_target);
     for _ in 0..config.writers.max(1) {
         let target = InfluxTarget {
             influx: influx.clone(),
             shared: shared.clone(),
         };
-        flushers.push(buffer::spawn_flush(
+        buffer::supervise_flush(
+            &mut supervisor,
             shared.writes.clone(),
             write_batches,
-            tasks.clone(),
             target,
-        ));
+        );
     }
+    let token = supervisor.token();
+    supervisor.spawn_until_stopped("ingester-subscription", listen(shared, subscription, token));
+    supervisor.run(&shutdown).await?;
+    Ok(())
+}
 
+/// Takes batches and announcements off the bus until shutdown. Handling a message may wait
+/// on a full buffer (push-back), so it races shutdown too.
+async fn listen(shared: Arc<Shared>, mut subscription: Subscription, shutdown: CancellationToken) {
     while let Some(event) = subscription.next(&shutdown).await {
-        match event {
-            BusEvent::Subscribed => {
-                // Batches published while we were away are gone: ask for them now.
-                let missing = shared
-                    .progress
-                    .lock()
-                    .unwrap()
-                    .on_resubscribed(Instant::now());
-                for (hour, batches) in missing {
-                    shared.request(hour, batches).await;
+        let handled = async {
+            match event {
+                BusEvent::Subscribed => {
+                    // Batches published while we were away are gone: ask for them now.
+                    let missing = shared
+                        .progress
+                        .lock()
+                        .unwrap()
+                        .on_resubscribed(Instant::now());
+                    for (hour, batches) in missing {
+                        shared.request(hour, batches).await;
+                    }
+                }
+                BusEvent::Message { channel, payload } => {
+                    if let Err(error) = handle(&shared, &channel, &payload).await {
+                        let count = shared.rejected_payloads.fetch_add(1, Ordering::Relaxed) + 1;
+                        tracing::warn!(%channel, %error, rejected_payloads = count, "Malformed message set aside.");
+                    }
                 }
             }
-            BusEvent::Message { channel, payload } => {
-                if let Err(error) = handle(&shared, &channel, &payload).await {
-                    let count = shared.rejected_payloads.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(%channel, %error, rejected_payloads = count, "Malformed message set aside.");
-                }
-            }
+        };
+        tokio::select! {
+            _ = handled => {}
+            _ = shutdown.cancelled() => return,
         }
     }
-    tasks.cancel();
-    for flusher in flushers {
-        let _ = flusher.await;
-    }
-    Ok(())
 }
 
 async fn handle(
