@@ -7,7 +7,7 @@
 //! from the streamer's announcements, asks for their batches again and rewrites them,
 //! which is harmless because writes are idempotent.
 
-mod progress;
+mod ledger;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,7 @@ use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourStore
 use weathervane_core::supervise::{Supervisor, TaskFailed};
 use weathervane_core::{HourKey, schema};
 
-use crate::progress::{AnnounceVerdict, Progress};
+use crate::ledger::{AnnounceVerdict, Ledger};
 
 /// A write of a few thousand rows takes well under a second; allow for a busy server.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -70,15 +70,15 @@ struct WriteChunk {
     lines: Vec<u8>,
 }
 
-struct Shared {
-    progress: Mutex<Progress>,
+struct IngesterState {
+    ledger: Mutex<Ledger>,
     writes: Arc<BoundedQueue<WriteChunk>>,
     requests: Arc<BoundedQueue<Outbound>>,
     notices: Arc<BoundedQueue<Outbound>>,
     rejected_payloads: AtomicU64,
 }
 
-impl Shared {
+impl IngesterState {
     async fn request(&self, hour: HourKey, batches: Vec<u32>) {
         if batches.is_empty() {
             return;
@@ -116,8 +116,8 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
         unheard: Unheard::Retry,
     };
     let rows = config.buffer.buffer_rows.max(1000);
-    let shared = Arc::new(Shared {
-        progress: Mutex::new(Progress::default()),
+    let state = Arc::new(IngesterState {
+        ledger: Mutex::new(Ledger::default()),
         writes: Arc::new(BoundedQueue::new(
             "ingester-writes",
             rows / 50,
@@ -129,46 +129,41 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
     });
     let mut supervisor = Supervisor::new();
     let write_batches = config.write_batches.max(1);
-    buffer::supervise_flush(&mut supervisor, shared.requests.clone(), 1, request_target);
-    buffer::supervise_flush(&mut supervisor, shared.notices.clone(), 1, notice_target);
+    buffer::supervise_flush(&mut supervisor, state.requests.clone(), 1, request_target);
+    buffer::supervise_flush(&mut supervisor, state.notices.clone(), 1, notice_target);
     for _ in 0..config.writers.max(1) {
         let target = InfluxTarget {
             influx: influx.clone(),
-            shared: shared.clone(),
+            state: state.clone(),
         };
-        buffer::supervise_flush(
-            &mut supervisor,
-            shared.writes.clone(),
-            write_batches,
-            target,
-        );
+        buffer::supervise_flush(&mut supervisor, state.writes.clone(), write_batches, target);
     }
     let token = supervisor.token();
-    supervisor.spawn_until_stopped("ingester-subscription", listen(shared, subscription, token));
+    supervisor.spawn_until_stopped("ingester-subscription", listen(state, subscription, token));
     supervisor.run(&shutdown).await?;
     Ok(())
 }
 
 /// Takes batches and announcements off the bus until shutdown. Handling a message may wait
 /// on a full buffer (push-back), so it races shutdown too.
-async fn listen(shared: Arc<Shared>, mut subscription: Subscription, shutdown: CancellationToken) {
+async fn listen(
+    state: Arc<IngesterState>,
+    mut subscription: Subscription,
+    shutdown: CancellationToken,
+) {
     while let Some(event) = subscription.next(&shutdown).await {
         let handled = async {
             match event {
                 BusEvent::Subscribed => {
                     // Batches published while we were away are gone: ask for them now.
-                    let missing = shared
-                        .progress
-                        .lock()
-                        .unwrap()
-                        .on_resubscribed(Instant::now());
+                    let missing = state.ledger.lock().unwrap().on_resubscribed(Instant::now());
                     for (hour, batches) in missing {
-                        shared.request(hour, batches).await;
+                        state.request(hour, batches).await;
                     }
                 }
                 BusEvent::Message { channel, payload } => {
-                    if let Err(error) = handle(&shared, &channel, &payload).await {
-                        let count = shared.rejected_payloads.fetch_add(1, Ordering::Relaxed) + 1;
+                    if let Err(error) = handle(&state, &channel, &payload).await {
+                        let count = state.rejected_payloads.fetch_add(1, Ordering::Relaxed) + 1;
                         tracing::warn!(%channel, %error, rejected_payloads = count, "Malformed message set aside.");
                     }
                 }
@@ -182,14 +177,14 @@ async fn listen(shared: Arc<Shared>, mut subscription: Subscription, shutdown: C
 }
 
 async fn handle(
-    shared: &Shared,
+    state: &IngesterState,
     channel: &str,
     body: &[u8],
 ) -> Result<(), Box<dyn std::error::Error>> {
     match Channel::parse(channel)? {
         Channel::Data { batch, hour } => {
             let envelope = BatchEnvelope::decode_for(channel, batch, hour, body)?;
-            let verdict = shared.progress.lock().unwrap().on_batch(
+            let verdict = state.ledger.lock().unwrap().on_batch(
                 hour,
                 batch,
                 envelope.batches,
@@ -203,7 +198,7 @@ async fn handle(
                 );
                 event::emit(Event::BatchReceived { hour, batch, rows });
                 let bytes = lines.len();
-                shared
+                state
                     .writes
                     .push(
                         WriteChunk {
@@ -216,18 +211,18 @@ async fn handle(
                     )
                     .await;
             }
-            shared.request(hour, verdict.request).await;
+            state.request(hour, verdict.request).await;
         }
         Channel::Announce { hour } => {
             let announcement: HourAnnouncement = payload::decode(channel, body)?;
-            let verdict = shared.progress.lock().unwrap().on_announce(
+            let verdict = state.ledger.lock().unwrap().on_announce(
                 hour,
                 announcement.batches,
                 Instant::now(),
             );
             match verdict {
-                AnnounceVerdict::Request(batches) => shared.request(hour, batches).await,
-                AnnounceVerdict::Notify(rows) => shared.notify_stored(hour, rows).await,
+                AnnounceVerdict::Request(batches) => state.request(hour, batches).await,
+                AnnounceVerdict::Notify(rows) => state.notify_stored(hour, rows).await,
                 AnnounceVerdict::Wait => {}
             }
         }
@@ -239,14 +234,14 @@ async fn handle(
 /// Writes chunks to InfluxDB and records what got stored.
 struct InfluxTarget {
     influx: InfluxClient,
-    shared: Arc<Shared>,
+    state: Arc<IngesterState>,
 }
 
 impl InfluxTarget {
     async fn stored(&self, chunk: &WriteChunk) {
         let completed =
-            self.shared
-                .progress
+            self.state
+                .ledger
                 .lock()
                 .unwrap()
                 .on_stored(chunk.hour, chunk.batch, chunk.rows);
@@ -255,7 +250,7 @@ impl InfluxTarget {
                 hour: chunk.hour,
                 rows,
             });
-            self.shared.notify_stored(chunk.hour, rows).await;
+            self.state.notify_stored(chunk.hour, rows).await;
         }
     }
 }
@@ -301,8 +296,8 @@ impl Target<WriteChunk> for InfluxTarget {
 impl InfluxTarget {
     fn poisoned(&self, chunk: &WriteChunk, error: &InfluxError) {
         tracing::error!(hour = %chunk.hour, batch = chunk.batch, %error, "InfluxDB refused a batch for good; set aside, the hour will not be reported.");
-        self.shared
-            .progress
+        self.state
+            .ledger
             .lock()
             .unwrap()
             .on_poisoned(chunk.hour, chunk.batch);

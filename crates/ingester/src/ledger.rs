@@ -25,11 +25,11 @@ enum BatchState {
 }
 
 #[derive(Debug)]
-struct HourProgress {
+struct HourBatches {
     batches: Vec<BatchState>,
 }
 
-impl HourProgress {
+impl HourBatches {
     fn new(batches: u32) -> Self {
         Self {
             batches: vec![BatchState::Missing { requested_at: None }; batches as usize],
@@ -82,21 +82,21 @@ pub enum AnnounceVerdict {
 }
 
 #[derive(Debug, Default)]
-pub struct Progress {
-    hours: BTreeMap<HourKey, HourProgress>,
+pub struct Ledger {
+    hours: BTreeMap<HourKey, HourBatches>,
 }
 
-impl Progress {
-    fn hour(&mut self, hour: HourKey, batches: u32) -> &mut HourProgress {
-        let progress = self
+impl Ledger {
+    fn hour(&mut self, hour: HourKey, batches: u32) -> &mut HourBatches {
+        let batches_of_hour = self
             .hours
             .entry(hour)
-            .or_insert_with(|| HourProgress::new(batches));
+            .or_insert_with(|| HourBatches::new(batches));
         // A streamer restarted with another batch size: start the hour afresh.
-        if progress.batches.len() != batches as usize {
-            *progress = HourProgress::new(batches);
+        if batches_of_hour.batches.len() != batches as usize {
+            *batches_of_hour = HourBatches::new(batches);
         }
-        progress
+        batches_of_hour
     }
 
     pub fn on_batch(
@@ -106,27 +106,27 @@ impl Progress {
         batches: u32,
         now: Instant,
     ) -> BatchVerdict {
-        let progress = self.hour(hour, batches);
-        let state = &mut progress.batches[batch as usize];
+        let batches_of_hour = self.hour(hour, batches);
+        let state = &mut batches_of_hour.batches[batch as usize];
         let store = matches!(state, BatchState::Missing { .. });
         if store {
             *state = BatchState::Received;
         }
         BatchVerdict {
             store,
-            request: progress.take_requests(batch as usize, now),
+            request: batches_of_hour.take_requests(batch as usize, now),
         }
     }
 
     /// Marks a batch stored; returns the hour's row count if that completed the hour.
     pub fn on_stored(&mut self, hour: HourKey, batch: u32, rows: u64) -> Option<u64> {
-        let progress = self.hours.get_mut(&hour)?;
-        let state = progress.batches.get_mut(batch as usize)?;
+        let batches_of_hour = self.hours.get_mut(&hour)?;
+        let state = batches_of_hour.batches.get_mut(batch as usize)?;
         if *state != BatchState::Received {
             return None;
         }
         *state = BatchState::Stored { rows };
-        progress.stored_rows()
+        batches_of_hour.stored_rows()
     }
 
     pub fn on_poisoned(&mut self, hour: HourKey, batch: u32) {
@@ -140,11 +140,11 @@ impl Progress {
     }
 
     pub fn on_announce(&mut self, hour: HourKey, batches: u32, now: Instant) -> AnnounceVerdict {
-        let progress = self.hour(hour, batches);
-        if let Some(rows) = progress.stored_rows() {
+        let batches_of_hour = self.hour(hour, batches);
+        if let Some(rows) = batches_of_hour.stored_rows() {
             return AnnounceVerdict::Notify(rows);
         }
-        let requests = progress.take_requests(batches as usize, now);
+        let requests = batches_of_hour.take_requests(batches as usize, now);
         if requests.is_empty() {
             AnnounceVerdict::Wait
         } else {
@@ -156,14 +156,14 @@ impl Progress {
     pub fn on_resubscribed(&mut self, now: Instant) -> Vec<(HourKey, Vec<u32>)> {
         self.hours
             .iter_mut()
-            .map(|(hour, progress)| {
-                for state in &mut progress.batches {
+            .map(|(hour, batches_of_hour)| {
+                for state in &mut batches_of_hour.batches {
                     if let BatchState::Missing { requested_at } = state {
                         *requested_at = None;
                     }
                 }
-                let len = progress.batches.len();
-                (*hour, progress.take_requests(len, now))
+                let len = batches_of_hour.batches.len();
+                (*hour, batches_of_hour.take_requests(len, now))
             })
             .filter(|(_, requests)| !requests.is_empty())
             .collect()
@@ -180,77 +180,77 @@ mod tests {
 
     #[test]
     fn a_gap_is_requested_once_then_again_after_a_while() {
-        let mut progress = Progress::default();
+        let mut ledger = Ledger::default();
         let t0 = Instant::now();
         assert_eq!(
-            progress.on_batch(hour(), 0, 4, t0),
+            ledger.on_batch(hour(), 0, 4, t0),
             BatchVerdict {
                 store: true,
                 request: vec![]
             }
         );
         assert_eq!(
-            progress.on_batch(hour(), 3, 4, t0),
+            ledger.on_batch(hour(), 3, 4, t0),
             BatchVerdict {
                 store: true,
                 request: vec![1, 2]
             }
         );
         assert_eq!(
-            progress.on_batch(hour(), 0, 4, t0),
+            ledger.on_batch(hour(), 0, 4, t0),
             BatchVerdict {
                 store: false,
                 request: vec![]
             }
         );
-        assert_eq!(progress.on_announce(hour(), 4, t0), AnnounceVerdict::Wait);
+        assert_eq!(ledger.on_announce(hour(), 4, t0), AnnounceVerdict::Wait);
         assert_eq!(
-            progress.on_announce(hour(), 4, t0 + REQUEST_AGAIN_AFTER),
+            ledger.on_announce(hour(), 4, t0 + REQUEST_AGAIN_AFTER),
             AnnounceVerdict::Request(vec![1, 2])
         );
     }
 
     #[test]
     fn an_hour_completes_when_every_batch_is_stored_and_counts_its_rows() {
-        let mut progress = Progress::default();
+        let mut ledger = Ledger::default();
         let now = Instant::now();
         for batch in 0..3 {
-            progress.on_batch(hour(), batch, 3, now);
+            ledger.on_batch(hour(), batch, 3, now);
         }
-        assert_eq!(progress.on_stored(hour(), 0, 500), None);
-        assert_eq!(progress.on_stored(hour(), 2, 7), None);
+        assert_eq!(ledger.on_stored(hour(), 0, 500), None);
+        assert_eq!(ledger.on_stored(hour(), 2, 7), None);
         assert_eq!(
-            progress.on_announce(hour(), 3, now),
+            ledger.on_announce(hour(), 3, now),
             AnnounceVerdict::Wait,
             "batch 1 is received, not missing"
         );
-        assert_eq!(progress.on_stored(hour(), 1, 500), Some(1007));
+        assert_eq!(ledger.on_stored(hour(), 1, 500), Some(1007));
         assert_eq!(
-            progress.on_stored(hour(), 1, 500),
+            ledger.on_stored(hour(), 1, 500),
             None,
             "a second store does not complete it again"
         );
         assert_eq!(
-            progress.on_announce(hour(), 3, now),
+            ledger.on_announce(hour(), 3, now),
             AnnounceVerdict::Notify(1007)
         );
     }
 
     #[test]
     fn an_unknown_announced_hour_is_requested_whole_and_poison_is_not_requested() {
-        let mut progress = Progress::default();
+        let mut ledger = Ledger::default();
         let now = Instant::now();
         assert_eq!(
-            progress.on_announce(hour(), 3, now),
+            ledger.on_announce(hour(), 3, now),
             AnnounceVerdict::Request(vec![0, 1, 2])
         );
-        progress.on_batch(hour(), 1, 3, now);
-        progress.on_poisoned(hour(), 1);
+        ledger.on_batch(hour(), 1, 3, now);
+        ledger.on_poisoned(hour(), 1);
         let later = now + REQUEST_AGAIN_AFTER;
         assert_eq!(
-            progress.on_announce(hour(), 3, later),
+            ledger.on_announce(hour(), 3, later),
             AnnounceVerdict::Request(vec![0, 2])
         );
-        assert_eq!(progress.on_resubscribed(later), vec![(hour(), vec![0, 2])]);
+        assert_eq!(ledger.on_resubscribed(later), vec![(hour(), vec![0, 2])]);
     }
 }
