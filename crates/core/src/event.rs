@@ -65,6 +65,9 @@ pub enum Event {
         buffered: usize,
         reason: String,
     },
+    /// A task of the role ended early, failed or panicked; the role stops and exits
+    /// non-zero.
+    TaskFailed { task: String, how: String },
     /// The target took items again after an outage.
     OutageEnded {
         buffer: String,
@@ -211,6 +214,9 @@ fn log(event: &Event) {
             peak,
             after_ms,
         } => tracing::info!(%buffer, buffered, peak, after_ms, "Target back; flushing."),
+        Event::TaskFailed { task, how } => {
+            tracing::error!(%task, %how, "A task of the role ended; stopping the role.")
+        }
     }
 }
 
@@ -264,6 +270,10 @@ mod tests {
                 peak: 17,
                 after_ms: 4000,
             },
+            Event::TaskFailed {
+                task: "ingester-writes".into(),
+                how: "panicked: poisoned".into(),
+            },
         ];
         for event in &all {
             match event {
@@ -276,7 +286,8 @@ mod tests {
                 | Event::HourConfirmed { .. }
                 | Event::AllHoursConfirmed { .. }
                 | Event::OutageBegan { .. }
-                | Event::OutageEnded { .. } => {}
+                | Event::OutageEnded { .. }
+                | Event::TaskFailed { .. } => {}
             }
         }
         all

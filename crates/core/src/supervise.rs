@@ -15,6 +15,8 @@ use std::time::Duration;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::event::{self, Event};
+
 /// The environment variable of the test hook.
 pub const PANIC_TASK_ENV: &str = "WEATHERVANE_PANIC_TASK";
 /// How long stopped tasks get to finish before they are aborted: a role must exit within
@@ -116,7 +118,10 @@ impl Supervisor {
             Some(Err(error)) => Err(self.join_failure(error)),
         };
         if let Err(failed) = &outcome {
-            tracing::error!(task = failed.task, how = %failed.how, "A task of the role ended; stopping the role.");
+            event::emit(Event::TaskFailed {
+                task: failed.task.to_owned(),
+                how: failed.how.clone(),
+            });
         }
         self.stop().await;
         outcome
