@@ -213,7 +213,12 @@ impl Subscription {
                 return None;
             }
             let Some((sink, stream)) = self.session.as_mut() else {
-                match self.connect().await {
+                // A hung Redis may hold a connect for its whole timeout: shutdown first.
+                let connected = tokio::select! {
+                    connected = self.connect() => connected,
+                    _ = shutdown.cancelled() => return None,
+                };
+                match connected {
                     Ok(session) => {
                         self.session = Some(session);
                         match self.lost_at.take() {
@@ -245,7 +250,11 @@ impl Subscription {
                     None => self.lost("connection closed"),
                 },
                 _ = tokio::time::sleep(IDLE_PING_AFTER) => {
-                    match tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<redis::Value>()).await {
+                    let pinged = tokio::select! {
+                        pinged = tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<redis::Value>()) => pinged,
+                        _ = shutdown.cancelled() => return None,
+                    };
+                    match pinged {
                         Ok(Ok(_)) => self.backoff.reset(),
                         Ok(Err(error)) => self.lost(&error.to_string()),
                         Err(_) => self.lost("PING timed out (Redis hung?)"),
