@@ -26,6 +26,8 @@ pub use crate::error::AppError;
 
 /// Long enough for a loaded InfluxDB, short enough that a client gets its 503 quickly.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long requests in flight may take after shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ApiConfig {
@@ -95,10 +97,22 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), A
         })?;
     let addr = listener.local_addr().map_err(ApiError::Serve)?;
     tracing::info!(%addr, "API listening.");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(ApiError::Serve)
+    let server = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    // Requests in flight get a moment to finish; one waiting on a hung InfluxDB must not
+    // hold the process past its 2 s to exit.
+    let grace_over = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served.map_err(ApiError::Serve),
+        _ = grace_over => {
+            tracing::warn!("Requests still in flight after the shutdown grace period; closing.");
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
