@@ -7,7 +7,8 @@
 //! keeps nothing on disk: reports are idempotent, so a restarted processor simply waits
 //! for the hours the streamer announces again.
 
-use std::collections::HashSet;
+mod jobs;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,10 +21,12 @@ use weathervane_core::channel::{Channel, pattern};
 use weathervane_core::config::{InfluxArgs, RedisArgs};
 use weathervane_core::event::{self, Event};
 use weathervane_core::influx::{InfluxClient, InfluxError, Series};
-use weathervane_core::payload::{self, HourReported, HourStored};
+use weathervane_core::payload::{self, HourReported};
 use weathervane_core::report::{self, HourReport, MetricValues};
 use weathervane_core::row::Metric;
-use weathervane_core::{HourKey, schema};
+use weathervane_core::schema;
+
+use crate::jobs::{NoticeVerdict, ReportJob, ReportJobs};
 
 const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -43,17 +46,13 @@ pub enum ProcessorError {
     Influx(#[from] InfluxError),
 }
 
-/// A stored hour waiting for its reports.
-#[derive(Clone, Copy, Debug)]
-struct ReportJob {
-    hour: HourKey,
-    rows: u64,
-}
-
-struct Shared {
-    jobs: Arc<BoundedQueue<ReportJob>>,
-    /// Hours queued or being computed, so a repeated notice does not queue them twice.
-    queued: Mutex<HashSet<HourKey>>,
+/// What the listener and the report flusher share.
+struct ProcessorState {
+    /// Report jobs waiting for the report flusher.
+    queue: Arc<BoundedQueue<ReportJob>>,
+    /// Which hours are queued or being computed.
+    jobs: Mutex<ReportJobs>,
+    /// `reported:<hour>` messages waiting to be published.
     acks: Arc<BoundedQueue<Outbound>>,
 }
 
@@ -69,9 +68,9 @@ pub async fn run(
         publisher: Publisher::new(&config.redis.url)?,
         unheard: Unheard::Drop,
     };
-    let shared = Arc::new(Shared {
-        jobs: Arc::new(BoundedQueue::new("processor-jobs", 10_000, usize::MAX)),
-        queued: Mutex::new(HashSet::new()),
+    let shared = Arc::new(ProcessorState {
+        queue: Arc::new(BoundedQueue::new("processor-jobs", 10_000, usize::MAX)),
+        jobs: Mutex::new(ReportJobs::default()),
         acks: Arc::new(BoundedQueue::new("processor-acks", 10_000, 1 << 20)),
     });
     let tasks = CancellationToken::new();
@@ -81,32 +80,20 @@ pub async fn run(
         shared: shared.clone(),
     };
     let flushers = [
-        buffer::spawn_flush(shared.jobs.clone(), 1, tasks.clone(), report_target),
+        buffer::spawn_flush(shared.queue.clone(), 1, tasks.clone(), report_target),
         buffer::spawn_flush(shared.acks.clone(), 1, tasks.clone(), ack_target),
     ];
     while let Some(event) = subscription.next(&shutdown).await {
         let BusEvent::Message { channel, payload } = event else {
             continue;
         };
-        let job = Channel::parse(&channel)
-            .map_err(|e| e.to_string())
-            .and_then(|parsed| match parsed {
-                Channel::Processor { hour } => payload::decode::<HourStored>(&channel, &payload)
-                    .map(|stored| {
-                        Some(ReportJob {
-                            hour,
-                            rows: stored.rows,
-                        })
-                    })
-                    .map_err(|e| e.to_string()),
-                _ => Ok(None),
-            });
-        match job {
-            Ok(Some(job)) if shared.queued.lock().unwrap().insert(job.hour) => {
-                shared.jobs.push(job, 1).await
+        let verdict = shared.jobs.lock().unwrap().on_message(&channel, &payload);
+        match verdict {
+            NoticeVerdict::Queue(job) => shared.queue.push(job, 1).await,
+            NoticeVerdict::AlreadyQueued | NoticeVerdict::NotANotice => {}
+            NoticeVerdict::Malformed(error) => {
+                tracing::warn!(%channel, %error, "Malformed message set aside.")
             }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%channel, %error, "Malformed message set aside."),
         }
     }
     tasks.cancel();
@@ -119,7 +106,7 @@ pub async fn run(
 /// Computes and stores the reports of one hour.
 struct ReportTarget {
     influx: InfluxClient,
-    shared: Arc<Shared>,
+    shared: Arc<ProcessorState>,
 }
 
 impl Target<ReportJob> for ReportTarget {
@@ -154,7 +141,7 @@ impl Target<ReportJob> for ReportTarget {
                 Delivery::Rejected
             }
         };
-        self.shared.queued.lock().unwrap().remove(&job.hour);
+        self.shared.jobs.lock().unwrap().finished(job.hour);
         delivery
     }
 }
