@@ -28,6 +28,7 @@ use weathervane_core::event::{self, Event};
 use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourReported};
 use weathervane_core::row::CsvError;
 use weathervane_core::shutdown::sleep_or_cancel;
+use weathervane_core::supervise::{Supervisor, TaskError, TaskExit, TaskFailed};
 use weathervane_core::{HourKey, WeatherRow};
 
 use crate::confirmed::ConfirmedHours;
@@ -95,6 +96,8 @@ pub enum StreamerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
     #[error(
         "--hour-interval, --batch-interval and --announce-interval must be finite and not negative"
     )]
@@ -114,6 +117,11 @@ struct StreamerState {
 }
 
 /// Streams the input until shutdown (or, with `--once`, until every hour is confirmed).
+///
+/// Four supervised tasks: the streaming loop, the listener (resend requests and reports),
+/// the announcer and the outbound flusher. Each races the shutdown token as a whole, so
+/// no publish, push into a full queue or reconnect to a hung Redis holds the role past
+/// shutdown. If one ends early, fails or panics, the role stops with [`TaskFailed`].
 pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<(), StreamerError> {
     let StreamerConfig {
         redis,
@@ -133,65 +141,96 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
     }
     let publisher = Publisher::new(&redis.url)?;
     let subscription = Subscription::new(&redis.url, &[pattern::REQUEST, pattern::REPORTED])?;
-    let confirmed = ConfirmedHours::load(options.state_file.clone()).map_err(|source| {
-        StreamerError::State {
-            path: options.state_file.clone().unwrap_or_default(),
-            source,
-        }
-    })?;
-    let mut rejects = Rejects::new(options.rejects.clone());
-    let index = InputIndex::build(&options.input, &mut rejects)?;
-    tracing::info!(rejects_file = %rejects.path().display(), "Rejected rows go to the rejects file.");
-    event::emit(Event::InputIndexed {
-        files: options.input.len(),
-        rows: index.row_count() as u64,
-        hours: index.hours().count(),
-        rejected: rejects.count(),
-        already_confirmed: confirmed.len(),
-    });
-    let buffer_rows = buffer.buffer_rows.max(options.batch_size as usize);
-    let announce_every = Duration::from_secs_f64(options.announce_interval.max(0.05));
-    let shared = Arc::new(StreamerState {
-        outbound: Arc::new(BoundedQueue::new(
-            "streamer-outbound",
-            buffer_rows.div_ceil(options.batch_size as usize) + 64,
-            buffer_rows * BYTES_PER_ROW,
-        )),
-        rejects: Mutex::new(rejects),
-        pending: Mutex::new(PendingHours::new(options.max_pending_hours, announce_every)),
-        confirmed: Mutex::new(confirmed),
-        hour_confirmed: Notify::new(),
-        index,
-        options,
-    });
+    let state = Arc::new(StreamerState::open(options, &buffer)?);
 
-    let tasks = CancellationToken::new();
-    let stop_tasks = tasks.clone();
-    let _stop_on_exit = stop_tasks.drop_guard();
+    let mut supervisor = Supervisor::new();
+    let token = supervisor.token();
     let target = PublishTarget {
         publisher,
         unheard: Unheard::Retry,
     };
-    let flusher = buffer::spawn_flush(shared.outbound.clone(), 1, tasks.clone(), target);
-    tokio::spawn(listen(shared.clone(), subscription, tasks.clone()));
-    tokio::spawn(announce(shared.clone(), tasks.clone()));
-
-    let streamed = tokio::select! {
-        result = stream_all(&shared) => result,
-        _ = shutdown.cancelled() => return Ok(()),
-    };
-    streamed?;
-    if shared.options.once {
-        tokio::select! {
-            _ = all_confirmed(&shared) => event::emit(Event::AllHoursConfirmed { rows: shared.index.row_count() as u64 }),
-            _ = shutdown.cancelled() => {}
-        }
-    } else {
-        shutdown.cancelled().await;
-    }
-    tasks.cancel();
-    let _ = flusher.await;
+    buffer::supervise_flush(&mut supervisor, state.outbound.clone(), 1, target);
+    supervisor.spawn_until_stopped(
+        "streamer-listener",
+        until_cancelled(
+            listen(state.clone(), subscription, token.clone()),
+            token.clone(),
+        ),
+    );
+    supervisor.spawn_until_stopped(
+        "streamer-announcer",
+        until_cancelled(announce(state.clone(), token.clone()), token.clone()),
+    );
+    supervisor.spawn("streamer-stream", stream(state, token));
+    supervisor.run(&shutdown).await?;
     Ok(())
+}
+
+/// Runs `task` until it ends or `shutdown` is cancelled, whichever comes first.
+async fn until_cancelled(task: impl Future<Output = ()>, shutdown: CancellationToken) {
+    shutdown.run_until_cancelled(task).await;
+}
+
+impl StreamerState {
+    /// Loads the record of confirmed hours, indexes the input and sizes the outbound queue.
+    fn open(options: StreamOptions, buffer: &BufferArgs) -> Result<Self, StreamerError> {
+        let confirmed = ConfirmedHours::load(options.state_file.clone()).map_err(|source| {
+            StreamerError::State {
+                path: options.state_file.clone().unwrap_or_default(),
+                source,
+            }
+        })?;
+        let mut rejects = Rejects::new(options.rejects.clone());
+        let index = InputIndex::build(&options.input, &mut rejects)?;
+        tracing::info!(rejects_file = %rejects.path().display(), "Rejected rows go to the rejects file.");
+        event::emit(Event::InputIndexed {
+            files: options.input.len(),
+            rows: index.row_count() as u64,
+            hours: index.hours().count(),
+            rejected: rejects.count(),
+            already_confirmed: confirmed.len(),
+        });
+        let buffer_rows = buffer.buffer_rows.max(options.batch_size as usize);
+        let announce_every = Duration::from_secs_f64(options.announce_interval.max(0.05));
+        Ok(Self {
+            outbound: Arc::new(BoundedQueue::new(
+                "streamer-outbound",
+                buffer_rows.div_ceil(options.batch_size as usize) + 64,
+                buffer_rows * BYTES_PER_ROW,
+            )),
+            rejects: Mutex::new(rejects),
+            pending: Mutex::new(PendingHours::new(options.max_pending_hours, announce_every)),
+            confirmed: Mutex::new(confirmed),
+            hour_confirmed: Notify::new(),
+            index,
+            options,
+        })
+    }
+}
+
+/// The streaming task: streams every hour; then, with `--once`, finishes the role's work
+/// once every hour is confirmed, and otherwise stays until shutdown (the listener and the
+/// announcer keep serving). An unreadable input is the task's error.
+async fn stream(
+    state: Arc<StreamerState>,
+    shutdown: CancellationToken,
+) -> Result<TaskExit, TaskError> {
+    let work = async {
+        stream_all(&state).await?;
+        if !state.options.once {
+            std::future::pending::<()>().await;
+        }
+        all_confirmed(&state).await;
+        event::emit(Event::AllHoursConfirmed {
+            rows: state.index.row_count() as u64,
+        });
+        Ok::<_, StreamerError>(())
+    };
+    match shutdown.run_until_cancelled(work).await {
+        None => Ok(TaskExit::Stopped),
+        Some(Ok(())) => Ok(TaskExit::Finished),
+        Some(Err(error)) => Err(error.into()),
+    }
 }
 
 /// Reads and queues every hour not yet confirmed, in time order, keeping at most
