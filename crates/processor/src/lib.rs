@@ -25,6 +25,7 @@ use weathervane_core::payload::{self, HourReported};
 use weathervane_core::report::{self, HourReport, MetricValues};
 use weathervane_core::row::Metric;
 use weathervane_core::schema;
+use weathervane_core::supervise::{Supervisor, TaskFailed};
 
 use crate::jobs::{NoticeVerdict, ReportJob, ReportJobs};
 
@@ -44,6 +45,8 @@ pub enum ProcessorError {
     Bus(#[from] BusError),
     #[error(transparent)]
     Influx(#[from] InfluxError),
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
 }
 
 /// What the listener and the report flusher share.
@@ -53,60 +56,75 @@ struct ProcessorState {
     /// Which hours are queued or being computed.
     jobs: Mutex<ReportJobs>,
     /// `reported:<hour>` messages waiting to be published.
-    acks: Arc<BoundedQueue<Outbound>>,
+    reported: Arc<BoundedQueue<Outbound>>,
 }
 
+/// Computes the reports of every hour the ingester notifies, until shutdown.
+///
+/// Three supervised tasks: the listener, the report flusher (read-back, compute, write)
+/// and the flusher of `reported:<hour>` messages. The listener races the shutdown token as
+/// a whole and the flushers race it around every delivery, so a hung Redis or InfluxDB
+/// cannot hold the role past shutdown. If a task ends early, fails or panics, the role
+/// stops with [`TaskFailed`].
 pub async fn run(
     config: ProcessorConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
     let influx = InfluxClient::new(&config.influx, QUERY_TIMEOUT)?;
-    let mut subscription = Subscription::new(&config.redis.url, &[pattern::PROCESSOR])?;
-    // A confirmation nobody hears is not kept: the streamer announces the hour again and
-    // the confirmation follows.
-    let ack_target = PublishTarget {
+    let subscription = Subscription::new(&config.redis.url, &[pattern::PROCESSOR])?;
+    // A report nobody hears is not kept: the streamer announces the hour again and the
+    // report follows.
+    let reported_target = PublishTarget {
         publisher: Publisher::new(&config.redis.url)?,
         unheard: Unheard::Drop,
     };
-    let shared = Arc::new(ProcessorState {
+    let state = Arc::new(ProcessorState {
         queue: Arc::new(BoundedQueue::new("processor-jobs", 10_000, usize::MAX)),
         jobs: Mutex::new(ReportJobs::default()),
-        acks: Arc::new(BoundedQueue::new("processor-acks", 10_000, 1 << 20)),
+        reported: Arc::new(BoundedQueue::new("processor-acks", 10_000, 1 << 20)),
     });
-    let tasks = CancellationToken::new();
-    let _stop_on_exit = tasks.clone().drop_guard();
+    let mut supervisor = Supervisor::new();
+    let token = supervisor.token();
     let report_target = ReportTarget {
         influx,
-        shared: shared.clone(),
+        state: state.clone(),
     };
-    let flushers = [
-        buffer::spawn_flush(shared.queue.clone(), 1, tasks.clone(), report_target),
-        buffer::spawn_flush(shared.acks.clone(), 1, tasks.clone(), ack_target),
-    ];
+    buffer::supervise_flush(&mut supervisor, state.queue.clone(), 1, report_target);
+    buffer::supervise_flush(&mut supervisor, state.reported.clone(), 1, reported_target);
+    supervisor.spawn_until_stopped("processor-listener", async move {
+        token
+            .run_until_cancelled(listen(state, subscription, token.clone()))
+            .await;
+    });
+    supervisor.run(&shutdown).await?;
+    Ok(())
+}
+
+/// Turns `processor:<hour>` notices into report jobs.
+async fn listen(
+    state: Arc<ProcessorState>,
+    mut subscription: Subscription,
+    shutdown: CancellationToken,
+) {
     while let Some(event) = subscription.next(&shutdown).await {
         let BusEvent::Message { channel, payload } = event else {
             continue;
         };
-        let verdict = shared.jobs.lock().unwrap().on_message(&channel, &payload);
+        let verdict = state.jobs.lock().unwrap().on_message(&channel, &payload);
         match verdict {
-            NoticeVerdict::Queue(job) => shared.queue.push(job, 1).await,
+            NoticeVerdict::Queue(job) => state.queue.push(job, 1).await,
             NoticeVerdict::AlreadyQueued | NoticeVerdict::NotANotice => {}
             NoticeVerdict::Malformed(error) => {
                 tracing::warn!(%channel, %error, "Malformed message set aside.")
             }
         }
     }
-    tasks.cancel();
-    for flusher in flushers {
-        let _ = flusher.await;
-    }
-    Ok(())
 }
 
 /// Computes and stores the reports of one hour.
 struct ReportTarget {
     influx: InfluxClient,
-    shared: Arc<ProcessorState>,
+    state: Arc<ProcessorState>,
 }
 
 impl Target<ReportJob> for ReportTarget {
@@ -122,15 +140,15 @@ impl Target<ReportJob> for ReportTarget {
                     states,
                     elapsed_ms: started.elapsed().as_millis() as u64,
                 });
-                let ack = Outbound::new(
+                let reported = Outbound::new(
                     Channel::Reported { hour: job.hour },
                     payload::encode(&HourReported {
                         rows: job.rows,
                         states,
                     }),
                 );
-                let bytes = ack.bytes();
-                self.shared.acks.push(ack, bytes).await;
+                let bytes = reported.bytes();
+                self.state.reported.push(reported, bytes).await;
                 Delivery::Done
             }
             Err(JobError::Influx(error)) if error.is_retriable() => {
@@ -141,7 +159,7 @@ impl Target<ReportJob> for ReportTarget {
                 Delivery::Rejected
             }
         };
-        self.shared.jobs.lock().unwrap().finished(job.hour);
+        self.state.jobs.lock().unwrap().finished(job.hour);
         delivery
     }
 }
