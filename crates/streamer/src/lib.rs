@@ -235,63 +235,72 @@ async fn stream(
 
 /// Reads and queues every hour not yet confirmed, in time order, keeping at most
 /// `--max-pending-hours` unconfirmed hours in flight.
-async fn stream_all(shared: &Arc<StreamerState>) -> Result<(), StreamerError> {
-    let hours: Vec<HourKey> = shared.index.hours().collect();
-    let interval = Duration::from_secs_f64(shared.options.hour_interval);
-    let batch_interval = Duration::from_secs_f64(shared.options.batch_interval);
+async fn stream_all(state: &Arc<StreamerState>) -> Result<(), StreamerError> {
+    let hours: Vec<HourKey> = state.index.hours().collect();
+    let interval = Duration::from_secs_f64(state.options.hour_interval);
     for (position, hour) in hours.iter().copied().enumerate() {
-        if shared.confirmed.lock().unwrap().contains(hour) {
+        if state.confirmed.lock().unwrap().contains(hour) {
             continue;
         }
         loop {
-            let confirmed = shared.hour_confirmed.notified();
-            if shared.pending.lock().unwrap().has_room() {
+            let confirmed = state.hour_confirmed.notified();
+            if state.pending.lock().unwrap().has_room() {
                 break;
             }
             confirmed.await;
         }
-        let (batches, rows) = read_batches(shared.clone(), hour).await?;
-        let batches = Arc::new(batches);
-        if batches.is_empty() {
+        if !stream_hour(state, hour).await? {
             continue;
         }
-        shared
-            .pending
-            .lock()
-            .unwrap()
-            .start(hour, batches.clone(), rows, Instant::now());
-        for (batch, payload) in batches.iter().enumerate() {
-            let message = Outbound::new(
-                Channel::Data {
-                    batch: batch as u32,
-                    hour,
-                },
-                payload.clone(),
-            );
-            let bytes = message.bytes();
-            shared.outbound.push(message, bytes).await;
-            if !batch_interval.is_zero() && batch + 1 < batches.len() {
-                tokio::time::sleep(batch_interval).await;
-            }
-        }
-        let announcement = announcement(Announcement {
-            hour,
-            batches: batches.len() as u32,
-            rows,
-        });
-        let bytes = announcement.bytes();
-        shared.outbound.push(announcement, bytes).await;
-        shared.pending.lock().unwrap().queued(hour);
-        event::emit(Event::HourQueued {
-            hour,
-            batches: batches.len() as u32,
-            rows,
-        });
         if position + 1 < hours.len() && !interval.is_zero() {
             tokio::time::sleep(interval).await;
         }
     }
     Ok(())
+}
+
+/// Reads `hour`, marks it pending and queues its batches, then its announcement. False if
+/// the hour has no rows left to stream (every row rejected).
+async fn stream_hour(state: &Arc<StreamerState>, hour: HourKey) -> Result<bool, StreamerError> {
+    let batch_interval = Duration::from_secs_f64(state.options.batch_interval);
+    let (batches, rows) = read_batches(state.clone(), hour).await?;
+    let batches = Arc::new(batches);
+    if batches.is_empty() {
+        return Ok(false);
+    }
+    state
+        .pending
+        .lock()
+        .unwrap()
+        .start(hour, batches.clone(), rows, Instant::now());
+    for (batch, payload) in batches.iter().enumerate() {
+        let message = Outbound::new(
+            Channel::Data {
+                batch: batch as u32,
+                hour,
+            },
+            payload.clone(),
+        );
+        let bytes = message.bytes();
+        state.outbound.push(message, bytes).await;
+        if !batch_interval.is_zero() && batch + 1 < batches.len() {
+            tokio::time::sleep(batch_interval).await;
+        }
+    }
+    let announcement = announcement(Announcement {
+        hour,
+        batches: batches.len() as u32,
+        rows,
+    });
+    let bytes = announcement.bytes();
+    state.outbound.push(announcement, bytes).await;
+    state.pending.lock().unwrap().queued(hour);
+    event::emit(Event::HourQueued {
+        hour,
+        batches: batches.len() as u32,
+        rows,
+    });
+    Ok(true)
 }
 
 fn announcement(
@@ -310,16 +319,16 @@ fn announcement(
 /// Reads `hour` from the input and encodes its batches (off the async threads: it is
 /// file reading and parsing). Returns the batches and the row count.
 async fn read_batches(
-    shared: Arc<StreamerState>,
+    state: Arc<StreamerState>,
     hour: HourKey,
 ) -> Result<(Vec<Arc<[u8]>>, u64), StreamerError> {
     tokio::task::spawn_blocking(move || {
-        let rows = shared
+        let rows = state
             .index
-            .read_hour(hour, &mut shared.rejects.lock().unwrap())?;
+            .read_hour(hour, &mut state.rejects.lock().unwrap())?;
         let count = rows.len() as u64;
         Ok((
-            encode_batches(hour, rows, shared.options.batch_size as usize),
+            encode_batches(hour, rows, state.options.batch_size as usize),
             count,
         ))
     })
@@ -335,10 +344,10 @@ fn encode_batches(hour: HourKey, rows: Vec<WeatherRow>, batch_size: usize) -> Ve
         .collect()
 }
 
-async fn all_confirmed(shared: &StreamerState) {
+async fn all_confirmed(state: &StreamerState) {
     loop {
-        let confirmed = shared.hour_confirmed.notified();
-        if shared.pending.lock().unwrap().is_empty() {
+        let confirmed = state.hour_confirmed.notified();
+        if state.pending.lock().unwrap().is_empty() {
             return;
         }
         confirmed.await;
@@ -347,7 +356,7 @@ async fn all_confirmed(shared: &StreamerState) {
 
 /// Handles resend requests and the processor's reports (which confirm hours).
 async fn listen(
-    shared: Arc<StreamerState>,
+    state: Arc<StreamerState>,
     mut subscription: Subscription,
     shutdown: CancellationToken,
 ) {
@@ -355,16 +364,16 @@ async fn listen(
         let (channel, body) = match event {
             BusEvent::Subscribed => {
                 // Confirmations may have been published while we were away: ask again.
-                shared.pending.lock().unwrap().on_resubscribed();
+                state.pending.lock().unwrap().on_resubscribed();
                 continue;
             }
             BusEvent::Message { channel, payload } => (channel, payload),
         };
         match Channel::parse(&channel) {
-            Ok(Channel::Request { batch, hour }) => resend(&shared, hour, batch).await,
+            Ok(Channel::Request { batch, hour }) => resend(&state, hour, batch).await,
             Ok(Channel::Reported { hour }) => {
                 match payload::decode::<HourReported>(&channel, &body) {
-                    Ok(reported) => confirm(&shared, hour, reported),
+                    Ok(reported) => confirm(&state, hour, reported),
                     Err(error) => tracing::warn!(%error, "Malformed message set aside."),
                 }
             }
@@ -374,10 +383,10 @@ async fn listen(
     }
 }
 
-async fn resend(shared: &Arc<StreamerState>, hour: HourKey, batch: u32) {
-    let mut resend = shared.pending.lock().unwrap().resend(hour, batch);
+async fn resend(state: &Arc<StreamerState>, hour: HourKey, batch: u32) {
+    let mut resend = state.pending.lock().unwrap().resend(hour, batch);
     if resend == Resend::ReadInput {
-        resend = match read_batches(shared.clone(), hour).await {
+        resend = match read_batches(state.clone(), hour).await {
             Ok((batches, _)) => pending::pick(&batches, batch),
             Err(error) => {
                 tracing::error!(hour = %hour, batch, %error, "Cannot read the input again for a resend.");
@@ -396,11 +405,11 @@ async fn resend(shared: &Arc<StreamerState>, hour: HourKey, batch: u32) {
     tracing::info!(hour = %hour, batch, "Resending batch on request.");
     let message = Outbound::new(Channel::Data { batch, hour }, payload.clone());
     let bytes = message.bytes();
-    shared.outbound.push(message, bytes).await;
+    state.outbound.push(message, bytes).await;
 }
 
-fn confirm(shared: &StreamerState, hour: HourKey, reported: HourReported) {
-    let confirmation = shared
+fn confirm(state: &StreamerState, hour: HourKey, reported: HourReported) {
+    let confirmation = state
         .pending
         .lock()
         .unwrap()
@@ -413,26 +422,26 @@ fn confirm(shared: &StreamerState, hour: HourKey, reported: HourReported) {
         }
         Confirmation::NotPending => return,
     };
-    if let Err(error) = shared.confirmed.lock().unwrap().record(hour) {
+    if let Err(error) = state.confirmed.lock().unwrap().record(hour) {
         tracing::error!(hour = %hour, %error, "Cannot record the confirmed hour; a restart will stream it again.");
     }
     event::emit(Event::HourConfirmed { hour, rows });
-    shared.hour_confirmed.notify_waiters();
+    state.hour_confirmed.notify_waiters();
 }
 
 /// Announces every unconfirmed hour whose batches have all been queued, again each
 /// `--announce-interval`, until it is confirmed.
-async fn announce(shared: Arc<StreamerState>, shutdown: CancellationToken) {
+async fn announce(state: Arc<StreamerState>, shutdown: CancellationToken) {
     while sleep_or_cancel(Duration::from_millis(100), &shutdown).await {
-        let due = shared
+        let due = state
             .pending
             .lock()
             .unwrap()
-            .take_due(Instant::now(), shared.outbound.is_empty());
+            .take_due(Instant::now(), state.outbound.is_empty());
         for message in due.into_iter().map(announcement) {
             tracing::debug!(channel = %message.channel, "Announcing unconfirmed hour.");
             let bytes = message.bytes();
-            shared.outbound.push(message, bytes).await;
+            state.outbound.push(message, bytes).await;
         }
     }
 }
