@@ -7,7 +7,8 @@
 //! keeps nothing on disk: reports are idempotent, so a restarted processor simply waits
 //! for the hours the streamer announces again.
 
-use std::collections::HashSet;
+mod jobs;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,10 +21,13 @@ use weathervane_core::channel::{Channel, pattern};
 use weathervane_core::config::{InfluxArgs, RedisArgs};
 use weathervane_core::event::{self, Event};
 use weathervane_core::influx::{InfluxClient, InfluxError, Series};
-use weathervane_core::payload::{self, HourReported, HourStored};
+use weathervane_core::payload::{self, HourReported};
 use weathervane_core::report::{self, HourReport, MetricValues};
 use weathervane_core::row::Metric;
-use weathervane_core::{HourKey, schema};
+use weathervane_core::schema;
+use weathervane_core::supervise::{Supervisor, TaskFailed};
+
+use crate::jobs::{NoticeVerdict, ReportJob, ReportJobs};
 
 const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -41,85 +45,86 @@ pub enum ProcessorError {
     Bus(#[from] BusError),
     #[error(transparent)]
     Influx(#[from] InfluxError),
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
 }
 
-/// A stored hour waiting for its reports.
-#[derive(Clone, Copy, Debug)]
-struct ReportJob {
-    hour: HourKey,
-    rows: u64,
+/// What the listener and the report flusher share.
+struct ProcessorState {
+    /// Report jobs waiting for the report flusher.
+    queue: Arc<BoundedQueue<ReportJob>>,
+    /// Which hours are queued or being computed.
+    jobs: Mutex<ReportJobs>,
+    /// `reported:<hour>` messages waiting to be published.
+    reported: Arc<BoundedQueue<Outbound>>,
 }
 
-struct Shared {
-    jobs: Arc<BoundedQueue<ReportJob>>,
-    /// Hours queued or being computed, so a repeated notice does not queue them twice.
-    queued: Mutex<HashSet<HourKey>>,
-    acks: Arc<BoundedQueue<Outbound>>,
-}
-
+/// Computes the reports of every hour the ingester notifies, until shutdown.
+///
+/// Three supervised tasks: the listener, the report flusher (read-back, compute, write)
+/// and the flusher of `reported:<hour>` messages. The listener races the shutdown token as
+/// a whole and the flushers race it around every delivery, so a hung Redis or InfluxDB
+/// cannot hold the role past shutdown. If a task ends early, fails or panics, the role
+/// stops with [`TaskFailed`].
 pub async fn run(
     config: ProcessorConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
     let influx = InfluxClient::new(&config.influx, QUERY_TIMEOUT)?;
-    let mut subscription = Subscription::new(&config.redis.url, &[pattern::PROCESSOR])?;
-    // A confirmation nobody hears is not kept: the streamer announces the hour again and
-    // the confirmation follows.
-    let ack_target = PublishTarget {
+    let subscription = Subscription::new(&config.redis.url, &[pattern::PROCESSOR])?;
+    // A report nobody hears is not kept: the streamer announces the hour again and the
+    // report follows.
+    let reported_target = PublishTarget {
         publisher: Publisher::new(&config.redis.url)?,
         unheard: Unheard::Drop,
     };
-    let shared = Arc::new(Shared {
-        jobs: Arc::new(BoundedQueue::new("processor-jobs", 10_000, usize::MAX)),
-        queued: Mutex::new(HashSet::new()),
-        acks: Arc::new(BoundedQueue::new("processor-acks", 10_000, 1 << 20)),
+    let state = Arc::new(ProcessorState {
+        queue: Arc::new(BoundedQueue::new("processor-jobs", 10_000, usize::MAX)),
+        jobs: Mutex::new(ReportJobs::default()),
+        reported: Arc::new(BoundedQueue::new("processor-acks", 10_000, 1 << 20)),
     });
-    let tasks = CancellationToken::new();
-    let _stop_on_exit = tasks.clone().drop_guard();
+    let mut supervisor = Supervisor::new();
+    let token = supervisor.token();
     let report_target = ReportTarget {
         influx,
-        shared: shared.clone(),
+        state: state.clone(),
     };
-    let flushers = [
-        buffer::spawn_flush(shared.jobs.clone(), 1, tasks.clone(), report_target),
-        buffer::spawn_flush(shared.acks.clone(), 1, tasks.clone(), ack_target),
-    ];
+    buffer::supervise_flush(&mut supervisor, state.queue.clone(), 1, report_target);
+    buffer::supervise_flush(&mut supervisor, state.reported.clone(), 1, reported_target);
+    supervisor.spawn_until_stopped("processor-listener", async move {
+        token
+            .run_until_cancelled(listen(state, subscription, token.clone()))
+            .await;
+    });
+    supervisor.run(&shutdown).await?;
+    Ok(())
+}
+
+/// Turns `processor:<hour>` notices into report jobs.
+async fn listen(
+    state: Arc<ProcessorState>,
+    mut subscription: Subscription,
+    shutdown: CancellationToken,
+) {
     while let Some(event) = subscription.next(&shutdown).await {
         let BusEvent::Message { channel, payload } = event else {
             continue;
         };
-        let job = Channel::parse(&channel)
-            .map_err(|e| e.to_string())
-            .and_then(|parsed| match parsed {
-                Channel::Processor { hour } => payload::decode::<HourStored>(&channel, &payload)
-                    .map(|stored| {
-                        Some(ReportJob {
-                            hour,
-                            rows: stored.rows,
-                        })
-                    })
-                    .map_err(|e| e.to_string()),
-                _ => Ok(None),
-            });
-        match job {
-            Ok(Some(job)) if shared.queued.lock().unwrap().insert(job.hour) => {
-                shared.jobs.push(job, 1).await
+        let verdict = state.jobs.lock().unwrap().on_message(&channel, &payload);
+        match verdict {
+            NoticeVerdict::Queue(job) => state.queue.push(job, 1).await,
+            NoticeVerdict::AlreadyQueued | NoticeVerdict::NotANotice => {}
+            NoticeVerdict::Malformed(error) => {
+                tracing::warn!(%channel, %error, "Malformed message set aside.")
             }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%channel, %error, "Malformed message set aside."),
         }
     }
-    tasks.cancel();
-    for flusher in flushers {
-        let _ = flusher.await;
-    }
-    Ok(())
 }
 
 /// Computes and stores the reports of one hour.
 struct ReportTarget {
     influx: InfluxClient,
-    shared: Arc<Shared>,
+    state: Arc<ProcessorState>,
 }
 
 impl Target<ReportJob> for ReportTarget {
@@ -135,15 +140,15 @@ impl Target<ReportJob> for ReportTarget {
                     states,
                     elapsed_ms: started.elapsed().as_millis() as u64,
                 });
-                let ack = Outbound::new(
+                let reported = Outbound::new(
                     Channel::Reported { hour: job.hour },
                     payload::encode(&HourReported {
                         rows: job.rows,
                         states,
                     }),
                 );
-                let bytes = ack.bytes();
-                self.shared.acks.push(ack, bytes).await;
+                let bytes = reported.bytes();
+                self.state.reported.push(reported, bytes).await;
                 Delivery::Done
             }
             Err(JobError::Influx(error)) if error.is_retriable() => {
@@ -154,7 +159,7 @@ impl Target<ReportJob> for ReportTarget {
                 Delivery::Rejected
             }
         };
-        self.shared.queued.lock().unwrap().remove(&job.hour);
+        self.state.jobs.lock().unwrap().finished(job.hour);
         delivery
     }
 }

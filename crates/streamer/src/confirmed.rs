@@ -1,4 +1,4 @@
-//! The streamer's record of reported hours on local disk: one hour per line, appended as
+//! The streamer's record of confirmed hours on local disk: one hour per line, appended as
 //! each is confirmed, so a streamer killed and started again skips them.
 
 use std::collections::BTreeSet;

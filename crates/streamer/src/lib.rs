@@ -1,16 +1,17 @@
 //! The streamer: reads weather CSV files, groups their rows by hour and publishes each hour
 //! in batches on `weather_channel:data:<batch>:<hour>`, answers resend requests, and keeps
-//! every hour until the processor says its reports are stored.
+//! every hour until it confirms the processor's report of it (the processor *reports* an
+//! hour; the streamer *confirms* it when the reported row count is the one it sent).
 //!
 //! It does not talk to InfluxDB. It is the one place that holds the input, so it drives
-//! recovery end to end: an hour not yet reported is announced again until it is, which
+//! recovery end to end: an hour not yet confirmed is announced again until it is, which
 //! re-drives whatever was lost downstream (a message published into a gap, a killed
 //! ingester or processor).
 
 mod confirmed;
 mod input;
+mod pending;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,10 +28,12 @@ use weathervane_core::event::{self, Event};
 use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourReported};
 use weathervane_core::row::CsvError;
 use weathervane_core::shutdown::sleep_or_cancel;
+use weathervane_core::supervise::{Supervisor, TaskError, TaskExit, TaskFailed};
 use weathervane_core::{HourKey, WeatherRow};
 
 use crate::confirmed::ConfirmedHours;
 use crate::input::{InputIndex, Rejects};
+use crate::pending::{Announcement, Confirmation, PendingHours, Resend};
 
 /// Bytes a buffered row weighs, for turning `--buffer-rows` into a byte cap.
 const BYTES_PER_ROW: usize = 400;
@@ -62,21 +65,21 @@ pub struct StreamOptions {
     /// a feed that trickles in like live data.
     #[arg(long, env = "WEATHERVANE_BATCH_INTERVAL", default_value_t = 0.0)]
     pub batch_interval: f64,
-    /// Exit 0 once every hour of the input is reported, instead of staying to answer
+    /// Exit 0 once every hour of the input is confirmed, instead of staying to answer
     /// resend requests.
     #[arg(long)]
     pub once: bool,
-    /// Most hours streamed but not yet reported at once; the streamer stops reading
+    /// Most hours streamed but not yet confirmed at once; the streamer stops reading
     /// while this many are in flight.
     #[arg(long, env = "WEATHERVANE_MAX_PENDING_HOURS", default_value_t = 3)]
     pub max_pending_hours: usize,
-    /// Seconds between announcements of an hour that is not yet reported.
+    /// Seconds between announcements of an hour that is not yet confirmed.
     #[arg(long, default_value_t = 2.0)]
     pub announce_interval: f64,
     /// Where rejected rows are written (file,line,reason); created on the first reject.
     #[arg(long, env = "WEATHERVANE_REJECTS", default_value = "rejects.csv")]
     pub rejects: PathBuf,
-    /// Record of reported hours, so a restarted streamer skips them. Without it a restart
+    /// Record of confirmed hours, so a restarted streamer skips them. Without it a restart
     /// streams everything again (harmless, only slower).
     #[arg(long, env = "WEATHERVANE_STATE_FILE")]
     pub state_file: Option<PathBuf>,
@@ -93,37 +96,32 @@ pub enum StreamerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
     #[error(
         "--hour-interval, --batch-interval and --announce-interval must be finite and not negative"
     )]
     Interval,
 }
 
-/// An hour streamed but not yet reported.
-struct PendingHour {
-    /// The encoded batches, kept for resends until the hour is reported.
-    batches: Arc<Vec<Arc<[u8]>>>,
-    rows: u64,
-    /// When it was last announced; `None` asks for an announcement now.
-    announced_at: Option<Instant>,
-    /// Every batch is queued: only then may the hour be announced, or the ingester would
-    /// ask for batches that are still on their way.
-    queued: bool,
-}
-
-/// What the streaming loop, the request handler and the announcer share.
-struct Shared {
+/// What the streaming loop, the listener and the announcer share.
+struct StreamerState {
     options: StreamOptions,
     index: InputIndex,
     rejects: Mutex<Rejects>,
     outbound: Arc<BoundedQueue<Outbound>>,
-    pending: Mutex<BTreeMap<HourKey, PendingHour>>,
+    pending: Mutex<PendingHours>,
     confirmed: Mutex<ConfirmedHours>,
-    /// Signalled whenever an hour is reported.
-    hour_reported: Notify,
+    /// Signalled whenever an hour is confirmed (a pending slot is free).
+    hour_confirmed: Notify,
 }
 
-/// Streams the input until shutdown (or, with `--once`, until every hour is reported).
+/// Streams the input until shutdown (or, with `--once`, until every hour is confirmed).
+///
+/// Four supervised tasks: the streaming loop, the listener (resend requests and reports),
+/// the announcer and the outbound flusher. Each races the shutdown token as a whole, so
+/// no publish, push into a full queue or reconnect to a hung Redis holds the role past
+/// shutdown. If one ends early, fails or panics, the role stops with [`TaskFailed`].
 pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<(), StreamerError> {
     let StreamerConfig {
         redis,
@@ -143,122 +141,117 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
     }
     let publisher = Publisher::new(&redis.url)?;
     let subscription = Subscription::new(&redis.url, &[pattern::REQUEST, pattern::REPORTED])?;
-    let confirmed = ConfirmedHours::load(options.state_file.clone()).map_err(|source| {
-        StreamerError::State {
-            path: options.state_file.clone().unwrap_or_default(),
-            source,
-        }
-    })?;
-    let mut rejects = Rejects::new(options.rejects.clone());
-    let index = InputIndex::build(&options.input, &mut rejects)?;
-    tracing::info!(rejects_file = %rejects.path().display(), "Rejected rows go to the rejects file.");
-    event::emit(Event::InputIndexed {
-        files: options.input.len(),
-        rows: index.row_count() as u64,
-        hours: index.hours().count(),
-        rejected: rejects.count(),
-        already_confirmed: confirmed.len(),
-    });
-    let buffer_rows = buffer.buffer_rows.max(options.batch_size as usize);
-    let shared = Arc::new(Shared {
-        outbound: Arc::new(BoundedQueue::new(
-            "streamer-outbound",
-            buffer_rows.div_ceil(options.batch_size as usize) + 64,
-            buffer_rows * BYTES_PER_ROW,
-        )),
-        rejects: Mutex::new(rejects),
-        pending: Mutex::new(BTreeMap::new()),
-        confirmed: Mutex::new(confirmed),
-        hour_reported: Notify::new(),
-        index,
-        options,
-    });
+    let state = Arc::new(StreamerState::open(options, &buffer)?);
 
-    let tasks = CancellationToken::new();
-    let stop_tasks = tasks.clone();
-    let _stop_on_exit = stop_tasks.drop_guard();
+    let mut supervisor = Supervisor::new();
+    let token = supervisor.token();
     let target = PublishTarget {
         publisher,
         unheard: Unheard::Retry,
     };
-    let flusher = buffer::spawn_flush(shared.outbound.clone(), 1, tasks.clone(), target);
-    tokio::spawn(listen(shared.clone(), subscription, tasks.clone()));
-    tokio::spawn(announce(shared.clone(), tasks.clone()));
-
-    let streamed = tokio::select! {
-        result = stream_all(&shared) => result,
-        _ = shutdown.cancelled() => return Ok(()),
-    };
-    streamed?;
-    if shared.options.once {
-        tokio::select! {
-            _ = all_reported(&shared) => event::emit(Event::AllHoursConfirmed { rows: shared.index.row_count() as u64 }),
-            _ = shutdown.cancelled() => {}
-        }
-    } else {
-        shutdown.cancelled().await;
-    }
-    tasks.cancel();
-    let _ = flusher.await;
+    buffer::supervise_flush(&mut supervisor, state.outbound.clone(), 1, target);
+    supervisor.spawn_until_stopped(
+        "streamer-listener",
+        until_cancelled(
+            listen(state.clone(), subscription, token.clone()),
+            token.clone(),
+        ),
+    );
+    supervisor.spawn_until_stopped(
+        "streamer-announcer",
+        until_cancelled(announce(state.clone(), token.clone()), token.clone()),
+    );
+    supervisor.spawn("streamer-stream", stream(state, token));
+    supervisor.run(&shutdown).await?;
     Ok(())
 }
 
-/// Reads and queues every hour not yet reported, in time order, keeping at most
-/// `--max-pending-hours` unreported hours in flight.
-async fn stream_all(shared: &Arc<Shared>) -> Result<(), StreamerError> {
-    let hours: Vec<HourKey> = shared.index.hours().collect();
-    let interval = Duration::from_secs_f64(shared.options.hour_interval);
-    let batch_interval = Duration::from_secs_f64(shared.options.batch_interval);
+/// Runs `task` until it ends or `shutdown` is cancelled, whichever comes first.
+async fn until_cancelled(task: impl Future<Output = ()>, shutdown: CancellationToken) {
+    shutdown.run_until_cancelled(task).await;
+}
+
+impl StreamerState {
+    /// Loads the record of confirmed hours, indexes the input and sizes the outbound queue.
+    fn open(options: StreamOptions, buffer: &BufferArgs) -> Result<Self, StreamerError> {
+        let confirmed = ConfirmedHours::load(options.state_file.clone()).map_err(|source| {
+            StreamerError::State {
+                path: options.state_file.clone().unwrap_or_default(),
+                source,
+            }
+        })?;
+        let mut rejects = Rejects::new(options.rejects.clone());
+        let index = InputIndex::build(&options.input, &mut rejects)?;
+        tracing::info!(rejects_file = %rejects.path().display(), "Rejected rows go to the rejects file.");
+        event::emit(Event::InputIndexed {
+            files: options.input.len(),
+            rows: index.row_count() as u64,
+            hours: index.hours().count(),
+            rejected: rejects.count(),
+            already_confirmed: confirmed.len(),
+        });
+        let buffer_rows = buffer.buffer_rows.max(options.batch_size as usize);
+        let announce_every = Duration::from_secs_f64(options.announce_interval.max(0.05));
+        Ok(Self {
+            outbound: Arc::new(BoundedQueue::new(
+                "streamer-outbound",
+                buffer_rows.div_ceil(options.batch_size as usize) + 64,
+                buffer_rows * BYTES_PER_ROW,
+            )),
+            rejects: Mutex::new(rejects),
+            pending: Mutex::new(PendingHours::new(options.max_pending_hours, announce_every)),
+            confirmed: Mutex::new(confirmed),
+            hour_confirmed: Notify::new(),
+            index,
+            options,
+        })
+    }
+}
+
+/// The streaming task: streams every hour; then, with `--once`, finishes the role's work
+/// once every hour is confirmed, and otherwise stays until shutdown (the listener and the
+/// announcer keep serving). An unreadable input is the task's error.
+async fn stream(
+    state: Arc<StreamerState>,
+    shutdown: CancellationToken,
+) -> Result<TaskExit, TaskError> {
+    let work = async {
+        stream_all(&state).await?;
+        if !state.options.once {
+            std::future::pending::<()>().await;
+        }
+        all_confirmed(&state).await;
+        event::emit(Event::AllHoursConfirmed {
+            rows: state.index.row_count() as u64,
+        });
+        Ok::<_, StreamerError>(())
+    };
+    match shutdown.run_until_cancelled(work).await {
+        None => Ok(TaskExit::Stopped),
+        Some(Ok(())) => Ok(TaskExit::Finished),
+        Some(Err(error)) => Err(error.into()),
+    }
+}
+
+/// Reads and queues every hour not yet confirmed, in time order, keeping at most
+/// `--max-pending-hours` unconfirmed hours in flight.
+async fn stream_all(state: &Arc<StreamerState>) -> Result<(), StreamerError> {
+    let hours: Vec<HourKey> = state.index.hours().collect();
+    let interval = Duration::from_secs_f64(state.options.hour_interval);
     for (position, hour) in hours.iter().copied().enumerate() {
-        if shared.confirmed.lock().unwrap().contains(hour) {
+        if state.confirmed.lock().unwrap().contains(hour) {
             continue;
         }
         loop {
-            let reported = shared.hour_reported.notified();
-            if shared.pending.lock().unwrap().len() < shared.options.max_pending_hours.max(1) {
+            let confirmed = state.hour_confirmed.notified();
+            if state.pending.lock().unwrap().has_room() {
                 break;
             }
-            reported.await;
+            confirmed.await;
         }
-        let (batches, rows) = read_batches(shared.clone(), hour).await?;
-        let batches = Arc::new(batches);
-        if batches.is_empty() {
+        if !stream_hour(state, hour).await? {
             continue;
         }
-        shared.pending.lock().unwrap().insert(
-            hour,
-            PendingHour {
-                batches: batches.clone(),
-                rows,
-                announced_at: Some(Instant::now()),
-                queued: false,
-            },
-        );
-        for (batch, payload) in batches.iter().enumerate() {
-            let message = Outbound::new(
-                Channel::Data {
-                    batch: batch as u32,
-                    hour,
-                },
-                payload.clone(),
-            );
-            let bytes = message.bytes();
-            shared.outbound.push(message, bytes).await;
-            if !batch_interval.is_zero() && batch + 1 < batches.len() {
-                tokio::time::sleep(batch_interval).await;
-            }
-        }
-        let announcement = announcement(hour, batches.len(), rows);
-        let bytes = announcement.bytes();
-        shared.outbound.push(announcement, bytes).await;
-        if let Some(pending) = shared.pending.lock().unwrap().get_mut(&hour) {
-            pending.queued = true;
-        }
-        event::emit(Event::HourQueued {
-            hour,
-            batches: batches.len() as u32,
-            rows,
-        });
         if position + 1 < hours.len() && !interval.is_zero() {
             tokio::time::sleep(interval).await;
         }
@@ -266,29 +259,76 @@ async fn stream_all(shared: &Arc<Shared>) -> Result<(), StreamerError> {
     Ok(())
 }
 
-fn announcement(hour: HourKey, batches: usize, rows: u64) -> Outbound {
+/// Reads `hour`, marks it pending and queues its batches, then its announcement. False if
+/// the hour has no rows left to stream (every row rejected).
+async fn stream_hour(state: &Arc<StreamerState>, hour: HourKey) -> Result<bool, StreamerError> {
+    let batch_interval = Duration::from_secs_f64(state.options.batch_interval);
+    let (batches, rows) = read_batches(state.clone(), hour).await?;
+    let batches = Arc::new(batches);
+    if batches.is_empty() {
+        return Ok(false);
+    }
+    state
+        .pending
+        .lock()
+        .unwrap()
+        .start(hour, batches.clone(), rows, Instant::now());
+    for (batch, payload) in batches.iter().enumerate() {
+        let message = Outbound::new(
+            Channel::Data {
+                batch: batch as u32,
+                hour,
+            },
+            payload.clone(),
+        );
+        let bytes = message.bytes();
+        state.outbound.push(message, bytes).await;
+        if !batch_interval.is_zero() && batch + 1 < batches.len() {
+            tokio::time::sleep(batch_interval).await;
+        }
+    }
+    let announcement = announcement(Announcement {
+        hour,
+        batches: batches.len() as u32,
+        rows,
+    });
+    let bytes = announcement.bytes();
+    state.outbound.push(announcement, bytes).await;
+    state.pending.lock().unwrap().queued(hour);
+    event::emit(Event::HourQueued {
+        hour,
+        batches: batches.len() as u32,
+        rows,
+    });
+    Ok(true)
+}
+
+fn announcement(
+    Announcement {
+        hour,
+        batches,
+        rows,
+    }: Announcement,
+) -> Outbound {
     Outbound::new(
         Channel::Announce { hour },
-        payload::encode(&HourAnnouncement {
-            batches: batches as u32,
-            rows,
-        }),
+        payload::encode(&HourAnnouncement { batches, rows }),
     )
 }
 
 /// Reads `hour` from the input and encodes its batches (off the async threads: it is
 /// file reading and parsing). Returns the batches and the row count.
 async fn read_batches(
-    shared: Arc<Shared>,
+    state: Arc<StreamerState>,
     hour: HourKey,
 ) -> Result<(Vec<Arc<[u8]>>, u64), StreamerError> {
     tokio::task::spawn_blocking(move || {
-        let rows = shared
+        let rows = state
             .index
-            .read_hour(hour, &mut shared.rejects.lock().unwrap())?;
+            .read_hour(hour, &mut state.rejects.lock().unwrap())?;
         let count = rows.len() as u64;
         Ok((
-            encode_batches(hour, rows, shared.options.batch_size as usize),
+            encode_batches(hour, rows, state.options.batch_size as usize),
             count,
         ))
     })
@@ -304,37 +344,36 @@ fn encode_batches(hour: HourKey, rows: Vec<WeatherRow>, batch_size: usize) -> Ve
         .collect()
 }
 
-async fn all_reported(shared: &Shared) {
+async fn all_confirmed(state: &StreamerState) {
     loop {
-        let reported = shared.hour_reported.notified();
-        if shared.pending.lock().unwrap().is_empty() {
+        let confirmed = state.hour_confirmed.notified();
+        if state.pending.lock().unwrap().is_empty() {
             return;
         }
-        reported.await;
+        confirmed.await;
     }
 }
 
-/// Handles resend requests and report confirmations.
-async fn listen(shared: Arc<Shared>, mut subscription: Subscription, shutdown: CancellationToken) {
+/// Handles resend requests and the processor's reports (which confirm hours).
+async fn listen(
+    state: Arc<StreamerState>,
+    mut subscription: Subscription,
+    shutdown: CancellationToken,
+) {
     while let Some(event) = subscription.next(&shutdown).await {
         let (channel, body) = match event {
             BusEvent::Subscribed => {
                 // Confirmations may have been published while we were away: ask again.
-                shared
-                    .pending
-                    .lock()
-                    .unwrap()
-                    .values_mut()
-                    .for_each(|p| p.announced_at = None);
+                state.pending.lock().unwrap().on_resubscribed();
                 continue;
             }
             BusEvent::Message { channel, payload } => (channel, payload),
         };
         match Channel::parse(&channel) {
-            Ok(Channel::Request { batch, hour }) => resend(&shared, hour, batch).await,
+            Ok(Channel::Request { batch, hour }) => resend(&state, hour, batch).await,
             Ok(Channel::Reported { hour }) => {
                 match payload::decode::<HourReported>(&channel, &body) {
-                    Ok(reported) => confirm(&shared, hour, reported),
+                    Ok(reported) => confirm(&state, hour, reported),
                     Err(error) => tracing::warn!(%error, "Malformed message set aside."),
                 }
             }
@@ -344,78 +383,65 @@ async fn listen(shared: Arc<Shared>, mut subscription: Subscription, shutdown: C
     }
 }
 
-async fn resend(shared: &Arc<Shared>, hour: HourKey, batch: u32) {
-    let cached = shared
-        .pending
-        .lock()
-        .unwrap()
-        .get(&hour)
-        .map(|p| p.batches.clone());
-    let batches = match cached {
-        Some(batches) => batches,
-        None => match read_batches(shared.clone(), hour).await {
-            Ok((batches, _)) => Arc::new(batches),
+async fn resend(state: &Arc<StreamerState>, hour: HourKey, batch: u32) {
+    let mut resend = state.pending.lock().unwrap().resend(hour, batch);
+    if resend == Resend::ReadInput {
+        resend = match read_batches(state.clone(), hour).await {
+            Ok((batches, _)) => pending::pick(&batches, batch),
             Err(error) => {
                 tracing::error!(hour = %hour, batch, %error, "Cannot read the input again for a resend.");
                 return;
             }
-        },
-    };
-    let Some(payload) = batches.get(batch as usize) else {
-        tracing::warn!(hour = %hour, batch, batches = batches.len(), "Resend requested for a batch that does not exist; ignored.");
-        return;
+        };
+    }
+    let payload = match resend {
+        Resend::Send(payload) => payload,
+        Resend::NoSuchBatch { batches } => {
+            tracing::warn!(hour = %hour, batch, batches, "Resend requested for a batch that does not exist; ignored.");
+            return;
+        }
+        Resend::ReadInput => unreachable!("read above"),
     };
     tracing::info!(hour = %hour, batch, "Resending batch on request.");
     let message = Outbound::new(Channel::Data { batch, hour }, payload.clone());
     let bytes = message.bytes();
-    shared.outbound.push(message, bytes).await;
+    state.outbound.push(message, bytes).await;
 }
 
-fn confirm(shared: &Shared, hour: HourKey, reported: HourReported) {
-    let mut pending = shared.pending.lock().unwrap();
-    let Some(expected) = pending.get(&hour).map(|p| p.rows) else {
-        return;
-    };
-    if reported.rows != expected {
-        tracing::warn!(hour = %hour, reported = reported.rows, expected, "Reported row count differs from the input; announcing the hour again.");
-        return;
-    }
-    pending.remove(&hour);
-    drop(pending);
-    if let Err(error) = shared.confirmed.lock().unwrap().record(hour) {
-        tracing::error!(hour = %hour, %error, "Cannot record the reported hour; a restart will stream it again.");
-    }
-    event::emit(Event::HourConfirmed {
-        hour,
-        rows: expected,
-    });
-    shared.hour_reported.notify_waiters();
-}
-
-/// Announces every unreported hour whose batches have all been published, again each
-/// `--announce-interval`, until it is reported.
-async fn announce(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let every = Duration::from_secs_f64(shared.options.announce_interval.max(0.05));
-    while sleep_or_cancel(Duration::from_millis(100), &shutdown).await {
-        // While messages wait to be published, the hour's last announcement is among them.
-        if !shared.outbound.is_empty() {
-            continue;
+fn confirm(state: &StreamerState, hour: HourKey, reported: HourReported) {
+    let confirmation = state
+        .pending
+        .lock()
+        .unwrap()
+        .on_reported(hour, reported.rows);
+    let rows = match confirmation {
+        Confirmation::Confirmed { rows } => rows,
+        Confirmation::Mismatch { expected } => {
+            tracing::warn!(hour = %hour, reported = reported.rows, expected, "Reported row count differs from the input; announcing the hour again.");
+            return;
         }
-        let due: Vec<Outbound> = shared
+        Confirmation::NotPending => return,
+    };
+    if let Err(error) = state.confirmed.lock().unwrap().record(hour) {
+        tracing::error!(hour = %hour, %error, "Cannot record the confirmed hour; a restart will stream it again.");
+    }
+    event::emit(Event::HourConfirmed { hour, rows });
+    state.hour_confirmed.notify_waiters();
+}
+
+/// Announces every unconfirmed hour whose batches have all been queued, again each
+/// `--announce-interval`, until it is confirmed.
+async fn announce(state: Arc<StreamerState>, shutdown: CancellationToken) {
+    while sleep_or_cancel(Duration::from_millis(100), &shutdown).await {
+        let due = state
             .pending
             .lock()
             .unwrap()
-            .iter_mut()
-            .filter(|(_, p)| p.queued && p.announced_at.is_none_or(|at| at.elapsed() >= every))
-            .map(|(hour, p)| {
-                p.announced_at = Some(Instant::now());
-                announcement(*hour, p.batches.len(), p.rows)
-            })
-            .collect();
-        for message in due {
-            tracing::debug!(channel = %message.channel, "Announcing unreported hour.");
+            .take_due(Instant::now(), state.outbound.is_empty());
+        for message in due.into_iter().map(announcement) {
+            tracing::debug!(channel = %message.channel, "Announcing unconfirmed hour.");
             let bytes = message.bytes();
-            shared.outbound.push(message, bytes).await;
+            state.outbound.push(message, bytes).await;
         }
     }
 }
