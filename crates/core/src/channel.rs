@@ -15,8 +15,9 @@ pub enum Channel {
     Data { batch: u32, hour: HourKey },
     /// Ingester → streamer: please publish batch `batch` of `hour` again.
     Request { batch: u32, hour: HourKey },
-    /// Ingester → processor: every row of `hour` is stored.
-    Processor { hour: HourKey },
+    /// Ingester → processor: every row of `hour` is stored (the seed's `processor`
+    /// channel, named here for what it says).
+    Stored { hour: HourKey },
     /// Streamer → ingester: every batch of `hour` has been published; the ingester answers
     /// by asking for what it lacks or by re-notifying the processor.
     Announce { hour: HourKey },
@@ -28,7 +29,7 @@ pub enum Channel {
 pub mod pattern {
     pub const DATA: &str = "weather_channel:data:*";
     pub const REQUEST: &str = "weather_channel:request:*";
-    pub const PROCESSOR: &str = "weather_channel:processor:*";
+    pub const STORED: &str = "weather_channel:processor:*";
     pub const ANNOUNCE: &str = "weather_channel:announce:*";
     pub const REPORTED: &str = "weather_channel:reported:*";
 }
@@ -45,7 +46,7 @@ impl Channel {
         match *self {
             Channel::Data { hour, .. }
             | Channel::Request { hour, .. }
-            | Channel::Processor { hour }
+            | Channel::Stored { hour }
             | Channel::Announce { hour }
             | Channel::Reported { hour } => hour,
         }
@@ -74,7 +75,7 @@ impl Channel {
                 batch: batch(b)?,
                 hour: hour(h)?,
             }),
-            ["processor", h] => Ok(Channel::Processor { hour: hour(h)? }),
+            ["processor", h] => Ok(Channel::Stored { hour: hour(h)? }),
             ["announce", h] => Ok(Channel::Announce { hour: hour(h)? }),
             ["reported", h] => Ok(Channel::Reported { hour: hour(h)? }),
             _ => Err(error(
@@ -89,7 +90,7 @@ impl fmt::Display for Channel {
         match self {
             Channel::Data { batch, hour } => write!(f, "{PREFIX}:data:{batch}:{hour}"),
             Channel::Request { batch, hour } => write!(f, "{PREFIX}:request:{batch}:{hour}"),
-            Channel::Processor { hour } => write!(f, "{PREFIX}:processor:{hour}"),
+            Channel::Stored { hour } => write!(f, "{PREFIX}:processor:{hour}"),
             Channel::Announce { hour } => write!(f, "{PREFIX}:announce:{hour}"),
             Channel::Reported { hour } => write!(f, "{PREFIX}:reported:{hour}"),
         }
@@ -123,7 +124,7 @@ mod tests {
             "weather_channel:request:0:2023-09-19T05"
         );
         assert_eq!(
-            Channel::Processor { hour: hour() }.to_string(),
+            Channel::Stored { hour: hour() }.to_string(),
             "weather_channel:processor:2023-09-19T05"
         );
     }
@@ -145,7 +146,7 @@ mod tests {
                 },
                 pattern::REQUEST,
             ),
-            (Channel::Processor { hour: hour() }, pattern::PROCESSOR),
+            (Channel::Stored { hour: hour() }, pattern::STORED),
             (Channel::Announce { hour: hour() }, pattern::ANNOUNCE),
             (Channel::Reported { hour: hour() }, pattern::REPORTED),
         ];

@@ -2,7 +2,6 @@
 //! InfluxDB 1.x and by the v1-compatibility endpoints of 2.x and 3.x. Every request has a
 //! connect timeout and a total timeout, so a hung server fails like a dead one.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -44,8 +43,6 @@ impl InfluxError {
 /// One series of a `/query` answer.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct Series {
-    #[serde(default)]
-    pub tags: HashMap<String, String>,
     pub columns: Vec<String>,
     #[serde(default)]
     pub values: Vec<Vec<serde_json::Value>>,

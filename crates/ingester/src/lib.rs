@@ -96,7 +96,7 @@ impl IngesterState {
 
     async fn notify_stored(&self, hour: HourKey, rows: u64) {
         let message = Outbound::new(
-            Channel::Processor { hour },
+            Channel::Stored { hour },
             payload::encode(&HourStored { rows }),
         );
         let bytes = message.bytes();

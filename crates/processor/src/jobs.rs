@@ -40,7 +40,7 @@ impl ReportJobs {
     /// A message arrived on `channel`.
     pub fn on_message(&mut self, channel: &str, payload: &[u8]) -> NoticeVerdict {
         let hour = match Channel::parse(channel) {
-            Ok(Channel::Processor { hour }) => hour,
+            Ok(Channel::Stored { hour }) => hour,
             Ok(_) => return NoticeVerdict::NotANotice,
             Err(error) => return NoticeVerdict::Malformed(error.to_string()),
         };
