@@ -108,6 +108,17 @@ impl InfluxClient {
     /// A client whose every request gives up after `timeout`.
     pub fn new(args: &InfluxArgs, timeout: Duration) -> Result<Self, InfluxError> {
         let base = args.url.trim_end_matches('/').to_owned();
+        // `localhost:8086` parses too, as scheme `localhost`, and would then fail every
+        // request like an outage, forever.
+        let no_scheme = || {
+            InfluxError::Config(format!(
+                "INFLUXDB_URL {base:?} must start with http:// or https://, e.g. http://{base}"
+            ))
+        };
+        let lower = base.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            return Err(no_scheme());
+        }
         reqwest::Url::parse(&base)
             .map_err(|e| InfluxError::Config(format!("INFLUXDB_URL {base:?}: {e}")))?;
         if args.db.is_empty() || args.db.contains(['"', '\\', '\n']) {
@@ -290,4 +301,35 @@ fn describe(error: &reqwest::Error) -> String {
 /// Quotes a validated string for an InfluxQL single-quoted literal.
 pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(url: &str) -> InfluxArgs {
+        InfluxArgs {
+            url: url.into(),
+            db: "weather".into(),
+            user: None,
+            password: None,
+            token: None,
+        }
+    }
+
+    #[test]
+    fn a_url_without_an_http_scheme_fails_at_start_and_says_so() {
+        for url in ["localhost:8086", "127.0.0.1:8086", "ftp://host"] {
+            let error = InfluxClient::new(&args(url), Duration::from_secs(1)).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("must start with http:// or https://"),
+                "{url}: {error}"
+            );
+        }
+        for url in ["http://127.0.0.1:8086", "https://influx.example:8086/"] {
+            assert!(InfluxClient::new(&args(url), Duration::from_secs(1)).is_ok());
+        }
+    }
 }

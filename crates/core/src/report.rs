@@ -46,6 +46,23 @@ impl HourReport {
     pub fn rows(&self) -> u64 {
         self.averages.iter().map(|a| a.count).sum()
     }
+
+    /// Whether every figure is a finite number. Rows are bounded (see
+    /// [`crate::row::HARD_MAX_ABS_VALUE`]) so sums cannot overflow; a report that is not
+    /// finite anyway must never be written.
+    pub fn is_finite(&self) -> bool {
+        let pairs = self
+            .zip_extremes
+            .values()
+            .flatten()
+            .chain(&self.state_extremes);
+        self.averages
+            .iter()
+            .all(|a| a.means.iter().all(|m| m.is_finite()))
+            && pairs
+                .into_iter()
+                .all(|p| p.max.value.is_finite() && p.min.value.is_finite())
+    }
 }
 
 /// Folds a candidate into an extreme pair: strictly greater (or smaller) wins, and on a

@@ -5,7 +5,7 @@ use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::HourKey;
@@ -90,6 +90,20 @@ pub const NUMERIC_COLUMNS: [&str; 32] = [
     "uv",
 ];
 
+/// The earliest and latest hour a row may fall in: InfluxDB stores nanosecond timestamps
+/// in an i64, 1677-09-21 to 2262-04-11; whole years inside that span keep a year typo
+/// (`0023`, `+10000`) out, and leave room for the hour after the last.
+pub const FIRST_YEAR: i32 = 1678;
+pub const LAST_YEAR: i32 = 2261;
+/// InfluxDB 1.x refuses string fields longer than 64 KiB.
+pub const MAX_STRING_FIELD_BYTES: usize = 65_535;
+/// The largest magnitude any stage accepts: sums of up to 10^200 such values stay finite,
+/// so no report can overflow. The streamer's own limit (`--max-abs-value`) is tighter.
+pub const HARD_MAX_ABS_VALUE: f64 = 1e100;
+/// The streamer's default limit on a value's magnitude: far beyond any weather reading,
+/// close enough to catch a unit or decimal-point mistake.
+pub const DEFAULT_MAX_ABS_VALUE: f64 = 1e9;
+
 /// The four metrics every hourly report covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Metric {
@@ -162,11 +176,12 @@ impl WeatherRow {
     pub fn validate(&self) -> Result<(), String> {
         validate_state(&self.state)?;
         validate_zip(&self.zip_code)?;
+        validate_year(self.time_utc().year_ce(), &self.time.to_string())?;
+        validate_string("name", &self.name)?;
+        validate_string("wind_dir", &self.wind_dir)?;
         for (column, value) in NUMERIC_COLUMNS.iter().zip(&self.values) {
-            if let Some(value) = value
-                && !value.is_finite()
-            {
-                return Err(format!("{column} is not a finite number"));
+            if let Some(value) = value {
+                validate_value(column, *value, &value.to_string(), HARD_MAX_ABS_VALUE)?;
             }
         }
         for metric in Metric::ALL {
@@ -176,6 +191,44 @@ impl WeatherRow {
         }
         Ok(())
     }
+}
+
+fn validate_year((after_ce, year): (bool, u32), time: &str) -> Result<(), String> {
+    let year = if after_ce {
+        year as i32
+    } else {
+        1 - year as i32
+    };
+    if (FIRST_YEAR..=LAST_YEAR).contains(&year) {
+        Ok(())
+    } else {
+        Err(format!(
+            "time {time:?} is in year {year}, outside {FIRST_YEAR}-{LAST_YEAR} (InfluxDB's range); a typo in the year?"
+        ))
+    }
+}
+
+fn validate_string(column: &str, text: &str) -> Result<(), String> {
+    if text.len() <= MAX_STRING_FIELD_BYTES {
+        Ok(())
+    } else {
+        Err(format!(
+            "{column} is {} bytes; InfluxDB takes at most {MAX_STRING_FIELD_BYTES}",
+            text.len()
+        ))
+    }
+}
+
+fn validate_value(column: &str, value: f64, text: &str, max_abs: f64) -> Result<(), String> {
+    if !value.is_finite() {
+        return Err(format!("{column} {text:?} is not a finite number"));
+    }
+    if value.abs() > max_abs {
+        return Err(format!(
+            "{column} {text:?} is beyond ±{max_abs:e} (--max-abs-value)"
+        ));
+    }
+    Ok(())
 }
 
 fn validate_state(state: &str) -> Result<(), String> {
@@ -258,6 +311,8 @@ struct ColumnMap {
     time: usize,
     wind_dir: Option<usize>,
     numeric: [Option<usize>; NUMERIC_COLUMNS.len()],
+    /// The largest magnitude a value may have.
+    max_abs_value: f64,
 }
 
 impl ColumnMap {
@@ -279,6 +334,7 @@ impl ColumnMap {
             time: require("time")?,
             wind_dir: find("wind_dir"),
             numeric,
+            max_abs_value: DEFAULT_MAX_ABS_VALUE,
         })
     }
 
@@ -292,6 +348,10 @@ impl ColumnMap {
         let time_text = cell(self.time);
         let time = parse_time(time_text)
             .ok_or_else(|| format!("time {time_text:?} is not YYYY-MM-DD HH:MM or RFC 3339"))?;
+        validate_year(time.year_ce(), time_text)?;
+        let (name, wind_dir) = (optional(self.name), optional(self.wind_dir));
+        validate_string("name", &name)?;
+        validate_string("wind_dir", &wind_dir)?;
         let mut values = [None; NUMERIC_COLUMNS.len()];
         for (slot, (column, index)) in values
             .iter_mut()
@@ -304,9 +364,7 @@ impl ColumnMap {
             let value: f64 = text
                 .parse()
                 .map_err(|_| format!("{column} {text:?} is not a number"))?;
-            if !value.is_finite() {
-                return Err(format!("{column} {text:?} is not a finite number"));
-            }
+            validate_value(column, value, text, self.max_abs_value)?;
             *slot = Some(value);
         }
         for metric in Metric::ALL {
@@ -317,9 +375,9 @@ impl ColumnMap {
         Ok(WeatherRow {
             zip_code,
             state,
-            name: optional(self.name),
+            name,
             time: time.timestamp(),
-            wind_dir: optional(self.wind_dir),
+            wind_dir,
             values,
         })
     }
@@ -352,6 +410,13 @@ impl CsvSource {
             columns,
             record: csv::StringRecord::new(),
         })
+    }
+
+    /// Rejects values beyond ±`max_abs_value` (default [`DEFAULT_MAX_ABS_VALUE`]; never
+    /// more than [`HARD_MAX_ABS_VALUE`]).
+    pub fn with_max_abs_value(mut self, max_abs_value: f64) -> Self {
+        self.columns.max_abs_value = max_abs_value.min(HARD_MAX_ABS_VALUE);
+        self
     }
 
     /// The next row with where it starts, or the error that rejected it; `None` at the end.
@@ -434,6 +499,72 @@ mod tests {
         std::iter::from_fn(|| source.next_row())
             .map(|r| r.map(|(_, row)| row))
             .collect()
+    }
+
+    #[test]
+    fn what_influxdb_would_refuse_is_rejected_at_the_source() {
+        let year = |y: &str| GOOD.replace("2023-09-19 05:00", &format!("{y}-09-19 05:00"));
+        let huge_temp = GOOD.replace(",14.2,57.6,0,", ",1e308,57.6,0,");
+        let long_name = GOOD.replace("Allston", &"x".repeat(MAX_STRING_FIELD_BYTES + 1));
+        let edge_name = GOOD.replace("Allston", &"x".repeat(MAX_STRING_FIELD_BYTES - 1));
+        let file = file_with(&[
+            &header(),
+            &year("0023"),
+            &year("1600"),
+            &year("2300"),
+            &GOOD.replace("2023-09-19 05:00", "+10000-09-19T05:00:00Z"),
+            &huge_temp,
+            &long_name,
+            &year("1678"),
+            &year("2261"),
+            &edge_name,
+        ]);
+        let rows = read_all(file.path());
+        let reasons: Vec<String> = rows[..6]
+            .iter()
+            .map(|r| r.as_ref().unwrap_err().reason.clone())
+            .collect();
+        for (reason, year) in reasons.iter().zip(["23", "1600", "2300"]) {
+            assert!(
+                reason.contains(&format!("in year {year}, outside 1678-2261")),
+                "{reason}"
+            );
+        }
+        assert!(
+            reasons[3].contains("+10000") || reasons[3].contains("time"),
+            "{}",
+            reasons[3]
+        );
+        assert!(
+            reasons[4].contains("temp_c \"1e308\" is beyond"),
+            "{}",
+            reasons[4]
+        );
+        assert!(reasons[5].contains("name is 65536 bytes"), "{}", reasons[5]);
+        assert!(
+            rows[6..].iter().all(Result::is_ok),
+            "the edges are accepted"
+        );
+        let mut row = rows[6].as_ref().unwrap().clone();
+        row.values[Metric::TempC.index()] = Some(1e101);
+        assert!(row.validate().unwrap_err().contains("beyond"));
+        row.values[Metric::TempC.index()] = Some(1e99);
+        assert!(
+            row.validate().is_ok(),
+            "the ingester's bound is the hard one"
+        );
+        row.time = -10_000_000_000; // 1653
+        assert!(row.validate().unwrap_err().contains("outside 1678-2261"));
+    }
+
+    #[test]
+    fn a_looser_limit_can_be_set_up_to_the_hard_one() {
+        let file = file_with(&[&header(), &GOOD.replace(",14.2,57.6,0,", ",5e12,57.6,0,")]);
+        assert!(read_all(file.path())[0].is_err());
+        let mut source = CsvSource::open(file.path())
+            .unwrap()
+            .with_max_abs_value(1e13);
+        assert!(source.next_row().unwrap().is_ok());
     }
 
     #[test]

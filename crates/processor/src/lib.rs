@@ -172,6 +172,8 @@ enum JobError {
     RowCount { stored: u64, expected: u64 },
     #[error("unexpected query answer: {0}")]
     Answer(String),
+    #[error("the hour's rows give a report that is not finite; it is not written")]
+    NotFinite,
 }
 
 impl ReportTarget {
@@ -192,6 +194,9 @@ impl ReportTarget {
             rows.iter()
                 .map(|(state, zip, values)| (state.as_str(), zip.as_str(), *values)),
         );
+        if !report.is_finite() {
+            return Err(JobError::NotFinite);
+        }
         self.influx.write(&report::encode(&report)).await?;
         Ok(report)
     }

@@ -61,16 +61,22 @@ impl Rejects {
 /// Where each hour's rows are: (file index, location) in file order.
 pub struct InputIndex {
     paths: Vec<PathBuf>,
+    /// The largest magnitude a value may have (`--max-abs-value`).
+    max_abs_value: f64,
     hours: BTreeMap<HourKey, Vec<(usize, RowLocation)>>,
 }
 
 impl InputIndex {
     /// Reads every file once. A file that cannot be opened or has a bad header is an
     /// error; a bad row is recorded in `rejects` and skipped.
-    pub fn build(paths: &[PathBuf], rejects: &mut Rejects) -> Result<Self, CsvError> {
+    pub fn build(
+        paths: &[PathBuf],
+        max_abs_value: f64,
+        rejects: &mut Rejects,
+    ) -> Result<Self, CsvError> {
         let mut hours: BTreeMap<HourKey, Vec<(usize, RowLocation)>> = BTreeMap::new();
         for (file, path) in paths.iter().enumerate() {
-            let mut source = CsvSource::open(path)?;
+            let mut source = CsvSource::open(path)?.with_max_abs_value(max_abs_value);
             while let Some(result) = source.next_row() {
                 match result {
                     Ok((location, row)) => {
@@ -82,6 +88,7 @@ impl InputIndex {
         }
         Ok(Self {
             paths: paths.to_vec(),
+            max_abs_value,
             hours,
         })
     }
@@ -111,7 +118,9 @@ impl InputIndex {
         for (file, location) in locations {
             let source = match &mut sources[*file] {
                 Some(source) => source,
-                slot => slot.insert(CsvSource::open(&self.paths[*file])?),
+                slot => slot.insert(
+                    CsvSource::open(&self.paths[*file])?.with_max_abs_value(self.max_abs_value),
+                ),
             };
             let row = source.read_at(location)?;
             if seen.insert((row.zip_code.clone(), row.time)) {
@@ -169,7 +178,12 @@ mod tests {
             ],
         );
         let mut rejects = Rejects::new(dir.path().join("rejects.csv"));
-        let index = InputIndex::build(&[a, b], &mut rejects).unwrap();
+        let index = InputIndex::build(
+            &[a, b],
+            weathervane_core::row::DEFAULT_MAX_ABS_VALUE,
+            &mut rejects,
+        )
+        .unwrap();
         assert_eq!(rejects.count(), 1);
         assert_eq!(index.row_count(), 4);
         let hours: Vec<String> = index.hours().map(|h| h.to_string()).collect();

@@ -26,7 +26,7 @@ use weathervane_core::channel::{Channel, pattern};
 use weathervane_core::config::{BufferArgs, RedisArgs};
 use weathervane_core::event::{self, Event};
 use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourReported};
-use weathervane_core::row::CsvError;
+use weathervane_core::row::{self, CsvError};
 use weathervane_core::shutdown::sleep_or_cancel;
 use weathervane_core::supervise::{Supervisor, TaskError, TaskExit, TaskFailed};
 use weathervane_core::{HourKey, WeatherRow};
@@ -73,6 +73,11 @@ pub struct StreamOptions {
     /// while this many are in flight.
     #[arg(long, env = "WEATHERVANE_MAX_PENDING_HOURS", default_value_t = 3)]
     pub max_pending_hours: usize,
+    /// Largest magnitude a value may have; a row with a larger one is rejected (it is
+    /// most likely a unit or decimal-point mistake, and it would swamp the averages).
+    /// At most 1e100, so no sum can overflow.
+    #[arg(long, env = "WEATHERVANE_MAX_ABS_VALUE", default_value_t = row::DEFAULT_MAX_ABS_VALUE)]
+    pub max_abs_value: f64,
     /// Seconds between announcements of an hour that is not yet confirmed.
     #[arg(long, default_value_t = 2.0)]
     pub announce_interval: f64,
@@ -102,6 +107,8 @@ pub enum StreamerError {
         "--hour-interval, --batch-interval and --announce-interval must be finite and not negative"
     )]
     Interval,
+    #[error("--max-abs-value {0} must be a positive number (at most 1e100)")]
+    MaxAbsValue(f64),
 }
 
 /// What the streaming loop, the listener and the announcer share.
@@ -138,6 +145,9 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
     .all(interval_ok)
     {
         return Err(StreamerError::Interval);
+    }
+    if !(options.max_abs_value > 0.0 && options.max_abs_value <= row::HARD_MAX_ABS_VALUE) {
+        return Err(StreamerError::MaxAbsValue(options.max_abs_value));
     }
     let publisher = Publisher::new(&redis.url)?;
     let subscription = Subscription::new(&redis.url, &[pattern::REQUEST, pattern::REPORTED])?;
@@ -181,7 +191,7 @@ impl StreamerState {
             }
         })?;
         let mut rejects = Rejects::new(options.rejects.clone());
-        let index = InputIndex::build(&options.input, &mut rejects)?;
+        let index = InputIndex::build(&options.input, options.max_abs_value, &mut rejects)?;
         tracing::info!(rejects_file = %rejects.path().display(), "Rejected rows go to the rejects file.");
         event::emit(Event::InputIndexed {
             files: options.input.len(),
