@@ -41,7 +41,7 @@ pub struct HourReported {
 
 /// A message body that cannot be used, with the reason.
 #[derive(Debug, thiserror::Error)]
-#[error("bad payload on {channel}: {reason}")]
+#[error("bad payload on {channel:?}: {reason}")]
 pub struct PayloadError {
     pub channel: String,
     pub reason: String,

@@ -164,7 +164,7 @@ async fn listen(
                 BusEvent::Message { channel, payload } => {
                     if let Err(error) = handle(&state, &channel, &payload).await {
                         let count = state.rejected_payloads.fetch_add(1, Ordering::Relaxed) + 1;
-                        tracing::warn!(%channel, %error, rejected_payloads = count, "Malformed message set aside.");
+                        tracing::warn!(?channel, %error, rejected_payloads = count, "Malformed message set aside.");
                     }
                 }
             }

@@ -115,7 +115,7 @@ async fn listen(
             NoticeVerdict::Queue(job) => state.queue.push(job, 1).await,
             NoticeVerdict::AlreadyQueued | NoticeVerdict::NotANotice => {}
             NoticeVerdict::Malformed(error) => {
-                tracing::warn!(%channel, %error, "Malformed message set aside.")
+                tracing::warn!(?channel, %error, "Malformed message set aside.")
             }
         }
     }
