@@ -177,6 +177,8 @@ mod tests {
             "/avg?hour=05",
             "/extremes?state=CA",
             "/state_extremes?hour=5&date=2023-13-01",
+            "/state_extremes?hour=5&date=0001-01-01",
+            "/avg?state=CA&hour=5&date=9999-12-31",
         ] {
             let (status, body) = get(uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");

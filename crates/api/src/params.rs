@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
+use weathervane_core::row::{FIRST_YEAR, LAST_YEAR};
 
 use crate::AppError;
 
@@ -40,12 +41,19 @@ pub fn date(params: &RawParams) -> Result<Option<NaiveDate>, AppError> {
     params
         .get("date")
         .map(|value| {
-            NaiveDate::parse_from_str(value, "%Y-%m-%d")
+            let date = NaiveDate::parse_from_str(value, "%Y-%m-%d")
                 .ok()
                 .filter(|_| value.len() == 10)
                 .ok_or_else(|| {
                     AppError::BadRequest(format!("date {value:?} is not a date YYYY-MM-DD"))
-                })
+                })?;
+            if (FIRST_YEAR..=LAST_YEAR).contains(&date.year()) {
+                Ok(date)
+            } else {
+                Err(AppError::BadRequest(format!(
+                    "date {value:?} is outside {FIRST_YEAR}-{LAST_YEAR}, the years reports can have"
+                )))
+            }
         })
         .transpose()
 }

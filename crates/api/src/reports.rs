@@ -1,6 +1,7 @@
 //! The report endpoints: validate, find the hour, answer from the cache or ask InfluxDB,
 //! shape the JSON.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 
 use axum::body::Bytes;
@@ -16,6 +17,7 @@ use weathervane_core::HourKey;
 use weathervane_core::schema;
 
 use crate::answer::{AverageAnswer, ExtremesAnswer, Sides, StateExtremesAnswer};
+use crate::cache::latest_at;
 use crate::params::{self, RawParams};
 use crate::{AppError, AppState};
 
@@ -27,30 +29,33 @@ fn raw(query: Params) -> Result<RawParams, AppError> {
         .map_err(|rejection| AppError::BadRequest(format!("malformed query string: {rejection}")))
 }
 
-/// The hour asked for: `hour` on `date`, or on the latest date that has reports.
+/// The hour asked for: `hour` on `date`, or the latest reported hour at `hour` (so one
+/// stray future date cannot hide every other hour).
 async fn report_hour(
     state: &AppState,
     hour: u32,
     date: Option<NaiveDate>,
 ) -> Result<HourKey, AppError> {
-    let date = match date.or_else(|| state.cache.latest_date()) {
-        Some(date) => date,
+    if let Some(date) = date {
+        return Ok(HourKey::from_date_hour(date, hour).expect("hour was validated to be 0-23"));
+    }
+    let latest = match state.cache.latest_reported(hour) {
+        Some(latest) => latest,
         None => {
-            let series = state.influx.query(&schema::latest_report_query()).await?;
-            let latest = series
-                .first()
-                .and_then(|s| s.values.first())
-                .and_then(|row| row.first())
-                .and_then(Value::as_i64);
-            let time = latest.and_then(|secs| chrono::DateTime::from_timestamp(secs, 0));
-            let date = time
-                .ok_or_else(|| AppError::NotFound("no reports yet".into()))?
-                .date_naive();
-            state.cache.set_latest_date(date);
-            date
+            let series = state.influx.query(&schema::reported_hours_query()).await?;
+            let hours: BTreeSet<HourKey> = series
+                .iter()
+                .flat_map(|s| &s.values)
+                .filter_map(|row| row.first().and_then(Value::as_i64))
+                .filter_map(|secs| chrono::DateTime::from_timestamp(secs, 0))
+                .map(HourKey::containing)
+                .collect();
+            let latest = latest_at(&hours, hour);
+            state.cache.set_reported_hours(hours);
+            latest
         }
     };
-    Ok(HourKey::from_date_hour(date, hour).expect("hour was validated to be 0-23"))
+    latest.ok_or_else(|| AppError::NotFound(format!("no report for hour {hour:02} yet")))
 }
 
 /// The records `statement` selects, typed; an answer of another shape is an internal

@@ -244,9 +244,13 @@ pub fn state_extremes_query(hour: HourKey) -> String {
     )
 }
 
-/// The time of the latest report (one row, the time column first).
-pub fn latest_report_query() -> String {
-    format!("SELECT LAST(\"{FIELD_COUNT}\") FROM {WEATHER_AVERAGES}")
+/// One row per reported hour, its time first: the `state_extremes` point of one metric
+/// (written last of an hour's reports, once per hour).
+pub fn reported_hours_query() -> String {
+    format!(
+        "SELECT {FIELD_MAX_VALUE} FROM {STATE_EXTREMES} WHERE {TAG_METRIC} = {}",
+        quote_literal(Metric::ALL[0].name())
+    )
 }
 
 #[cfg(test)]
