@@ -7,6 +7,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::{HourKey, WeatherRow};
 
+/// Most batches an hour may have: 100,000 batches of 500 rows is 50 million stations.
+/// Anything larger in a payload is hostile or broken, and would make the ingester
+/// allocate without bound.
+pub const MAX_BATCHES_PER_HOUR: u32 = 100_000;
+/// Most rows one batch may hold.
+pub const MAX_ROWS_PER_BATCH: usize = 100_000;
+/// Most bytes a message body may have: well under Redis's 32 MB pub/sub output limit, so
+/// a batch is never dropped by Redis for its size. The streamer splits batches to stay
+/// under [`BATCH_BYTES_TARGET`].
+pub const MAX_PAYLOAD_BYTES: usize = 16 << 20;
+/// The size the streamer keeps batches under.
+pub const BATCH_BYTES_TARGET: usize = 4 << 20;
+
 /// One batch of one hour, on `weather_channel:data:<batch>:<hour>`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BatchEnvelope {
@@ -52,10 +65,52 @@ pub fn encode<T: Serialize>(payload: &T) -> Vec<u8> {
 }
 
 pub fn decode<T: DeserializeOwned>(channel: &str, body: &[u8]) -> Result<T, PayloadError> {
+    if body.len() > MAX_PAYLOAD_BYTES {
+        return Err(PayloadError {
+            channel: channel.to_owned(),
+            reason: format!(
+                "{} bytes, more than the {MAX_PAYLOAD_BYTES} a message may have",
+                body.len()
+            ),
+        });
+    }
     serde_json::from_slice(body).map_err(|error| PayloadError {
         channel: channel.to_owned(),
         reason: error.to_string(),
     })
+}
+
+/// Whether `batches` and `rows` can describe one hour: 1 to [`MAX_BATCHES_PER_HOUR`]
+/// batches, each of 1 to [`MAX_ROWS_PER_BATCH`] rows.
+fn check_counts(batches: u32, rows: Option<u64>) -> Result<(), String> {
+    if batches == 0 || batches > MAX_BATCHES_PER_HOUR {
+        return Err(format!(
+            "{batches} batches; an hour has 1 to {MAX_BATCHES_PER_HOUR}"
+        ));
+    }
+    if let Some(rows) = rows {
+        let most = u64::from(batches) * MAX_ROWS_PER_BATCH as u64;
+        if rows < u64::from(batches) || rows > most {
+            return Err(format!(
+                "{rows} rows cannot fill {batches} batches of 1 to {MAX_ROWS_PER_BATCH} rows"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl HourAnnouncement {
+    /// Decodes an announcement and checks that its counts can describe one hour.
+    pub fn decode_for(channel: &str, body: &[u8]) -> Result<Self, PayloadError> {
+        let announcement: Self = decode(channel, body)?;
+        check_counts(announcement.batches, Some(announcement.rows)).map_err(|reason| {
+            PayloadError {
+                channel: channel.to_owned(),
+                reason,
+            }
+        })?;
+        Ok(announcement)
+    }
 }
 
 /// A [`BatchEnvelope`] that borrows its rows, for encoding without copying them.
@@ -104,10 +159,17 @@ impl BatchEnvelope {
                 envelope.batch, envelope.hour
             )));
         }
+        check_counts(envelope.batches, None).map_err(error)?;
         if envelope.batch >= envelope.batches {
             return Err(error(format!(
                 "batch {} of only {} batches",
                 envelope.batch, envelope.batches
+            )));
+        }
+        if envelope.rows.is_empty() || envelope.rows.len() > MAX_ROWS_PER_BATCH {
+            return Err(error(format!(
+                "{} rows; a batch has 1 to {MAX_ROWS_PER_BATCH}",
+                envelope.rows.len()
             )));
         }
         for (index, row) in envelope.rows.iter().enumerate() {
@@ -165,6 +227,36 @@ mod tests {
                 .unwrap()
                 .contains("\"hour\":\"2023-09-19T05\"")
         );
+    }
+
+    #[test]
+    fn counts_no_hour_can_have_are_rejected_before_anything_is_allocated() {
+        let announce = |batches: u32, rows: u64| {
+            HourAnnouncement::decode_for("a", &encode(&HourAnnouncement { batches, rows }))
+        };
+        assert!(announce(4, 2000).is_ok());
+        for (batches, rows, reason) in [
+            (u32::MAX, 1, "4294967295 batches"),
+            (10_000_000, 10_000_000, "10000000 batches"),
+            (0, 1, "0 batches"),
+            (4, 3, "3 rows cannot fill 4 batches"),
+            (1, 1_000_000, "1000000 rows cannot fill 1 batches"),
+        ] {
+            let error = announce(batches, rows).unwrap_err().to_string();
+            assert!(error.contains(reason), "{batches}/{rows}: {error}");
+        }
+        let hour: HourKey = "2023-09-19T05".parse().unwrap();
+        let empty = encode(&BatchEnvelope {
+            hour,
+            batch: 0,
+            batches: 1,
+            rows: vec![],
+        });
+        let error = BatchEnvelope::decode_for("d", 0, hour, &empty).unwrap_err();
+        assert!(error.to_string().contains("0 rows"), "{error}");
+        let huge = vec![b' '; MAX_PAYLOAD_BYTES + 1];
+        let error = decode::<HourStored>("p", &huge).unwrap_err();
+        assert!(error.to_string().contains("more than the"), "{error}");
     }
 
     #[test]

@@ -214,7 +214,7 @@ async fn handle(
             state.request(hour, verdict.request).await;
         }
         Channel::Announce { hour } => {
-            let announcement: HourAnnouncement = payload::decode(channel, body)?;
+            let announcement = HourAnnouncement::decode_for(channel, body)?;
             let verdict = state.ledger.lock().unwrap().on_announce(
                 hour,
                 announcement.batches,

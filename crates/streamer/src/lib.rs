@@ -346,12 +346,50 @@ async fn read_batches(
     .expect("reading an hour does not panic")
 }
 
+/// Splits an hour's rows into batches of at most `batch_size` rows, smaller where rows are
+/// large so a batch stays under [`payload::BATCH_BYTES_TARGET`], larger where the hour
+/// would otherwise have more than [`payload::MAX_BATCHES_PER_HOUR`] batches.
 fn encode_batches(hour: HourKey, rows: Vec<WeatherRow>, batch_size: usize) -> Vec<Arc<[u8]>> {
-    let batches = rows.len().div_ceil(batch_size) as u32;
-    rows.chunks(batch_size)
+    let batch_size = batch_size
+        .max(rows.len().div_ceil(payload::MAX_BATCHES_PER_HOUR as usize))
+        .min(payload::MAX_ROWS_PER_BATCH);
+    let bounds = batch_bounds(&rows, batch_size, payload::BATCH_BYTES_TARGET);
+    let batches = bounds.len() as u32;
+    bounds
+        .into_iter()
         .zip(0..)
-        .map(|(rows, batch)| BatchEnvelope::encode_rows(hour, batch, batches, rows))
+        .map(|(range, batch)| BatchEnvelope::encode_rows(hour, batch, batches, &rows[range]))
         .collect()
+}
+
+/// Consecutive ranges of `rows`, each of at most `batch_size` rows and, unless it is a
+/// single row, at most `max_bytes` by [`encoded_size`].
+fn batch_bounds(
+    rows: &[WeatherRow],
+    batch_size: usize,
+    max_bytes: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let mut bounds = Vec::with_capacity(rows.len().div_ceil(batch_size));
+    let (mut start, mut bytes) = (0, 0);
+    for (index, row) in rows.iter().enumerate() {
+        let size = encoded_size(row);
+        if index > start && (index - start == batch_size || bytes + size > max_bytes) {
+            bounds.push(start..index);
+            (start, bytes) = (index, 0);
+        }
+        bytes += size;
+    }
+    if start < rows.len() {
+        bounds.push(start..rows.len());
+    }
+    bounds
+}
+
+/// An estimate of a row's JSON size, on the high side: twice its strings (escaping
+/// rarely adds more; the margin between the target and the hard limit covers worse)
+/// plus 1,200 bytes for the field names and 32 numbers.
+fn encoded_size(row: &WeatherRow) -> usize {
+    2 * (row.name.len() + row.wind_dir.len() + row.zip_code.len() + row.state.len()) + 1200
 }
 
 async fn all_confirmed(state: &StreamerState) {
@@ -393,27 +431,22 @@ async fn listen(
     }
 }
 
-async fn resend(state: &Arc<StreamerState>, hour: HourKey, batch: u32) {
-    let mut resend = state.pending.lock().unwrap().resend(hour, batch);
-    if resend == Resend::ReadInput {
-        resend = match read_batches(state.clone(), hour).await {
-            Ok((batches, _)) => pending::pick(&batches, batch),
-            Err(error) => {
-                tracing::error!(hour = %hour, batch, %error, "Cannot read the input again for a resend.");
-                return;
-            }
-        };
-    }
+async fn resend(state: &StreamerState, hour: HourKey, batch: u32) {
+    let resend = state
+        .pending
+        .lock()
+        .unwrap()
+        .resend(hour, batch, Instant::now());
     let payload = match resend {
         Resend::Send(payload) => payload,
         Resend::NoSuchBatch { batches } => {
             tracing::warn!(hour = %hour, batch, batches, "Resend requested for a batch that does not exist; ignored.");
             return;
         }
-        Resend::ReadInput => unreachable!("read above"),
+        Resend::TooSoon | Resend::NotPending => return,
     };
     tracing::info!(hour = %hour, batch, "Resending batch on request.");
-    let message = Outbound::new(Channel::Data { batch, hour }, payload.clone());
+    let message = Outbound::new(Channel::Data { batch, hour }, payload);
     let bytes = message.bytes();
     state.outbound.push(message, bytes).await;
 }
@@ -461,6 +494,43 @@ mod tests {
     use weathervane_core::row::{Metric, NUMERIC_COLUMNS};
 
     use super::*;
+
+    #[test]
+    fn large_rows_make_smaller_batches_that_stay_under_the_target() {
+        let hour: HourKey = "2023-09-19T05".parse().unwrap();
+        let mut values = [None; NUMERIC_COLUMNS.len()];
+        Metric::ALL
+            .iter()
+            .for_each(|m| values[m.index()] = Some(1.0));
+        let rows: Vec<WeatherRow> = (0..300)
+            .map(|i| WeatherRow {
+                zip_code: format!("{i:05}"),
+                state: "CA".into(),
+                name: "n".repeat(if i % 3 == 0 { 60_000 } else { 10 }),
+                time: hour.start_secs(),
+                wind_dir: String::new(),
+                values,
+            })
+            .collect();
+        let batches = encode_batches(hour, rows, 500);
+        assert!(
+            batches.len() > 1,
+            "300 rows of up to 60 KB do not fit one batch"
+        );
+        let mut zips = Vec::new();
+        for (i, body) in batches.iter().enumerate() {
+            assert!(
+                body.len() <= payload::BATCH_BYTES_TARGET,
+                "batch {i}: {} bytes",
+                body.len()
+            );
+            let batch = BatchEnvelope::decode_for("c", i as u32, hour, body).unwrap();
+            assert_eq!(batch.batches as usize, batches.len());
+            zips.extend(batch.rows.into_iter().map(|r| r.zip_code));
+        }
+        let expected: Vec<String> = (0..300).map(|i| format!("{i:05}")).collect();
+        assert_eq!(zips, expected, "every row once, in order");
+    }
 
     #[test]
     fn batches_split_rows_in_order_and_say_how_many_there_are() {

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use weathervane_core::HourKey;
 
+/// A batch is resent at most once per this interval, however often it is asked for: the
+/// ingester asks again only after 2 s, so more is a flood (a stranger on the bus).
+pub const RESEND_AGAIN_AFTER: Duration = Duration::from_secs(1);
+
 /// The encoded batches of one hour, in batch order.
 pub type Batches = Arc<Vec<Arc<[u8]>>>;
 
@@ -19,6 +23,8 @@ struct PendingHour {
     rows: u64,
     /// When it was last announced; `None` asks for an announcement now.
     announced_at: Option<Instant>,
+    /// When each batch was last resent.
+    resent_at: Vec<Option<Instant>>,
     /// Every batch and the first announcement are queued: only then may the hour be
     /// announced again, or the ingester would ask for batches that are still on their way.
     queued: bool,
@@ -51,19 +57,12 @@ pub enum Resend {
     Send(Arc<[u8]>),
     /// The hour has only `batches` batches: ignore the request.
     NoSuchBatch { batches: usize },
-    /// The hour is not pending (confirmed already, or streamed by an earlier run): read it
-    /// from the input again and pick the batch with [`pick`].
-    ReadInput,
-}
-
-/// Picks `batch` out of an hour's batches.
-pub fn pick(batches: &[Arc<[u8]>], batch: u32) -> Resend {
-    match batches.get(batch as usize) {
-        Some(payload) => Resend::Send(payload.clone()),
-        None => Resend::NoSuchBatch {
-            batches: batches.len(),
-        },
-    }
+    /// The batch was resent less than [`RESEND_AGAIN_AFTER`] ago: ignore the request.
+    TooSoon,
+    /// The hour is not pending: confirmed already (nothing is missing), or not streamed
+    /// by this run yet (it will be, whole). Ignore the request; reading the input again
+    /// for it would let anyone on the bus make the streamer re-read hours at will.
+    NotPending,
 }
 
 pub struct PendingHours {
@@ -101,6 +100,7 @@ impl PendingHours {
                 batches,
                 rows,
                 announced_at: Some(now),
+                resent_at: Vec::new(),
                 queued: false,
             },
         );
@@ -159,12 +159,26 @@ impl PendingHours {
         Confirmation::Confirmed { rows }
     }
 
-    /// What to resend for a request of `batch` of `hour`.
-    pub fn resend(&self, hour: HourKey, batch: u32) -> Resend {
-        match self.hours.get(&hour) {
-            Some(pending) => pick(&pending.batches, batch),
-            None => Resend::ReadInput,
+    /// What to resend for a request of `batch` of `hour` at `now`.
+    pub fn resend(&mut self, hour: HourKey, batch: u32, now: Instant) -> Resend {
+        let Some(pending) = self.hours.get_mut(&hour) else {
+            return Resend::NotPending;
+        };
+        let Some(payload) = pending.batches.get(batch as usize) else {
+            return Resend::NoSuchBatch {
+                batches: pending.batches.len(),
+            };
+        };
+        let index = batch as usize;
+        if pending.resent_at.len() <= index {
+            pending.resent_at.resize(pending.batches.len(), None);
         }
+        let last = &mut pending.resent_at[index];
+        if last.is_some_and(|at| now.duration_since(at) < RESEND_AGAIN_AFTER) {
+            return Resend::TooSoon;
+        }
+        *last = Some(now);
+        Resend::Send(payload.clone())
     }
 }
 
@@ -289,19 +303,30 @@ mod tests {
     }
 
     #[test]
-    fn a_resend_comes_from_memory_while_pending_and_from_the_input_after() {
+    fn a_resend_comes_from_memory_at_most_once_a_second_and_only_while_pending() {
         let t0 = Instant::now();
         let (mut pending, h) = one_queued(t0);
-        assert_eq!(pending.resend(h, 1), Resend::Send(Arc::from(&[1][..])));
-        assert_eq!(pending.resend(h, 3), Resend::NoSuchBatch { batches: 3 });
+        assert_eq!(pending.resend(h, 1, t0), Resend::Send(Arc::from(&[1][..])));
+        assert_eq!(pending.resend(h, 3, t0), Resend::NoSuchBatch { batches: 3 });
+        let flood = (0..1000)
+            .filter(|i| pending.resend(h, 1, t0 + Duration::from_millis(*i)) != Resend::TooSoon)
+            .count();
+        assert_eq!(flood, 0, "a thousand requests within a second get nothing");
         assert_eq!(
-            pending.resend(hour("2023-09-19T04"), 0),
-            Resend::ReadInput,
-            "an hour of an earlier run"
+            pending.resend(h, 0, t0),
+            Resend::Send(Arc::from(&[0][..])),
+            "another batch is not held back"
+        );
+        assert_eq!(
+            pending.resend(h, 1, t0 + RESEND_AGAIN_AFTER),
+            Resend::Send(Arc::from(&[1][..]))
+        );
+        assert_eq!(
+            pending.resend(hour("2023-09-19T04"), 0, t0),
+            Resend::NotPending,
+            "an hour this run has not streamed yet"
         );
         pending.on_reported(h, 1000);
-        assert_eq!(pending.resend(h, 1), Resend::ReadInput);
-        assert_eq!(pick(&batches(2), 1), Resend::Send(Arc::from(&[1][..])));
-        assert_eq!(pick(&batches(2), 2), Resend::NoSuchBatch { batches: 2 });
+        assert_eq!(pending.resend(h, 1, t0 + EVERY * 5), Resend::NotPending);
     }
 }
