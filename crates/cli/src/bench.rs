@@ -19,7 +19,7 @@ use weathervane_core::row::CsvSource;
 use weathervane_core::schema;
 use weathervane_harness::{InfluxServer, ManagedProcess, RedisServer};
 
-use crate::generate::{self, GenArgs};
+use weathervane_gen::{self, GenArgs};
 use crate::verify;
 
 #[derive(Debug, clap::Args)]
@@ -161,7 +161,7 @@ fn generate(dir: &Path, stations: u32, hours: u32) -> anyhow::Result<PathBuf> {
             start: chrono::NaiveDate::from_ymd_opt(2023, 9, 19).expect("valid"),
             out: out.clone(),
         };
-        generate::run(&args)?;
+        weathervane_gen::run(&args)?;
     }
     Ok(out)
 }

@@ -2,7 +2,6 @@
 //! (or a tool). Errors are printed with their causes and set the exit code.
 
 mod bench;
-mod generate;
 mod replay;
 mod up;
 mod verify;
@@ -44,7 +43,7 @@ enum Command {
     /// Run all four roles in one process (a quick start against REDIS_URL / INFLUXDB_URL).
     Up(up::UpArgs),
     /// Generate a deterministic weather CSV.
-    Gen(generate::GenArgs),
+    Gen(weathervane_gen::GenArgs),
     /// Run an outage scenario (exps/*.csv or a random one) on private servers and check the guarantee.
     Replay(replay::ReplayArgs),
     /// Measure the pipeline beside InfluxDB alone (throughput, recovery, reports, API, memory, scale).
@@ -67,7 +66,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     if let Command::Gen(args) = &command {
-        generate::run(args)?;
+        weathervane_gen::run(args)?;
         return Ok(());
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

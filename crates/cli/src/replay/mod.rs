@@ -195,7 +195,7 @@ fn prepare_data(args: &ReplayArgs, dir: &Path) -> anyhow::Result<PathBuf> {
     if let Some(data) = &args.data {
         return Ok(data.clone());
     }
-    let gen_args = crate::generate::GenArgs {
+    let gen_args = weathervane_gen::GenArgs {
         stations: args.stations,
         days: 1,
         hours: Some(args.hours),
@@ -203,7 +203,7 @@ fn prepare_data(args: &ReplayArgs, dir: &Path) -> anyhow::Result<PathBuf> {
         start: chrono::NaiveDate::from_ymd_opt(2023, 9, 19).expect("a valid date"),
         out: dir.join("data.csv"),
     };
-    crate::generate::run(&gen_args)?;
+    weathervane_gen::run(&gen_args)?;
     Ok(gen_args.out)
 }
 
