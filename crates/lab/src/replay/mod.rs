@@ -74,6 +74,22 @@ pub struct ReplayArgs {
     pub project: Option<String>,
 }
 
+impl ReplayArgs {
+    /// The arguments as the command line after `weathervane replay` gives them, defaults
+    /// included (for callers other than the binary, such as the scenario tests).
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{Args, FromArgMatches};
+        let command = Self::augment_args(clap::Command::new("replay"));
+        let args = std::iter::once(std::ffi::OsString::from("replay"))
+            .chain(args.into_iter().map(Into::into));
+        Self::from_arg_matches(&command.try_get_matches_from(args)?)
+    }
+}
+
 /// What replay needs of a running stack, local processes or compose containers. Either
 /// writes each role's log to `<dir>/<role>.log`.
 trait Stack {
