@@ -72,7 +72,7 @@ mod tests {
         let path = dir.path().join("ingester.log");
         let mut tail = LogTail::new(&path);
         assert!(tail.new_events().unwrap().is_empty(), "no file yet");
-        let log_line = "x INFO weathervane_ingester: Hour stored; notifying the processor. hour=2023-09-19T00 rows=10\n";
+        let log_line = "x INFO weathervane_ingester: a log line that names hour=2023-09-19T00 rows=10\n";
         std::fs::write(&path, format!("{log_line}{}", &STORED[..20])).unwrap();
         assert!(tail.new_events().unwrap().is_empty());
         std::fs::write(&path, format!("{log_line}{STORED}\n")).unwrap();
