@@ -149,7 +149,13 @@ fn images() {
 fn product_binary() -> PathBuf {
     let target = repo().join("target/product");
     run(Command::new(option_env!("CARGO").unwrap_or("cargo"))
-        .args(["build", "-p", "weathervane", "--no-default-features", "--target-dir"])
+        .args([
+            "build",
+            "-p",
+            "weathervane",
+            "--no-default-features",
+            "--target-dir",
+        ])
         .arg(&target)
         .current_dir(repo()));
     target.join("debug/weathervane")
@@ -350,7 +356,11 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
     wait_for_events(&streamer, "the restarted streamer's index", |events| {
         indexed(events).len() == 2
     });
-    assert_eq!(indexed(&events(&streamer))[1], 24, "hours the restarted streamer skips");
+    assert_eq!(
+        indexed(&events(&streamer))[1],
+        24,
+        "hours the restarted streamer skips"
+    );
 
     let started = Instant::now();
     project.down().unwrap();

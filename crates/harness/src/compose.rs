@@ -129,7 +129,9 @@ impl ComposeProject {
         if let Some(dir) = &self.current_dir {
             command.current_dir(dir);
         }
-        command.args(args).envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
 

@@ -7,8 +7,8 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
-pub use weathervane_core::event::{Event, EventParseError, EventRecord};
 use weathervane_core::event::parse_line;
+pub use weathervane_core::event::{Event, EventParseError, EventRecord};
 
 /// The events in the complete lines of `text` (a log read so far), in order.
 pub fn events_in(text: &str) -> Result<Vec<EventRecord>, EventParseError> {
@@ -63,8 +63,7 @@ impl LogTail {
 mod tests {
     use super::*;
 
-    const STORED: &str =
-        r#"{"at_ms":1,"event":"hour_stored","hour":"2023-09-19T00","rows":10}"#;
+    const STORED: &str = r#"{"at_ms":1,"event":"hour_stored","hour":"2023-09-19T00","rows":10}"#;
 
     #[test]
     fn only_event_lines_count_and_a_partial_line_waits_for_its_end() {
@@ -72,13 +71,17 @@ mod tests {
         let path = dir.path().join("ingester.log");
         let mut tail = LogTail::new(&path);
         assert!(tail.new_events().unwrap().is_empty(), "no file yet");
-        let log_line = "x INFO weathervane_ingester: a log line that names hour=2023-09-19T00 rows=10\n";
+        let log_line =
+            "x INFO weathervane_ingester: a log line that names hour=2023-09-19T00 rows=10\n";
         std::fs::write(&path, format!("{log_line}{}", &STORED[..20])).unwrap();
         assert!(tail.new_events().unwrap().is_empty());
         std::fs::write(&path, format!("{log_line}{STORED}\n")).unwrap();
         let events = tail.new_events().unwrap();
         assert_eq!(events.len(), 1);
-        assert!(matches!(events[0].event, Event::HourStored { rows: 10, .. }));
+        assert!(matches!(
+            events[0].event,
+            Event::HourStored { rows: 10, .. }
+        ));
         assert_eq!(events_of(&path).unwrap().len(), 1);
     }
 }

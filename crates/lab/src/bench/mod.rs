@@ -645,11 +645,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
 
 /// One hour through Redis and InfluxDB outages, beside the time InfluxDB alone needs to
 /// store it.
-async fn recovery_phase(
-    work: &Path,
-    args: &BenchArgs,
-    best: &Ceiling,
-) -> anyhow::Result<Recovery> {
+async fn recovery_phase(work: &Path, args: &BenchArgs, best: &Ceiling) -> anyhow::Result<Recovery> {
     let hour_data = tokio::task::block_in_place(|| generate(work, args.stations, 1))?;
     // The hour written straight to a fresh InfluxDB, as the backlog is: every series in it
     // is new there, which makes it slower per row than the day-long ceiling.

@@ -68,7 +68,10 @@ impl ComposeStack {
             .env("WEATHERVANE_INPUT", format!("/data/{name}"))
             .env("WEATHERVANE_BATCH_SIZE", args.batch_size.to_string())
             .env("WEATHERVANE_HOUR_INTERVAL", args.hour_interval.to_string())
-            .env("WEATHERVANE_BATCH_INTERVAL", args.batch_interval.to_string())
+            .env(
+                "WEATHERVANE_BATCH_INTERVAL",
+                args.batch_interval.to_string(),
+            )
             .env("API_PORT", api_port.to_string())
             .env("INFLUXDB_PORT", influx_port.to_string())
             .env("RUST_LOG", "info")

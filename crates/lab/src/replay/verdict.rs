@@ -55,7 +55,10 @@ pub struct ReplayVerdict {
 
 impl ReplayVerdict {
     pub fn passed(&self) -> bool {
-        self.recovery.is_some() && self.stored.passed() && self.api.is_ok() && self.outage_answers_ok
+        self.recovery.is_some()
+            && self.stored.passed()
+            && self.api.is_ok()
+            && self.outage_answers_ok
     }
 }
 
