@@ -3,7 +3,9 @@
 #
 #   docker build -t weathervane .
 #       builds the binary in a Rust stage (needs crates.io) and copies it into the runtime.
-#   cargo build --release --locked -p weathervane && docker build --target prebuilt -t weathervane .
+#       The image carries the product only: the roles and `up`, not the lab tools (gen,
+#       replay, bench, verify; cargo feature `lab`).
+#   cargo build --release --locked -p weathervane --no-default-features && docker build --target prebuilt -t weathervane .
 #       skips the Rust stage and copies a binary built on the host (a glibc build for the
 #       runtime's Debian release or older); --build-arg WEATHERVANE_BINARY=PATH takes
 #       another one from the build context.
@@ -31,7 +33,7 @@ EXPOSE 9000
 ENTRYPOINT ["weathervane"]
 CMD ["--help"]
 
-# A binary built outside (the container test uses the one `cargo build` made).
+# A binary built outside (the container test builds one without the lab feature).
 FROM runtime AS prebuilt
 ARG WEATHERVANE_BINARY=target/release/weathervane
 COPY ${WEATHERVANE_BINARY} /usr/local/bin/weathervane
@@ -40,7 +42,7 @@ RUN ["weathervane", "--version"]
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p weathervane
+RUN cargo build --release --locked -p weathervane --no-default-features
 
 # The default target: the binary from the Rust stage.
 FROM runtime AS release

@@ -15,13 +15,15 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use weathervane_e2e::{Expected, METRICS, api_get, close, read_csv};
+use weathervane_harness::compose::{ComposeProject, Container};
+use weathervane_harness::events::{Event, events_in};
 
 const BASE_IMAGE: &str = "weathervane/debian-base:bookworm";
 const IMAGE: &str = "weathervane/weathervane:test";
@@ -97,8 +99,13 @@ fn images() {
         );
 
         let started = Instant::now();
+        let binary = product_binary();
+        note!(
+            "product binary built in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let started = Instant::now();
         let context = tempfile::tempdir().unwrap();
-        let binary = weathervane_harness::weathervane_binary().unwrap();
         std::fs::copy(&binary, context.path().join("weathervane")).unwrap();
         let previous = Command::new("docker")
             .args(["image", "inspect", "-f", "{{.Id}}", IMAGE])
@@ -137,19 +144,21 @@ fn images() {
     });
 }
 
-/// The compose CLI: `docker compose` (v2) when present, else `docker-compose` (v1).
-fn compose_program() -> Vec<&'static str> {
-    let answers = |program: &[&str]| {
-        Command::new(program[0])
-            .args(&program[1..])
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    [vec!["docker", "compose"], vec!["docker-compose"]]
-        .into_iter()
-        .find(|program| answers(program))
-        .expect("neither `docker compose` nor `docker-compose` is installed")
+/// The binary the image ships: the product without the lab tools, as the Dockerfile
+/// builds it, in a target dir of its own so the default (lab) binary stays as it is.
+fn product_binary() -> PathBuf {
+    let target = repo().join("target/product");
+    run(Command::new(option_env!("CARGO").unwrap_or("cargo"))
+        .args([
+            "build",
+            "-p",
+            "weathervane",
+            "--no-default-features",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .current_dir(repo()));
+    target.join("debug/weathervane")
 }
 
 /// The variables that choose the images: the ones built here, as no registry answers.
@@ -161,118 +170,66 @@ fn image_env() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// A compose project of this test run; `down -v` on drop, so a failing test cleans up.
-struct Project {
-    program: Vec<&'static str>,
-    name: String,
-    env: Vec<(&'static str, String)>,
+/// A compose project of this test run (`down -v` on drop, so a failing test cleans up).
+/// What the stack streams comes from the compose file's defaults, as for a user.
+fn project(suffix: &str, env: Vec<(&'static str, String)>) -> ComposeProject {
+    let project = ComposeProject::new(
+        format!("wvtest-{}-{suffix}", std::process::id()),
+        vec![repo().join("docker-compose.yml")],
+    )
+    .unwrap()
+    .current_dir(repo())
+    .env_remove("WEATHERVANE_DATA")
+    .env_remove("WEATHERVANE_INPUT")
+    .env_remove("COMPOSE_FILE")
+    .env_remove("COMPOSE_PROJECT_NAME");
+    env.into_iter()
+        .fold(project, |project, (key, value)| project.env(key, value))
 }
 
-impl Project {
-    fn new(suffix: &str, env: Vec<(&'static str, String)>) -> Self {
-        Self {
-            program: compose_program(),
-            name: format!("wvtest-{}-{suffix}", std::process::id()),
-            env,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(self.program[0]);
-        command
-            .args(&self.program[1..])
-            .args(["-p", &self.name, "-f"])
-            .arg(repo().join("docker-compose.yml"))
-            .args(args)
-            .current_dir(repo())
-            // What the stack streams comes from the compose file's defaults, as for a user.
-            .env_remove("WEATHERVANE_DATA")
-            .env_remove("WEATHERVANE_INPUT")
-            .env_remove("COMPOSE_FILE")
-            .env_remove("COMPOSE_PROJECT_NAME")
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
-        command
-    }
-
-    fn compose(&self, args: &[&str]) -> String {
-        run(&mut self.command(args))
-    }
-
-    fn container(&self, service: &str) -> String {
-        let id = self.compose(&["ps", "-q", service]).trim().to_owned();
-        assert!(!id.is_empty(), "{service} has no container");
-        id
-    }
-
-    fn down(&self) {
-        self.compose(&["down", "-v", "--remove-orphans", "-t", "2"]);
-    }
-
-    /// Containers, networks and volumes still labelled with this project.
-    fn leftovers(&self) -> Vec<String> {
-        let label = format!("label=com.docker.compose.project={}", self.name);
-        let mut left = Vec::new();
-        for kind in [&["ps", "-a"][..], &["network", "ls"], &["volume", "ls"]] {
-            let mut args = kind.to_vec();
-            args.extend(["-q", "--filter", &label]);
-            left.extend(docker(&args).lines().map(|id| format!("{kind:?} {id}")));
-        }
-        left
-    }
+/// The typed events a container has logged so far.
+fn events(container: &Container) -> Vec<Event> {
+    events_in(&container.logs().unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|record| record.event)
+        .collect()
 }
 
-impl Drop for Project {
-    fn drop(&mut self) {
-        let _ = self
-            .command(&["down", "-v", "--remove-orphans", "-t", "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// A container's log so far (weathervane logs to stderr).
-fn logs(container: &str) -> String {
-    let output = Command::new("docker")
-        .args(["logs", container])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
-}
-
-/// Polls `condition` on a container's log until it holds; panics with the log after
+/// Polls `condition` on a container's events until it holds; panics with the log after
 /// STAGE_TIMEOUT.
-fn wait_for_log(container: &str, what: &str, condition: impl Fn(&str) -> bool) {
+fn wait_for_events(container: &Container, what: &str, condition: impl Fn(&[Event]) -> bool) {
     let deadline = Instant::now() + STAGE_TIMEOUT;
     loop {
-        let log = logs(container);
-        if condition(&log) {
+        if condition(&events(container)) {
             return;
         }
-        assert!(Instant::now() < deadline, "never saw {what}; log:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "never saw {what}; log:\n{}",
+            container.logs().unwrap()
+        );
         sleep(Duration::from_millis(50));
     }
 }
 
-fn wait_healthy(container: &str) {
-    let deadline = Instant::now() + STAGE_TIMEOUT;
-    while docker(&["inspect", "-f", "{{.State.Health.Status}}", container]).trim() != "healthy" {
-        assert!(
-            Instant::now() < deadline,
-            "{container} never became healthy"
-        );
-        sleep(Duration::from_millis(100));
+/// The hours of the events `hour_of` picks (`HourStored`, `HourConfirmed`, ...).
+fn hours_with(events: &[Event], hour_of: impl Fn(&Event) -> Option<String>) -> BTreeSet<String> {
+    events.iter().filter_map(hour_of).collect()
+}
+
+fn stored(event: &Event) -> Option<String> {
+    match event {
+        Event::HourStored { hour, .. } => Some(hour.to_string()),
+        _ => None,
     }
 }
 
-/// The hours a log line of this kind names (`... <marker> hour=2023-09-19T05 ...`).
-fn hours_with(log: &str, marker: &str) -> BTreeSet<String> {
-    log.lines()
-        .filter(|line| line.contains(marker))
-        .filter_map(|line| line.split(" hour=").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
+fn confirmed(event: &Event) -> Option<String> {
+    match event {
+        Event::HourConfirmed { hour, .. } => Some(hour.to_string()),
+        _ => None,
+    }
 }
 
 #[test]
@@ -301,51 +258,53 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
         ("WEATHERVANE_HOUR_INTERVAL", "0.3".to_owned()),
         ("WEATHERVANE_BATCH_SIZE", "50".to_owned()),
         ("WEATHERVANE_BATCH_INTERVAL", "0.1".to_owned()),
-        ("RUST_LOG", "info,weathervane_core::event=debug".to_owned()),
+        ("WEATHERVANE_EVENTS", "stderr".to_owned()),
     ]);
-    let project = Project::new("faults", env);
+    let project = project("faults", env);
     let started = Instant::now();
-    project.compose(&["up", "-d"]);
+    project.run(&["up", "-d"]).unwrap();
     note!("stack up in {:.1} s", started.elapsed().as_secs_f64());
     let [redis, influxdb, ingester, streamer] =
-        ["redis", "influxdb", "ingester", "streamer"].map(|s| project.container(s));
+        ["redis", "influxdb", "ingester", "streamer"].map(|s| project.container(s).unwrap());
 
     // Redis killed in the middle of hour 03 (batches 0-2 of 0-5 in), back 2 s later.
     let received = |hour: &'static str, batch: u32| {
-        move |log: &str| {
-            log.contains(&format!(
-                "Batch received. hour=2023-09-19T{hour} batch={batch} "
-            ))
+        let hour = format!("2023-09-19T{hour}");
+        move |events: &[Event]| {
+            events.iter().any(|event| {
+                matches!(event, Event::BatchReceived { hour: h, batch: b, .. }
+                    if h.to_string() == hour && *b == batch)
+            })
         }
     };
-    wait_for_log(&ingester, "batch 2 of hour 03", received("03", 2));
-    docker(&["kill", &redis]);
-    let stored = hours_with(&logs(&ingester), "Hour stored;");
+    wait_for_events(&ingester, "batch 2 of hour 03", received("03", 2));
+    redis.kill().unwrap();
+    let stored_hours = hours_with(&events(&ingester), stored);
     assert!(
-        stored.len() < 24,
+        stored_hours.len() < 24,
         "Redis died after the whole day was stored"
     );
     sleep(Duration::from_secs(2));
-    docker(&["start", &redis]);
-    wait_healthy(&redis);
+    redis.start().unwrap();
+    redis.wait_healthy(STAGE_TIMEOUT).unwrap();
 
     // InfluxDB killed while the ingester writes hour 12 (batches 0-1 of 0-5 in), back
     // 3 s later.
-    wait_for_log(&ingester, "batch 1 of hour 12", received("12", 1));
-    docker(&["kill", &influxdb]);
-    let stored = hours_with(&logs(&ingester), "Hour stored;");
+    wait_for_events(&ingester, "batch 1 of hour 12", received("12", 1));
+    influxdb.kill().unwrap();
+    let stored_hours = hours_with(&events(&ingester), stored);
     assert!(
-        !stored.contains("2023-09-19T12"),
-        "InfluxDB died after hour 12 was stored: {stored:?}"
+        !stored_hours.contains("2023-09-19T12"),
+        "InfluxDB died after hour 12 was stored: {stored_hours:?}"
     );
     sleep(Duration::from_secs(3));
-    docker(&["start", &influxdb]);
-    wait_healthy(&influxdb);
+    influxdb.start().unwrap();
+    influxdb.wait_healthy(STAGE_TIMEOUT).unwrap();
     let last_fault = Instant::now();
 
     // The streamer has every hour confirmed as reported.
-    wait_for_log(&streamer, "every hour reported", |log| {
-        hours_with(log, "Hour reported.").len() == hours.len()
+    wait_for_events(&streamer, "every hour confirmed", |events| {
+        hours_with(events, confirmed).len() == hours.len()
     });
     note!(
         "every hour reported {:.1} s after InfluxDB was back ({:.1} s since up)",
@@ -382,20 +341,31 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
     }
 
     // A restarted streamer finds its record of reported hours on its volume.
-    project.compose(&["restart", "-t", "2", "streamer"]);
-    wait_for_log(&streamer, "the restarted streamer's index", |log| {
-        log.matches("Input indexed.").count() == 2
+    project.run(&["restart", "-t", "2", "streamer"]).unwrap();
+    let indexed = |events: &[Event]| -> Vec<usize> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                Event::InputIndexed {
+                    already_confirmed, ..
+                } => Some(*already_confirmed),
+                _ => None,
+            })
+            .collect()
+    };
+    wait_for_events(&streamer, "the restarted streamer's index", |events| {
+        indexed(events).len() == 2
     });
-    assert!(
-        logs(&streamer).contains("already_confirmed=24"),
-        "{}",
-        logs(&streamer)
+    assert_eq!(
+        indexed(&events(&streamer))[1],
+        24,
+        "hours the restarted streamer skips"
     );
 
     let started = Instant::now();
-    project.down();
+    project.down().unwrap();
     assert_eq!(
-        project.leftovers(),
+        project.leftovers().unwrap(),
         Vec::<String>::new(),
         "left after down -v"
     );
@@ -429,10 +399,10 @@ fn replay_compose_kills_and_restarts_a_container_and_checks_the_guarantee() {
     images();
     // Replay picks its own ports; this project only names what it must leave behind (and
     // takes it down if replay itself cannot).
-    let project = Project::new("replay", image_env());
+    let project = project("replay", image_env());
     let started = Instant::now();
     let child = Command::new(weathervane_harness::weathervane_binary().unwrap())
-        .args(["replay", "--compose", "--project", &project.name])
+        .args(["replay", "--compose", "--project", project.name()])
         .arg("--compose-file")
         .arg(repo().join("docker-compose.yml"))
         .arg(repo().join("exps/kill_streamer.csv"))
@@ -453,7 +423,7 @@ fn replay_compose_kills_and_restarts_a_container_and_checks_the_guarantee() {
     );
     assert!(stdout.contains("kill    streamer"), "{stdout}");
     assert_eq!(
-        project.leftovers(),
+        project.leftovers().unwrap(),
         Vec::<String>::new(),
         "left after replay"
     );

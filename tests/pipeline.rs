@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use weathervane_e2e::{CsvRow, Expected, Stack, api_get, assert_stored_exactly, close, read_csv};
+use weathervane_harness::Role;
+use weathervane_harness::events::Event;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -15,6 +17,13 @@ fn run_streamer(stack: &Stack, input: &std::path::Path, args: &[&str]) {
         status.is_some_and(|s| s.success()),
         "streamer did not finish: {status:?}\n{}",
         stack.log(&streamer)
+    );
+    assert!(
+        stack
+            .events(&streamer)
+            .iter()
+            .any(|event| matches!(event, Event::AllHoursConfirmed { .. })),
+        "the streamer never said every hour is reported"
     );
 }
 
@@ -32,7 +41,7 @@ async fn two_days_are_stored_and_reported_exactly_and_served() {
     assert_stored_exactly(&stack, &rows).await;
 
     let expected = Expected::from_rows(&rows);
-    let addr = &stack.api_addr;
+    let addr = stack.api_addr();
     let (status, body) = api_get(addr, "/").await;
     assert_eq!(status, 200, "{body}");
     // Several states and hours on both days, hour 23 included; without a date the latest day.
@@ -155,7 +164,7 @@ async fn bad_rows_and_bad_payloads_are_set_aside_and_nothing_else_is_lost() {
     };
     lines.insert(20, "99999,ZZ,Broken".to_owned());
     lines.push(duplicate);
-    let input = stack.dir.path().join("with-bad-rows.csv");
+    let input = stack.dir().join("with-bad-rows.csv");
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let rows: Vec<CsvRow> = {
         let all = read_csv(&generated);
@@ -172,7 +181,7 @@ async fn bad_rows_and_bad_payloads_are_set_aside_and_nothing_else_is_lost() {
         &["--batch-size", "5", "--hour-interval", "0", "--once"],
     );
     assert_stored_exactly(&stack, &rows).await;
-    let rejects = std::fs::read_to_string(stack.dir.path().join("rejects.csv")).unwrap();
+    let rejects = std::fs::read_to_string(stack.dir().join("rejects.csv")).unwrap();
     let reject_lines: Vec<&str> = rejects.lines().skip(1).collect();
     assert_eq!(reject_lines.len(), 4, "{rejects}");
     assert!(
@@ -213,8 +222,10 @@ async fn bad_rows_and_bad_payloads_are_set_aside_and_nothing_else_is_lost() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut stack = stack;
-    assert!(stack.ingester.is_running() && stack.processor.is_running());
-    let ingester_log = stack.log(&stack.ingester);
+    assert!(
+        stack.process(Role::Ingester).is_running() && stack.process(Role::Processor).is_running()
+    );
+    let ingester_log = stack.role_log(Role::Ingester);
     assert!(
         ingester_log.contains("weather_channel:data:0:2023-09-19T05")
             && ingester_log.contains("rejected_payloads=2"),
@@ -222,7 +233,7 @@ async fn bad_rows_and_bad_payloads_are_set_aside_and_nothing_else_is_lost() {
     );
     assert!(
         stack
-            .log(&stack.processor)
+            .role_log(Role::Processor)
             .contains("Malformed message set aside")
     );
     assert_stored_exactly(&stack, &rows).await;

@@ -1,41 +1,38 @@
 //! Every outage scenario in `exps/`, three runs in a row, and ten random schedules with
-//! fixed seeds, each through `weathervane replay` on its own private servers. A run
-//! passes only if InfluxDB ends up with exactly the input rows and correct reports for
+//! fixed seeds, each through `weathervane_lab::replay::run` on its own private servers. A
+//! run passes only if InfluxDB ends up with exactly the input rows and correct reports for
 //! every hour, the API answers correctly (and 503 during an InfluxDB outage), and the
 //! pipeline recovers in time.
 
 use std::path::Path;
-use std::process::Command;
+
+use weathervane_lab::replay::{self, ReplayArgs};
 
 fn replay(args: &[&str]) {
-    let binary = weathervane_harness::weathervane_binary().unwrap();
-    let output = Command::new(binary)
-        .arg("replay")
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
+    let args = ReplayArgs::from_args(args).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let verdict = runtime
+        .block_on(replay::run(args))
+        .unwrap_or_else(|error| panic!("replay could not run: {error:#}"));
+    assert!(verdict.passed(), "{verdict}");
     assert!(
-        output.status.success(),
-        "replay {args:?} failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("verdict       PASS"), "{stdout}");
-    let rows = stdout.lines().find(|l| l.starts_with("rows ")).unwrap();
-    let numbers: Vec<&str> = rows
-        .split_whitespace()
-        .filter(|w| w.parse::<u64>().is_ok())
-        .collect();
-    assert!(
-        numbers.len() == 2 && numbers[0] == numbers[1] && numbers[0] != "0",
-        "{rows}"
+        verdict.stored.rows_expected == verdict.stored.rows_stored
+            && verdict.stored.rows_expected != 0,
+        "{verdict}"
     );
 }
 
-fn three_runs(scenario: &str) {
+fn scenario(name: &str) -> String {
+    format!("{}/exps/{name}.csv", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn three_runs(name: &str) {
     for _ in 0..3 {
-        replay(&[&format!("exps/{scenario}.csv")]);
+        replay(&[&scenario(name)]);
     }
 }
 

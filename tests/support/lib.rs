@@ -5,6 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use weathervane_harness::events::{Event, events_of};
+use weathervane_harness::{LocalStack, ManagedProcess, Role};
+
 /// The four report metrics.
 pub const METRICS: [&str; 4] = ["temp_c", "pressure_mb", "humidity", "precip_mm"];
 
@@ -201,74 +204,43 @@ pub async fn api_get(addr: &str, path: &str) -> (u16, serde_json::Value) {
 }
 
 /// A private stack: redis-server, influxd, and the ingester, processor and api as
-/// separate `weathervane` processes, all on free loopback ports, all killed on drop.
+/// separate `weathervane` processes, all on free loopback ports, all killed on drop
+/// (`weathervane_harness::LocalStack`, which it derefs to).
 pub struct Stack {
-    pub dir: tempfile::TempDir,
-    pub redis: weathervane_harness::RedisServer,
-    pub influx: weathervane_harness::InfluxServer,
-    pub ingester: weathervane_harness::ManagedProcess,
-    pub processor: weathervane_harness::ManagedProcess,
-    pub api: weathervane_harness::ManagedProcess,
-    pub api_addr: String,
+    local: LocalStack,
 }
 
-pub const DB: &str = "weather";
+pub const DB: &str = weathervane_harness::stack::DB;
 
 impl Stack {
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let redis = weathervane_harness::RedisServer::start().unwrap();
-        let influx = weathervane_harness::InfluxServer::start().unwrap();
-        let api_addr = format!("127.0.0.1:{}", weathervane_harness::free_port().unwrap());
-        let mut stack = Self {
-            ingester: role(
-                dir.path(),
-                "ingester",
-                &redis.url(),
-                &influx.url(),
-                &api_addr,
-            ),
-            processor: role(
-                dir.path(),
-                "processor",
-                &redis.url(),
-                &influx.url(),
-                &api_addr,
-            ),
-            api: role(dir.path(), "api", &redis.url(), &influx.url(), &api_addr),
-            dir,
-            redis,
-            influx,
-            api_addr,
-        };
-        for process in [&mut stack.ingester, &mut stack.processor, &mut stack.api] {
-            process.start().unwrap();
-        }
-        stack
+        let local = LocalStack::builder()
+            .env("RUST_LOG", "info")
+            .role(Role::Ingester)
+            .role(Role::Processor)
+            .role(Role::Api)
+            .start()
+            .unwrap();
+        Self { local }
     }
 
     /// A streamer for `input` with extra arguments, not yet started.
-    pub fn streamer(&self, input: &Path, args: &[&str]) -> weathervane_harness::ManagedProcess {
-        role(
-            self.dir.path(),
-            "streamer",
-            &self.redis.url(),
-            &self.influx.url(),
-            &self.api_addr,
-        )
-        .arg("--input")
-        .arg(input)
-        .arg("--rejects")
-        .arg(self.dir.path().join("rejects.csv"))
-        .args(args)
+    pub fn streamer(&self, input: &Path, args: &[&str]) -> ManagedProcess {
+        self.local
+            .role(Role::Streamer)
+            .unwrap()
+            .arg("--input")
+            .arg(input)
+            .arg("--rejects")
+            .arg(self.dir().join("rejects.csv"))
+            .args(args)
     }
 
     /// Generates a CSV with the project's generator (the input; what is expected is then
     /// computed from that file independently).
     pub fn generate(&self, stations: u32, days: u32, seed: u64) -> std::path::PathBuf {
         let out = self
-            .dir
-            .path()
+            .dir()
             .join(format!("input-{stations}-{days}-{seed}.csv"));
         let status = std::process::Command::new(weathervane_harness::weathervane_binary().unwrap())
             .args([
@@ -292,26 +264,37 @@ impl Stack {
         influx_query(&self.influx.url(), DB, statement).await
     }
 
-    pub fn log(&self, process: &weathervane_harness::ManagedProcess) -> String {
+    pub fn log(&self, process: &ManagedProcess) -> String {
         std::fs::read_to_string(process.log_path()).unwrap_or_default()
+    }
+
+    /// The log of one of the stack's roles so far.
+    pub fn role_log(&self, role: Role) -> String {
+        std::fs::read_to_string(self.log_path(role)).unwrap_or_default()
+    }
+
+    /// The typed events a process has logged so far.
+    pub fn events(&self, process: &ManagedProcess) -> Vec<Event> {
+        events_of(process.log_path())
+            .unwrap()
+            .into_iter()
+            .map(|record| record.event)
+            .collect()
     }
 }
 
-fn role(
-    dir: &Path,
-    name: &str,
-    redis: &str,
-    influx: &str,
-    api: &str,
-) -> weathervane_harness::ManagedProcess {
-    weathervane_harness::ManagedProcess::weathervane(name, dir)
-        .unwrap()
-        .arg(name)
-        .env("REDIS_URL", redis)
-        .env("INFLUXDB_URL", influx)
-        .env("INFLUXDB_DB", DB)
-        .env("API_ADDR", api)
-        .env("RUST_LOG", "info")
+impl std::ops::Deref for Stack {
+    type Target = LocalStack;
+
+    fn deref(&self) -> &LocalStack {
+        &self.local
+    }
+}
+
+impl std::ops::DerefMut for Stack {
+    fn deref_mut(&mut self) -> &mut LocalStack {
+        &mut self.local
+    }
 }
 
 /// `YYYY-MM-DD HH:MM` as InfluxDB prints times.

@@ -1,11 +1,9 @@
-//! The `weathervane` binary: parses the command line and hands over to a role's `run`
-//! (or a tool). Errors are printed with their causes and set the exit code.
+//! The `weathervane` binary: parses the command line and hands over to a role's `run`,
+//! or, with the `lab` feature (on by default), to a lab tool (`weathervane_gen`,
+//! `weathervane_lab`), whose typed outcome it prints. Errors are printed with their causes
+//! and set the exit code; a verdict of FAIL exits with 1 too.
 
-mod bench;
-mod generate;
-mod replay;
 mod up;
-mod verify;
 
 use std::process::ExitCode;
 
@@ -44,13 +42,17 @@ enum Command {
     /// Run all four roles in one process (a quick start against REDIS_URL / INFLUXDB_URL).
     Up(up::UpArgs),
     /// Generate a deterministic weather CSV.
-    Gen(generate::GenArgs),
+    #[cfg(feature = "lab")]
+    Gen(weathervane_gen::GenArgs),
     /// Run an outage scenario (exps/*.csv or a random one) on private servers and check the guarantee.
-    Replay(replay::ReplayArgs),
+    #[cfg(feature = "lab")]
+    Replay(weathervane_lab::replay::ReplayArgs),
     /// Measure the pipeline beside InfluxDB alone (throughput, recovery, reports, API, memory, scale).
-    Bench(bench::BenchArgs),
+    #[cfg(feature = "lab")]
+    Bench(weathervane_lab::bench::BenchArgs),
     /// Check that InfluxDB holds exactly the input's rows and the right reports.
-    Verify(verify::VerifyArgs),
+    #[cfg(feature = "lab")]
+    Verify(weathervane_lab::verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,8 +68,9 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
+    #[cfg(feature = "lab")]
     if let Command::Gen(args) = &command {
-        generate::run(args)?;
+        weathervane_gen::run(args)?;
         return Ok(());
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -85,12 +88,51 @@ fn run(command: Command) -> anyhow::Result<()> {
                 .context("processor"),
             Command::Api(config) => weathervane_api::run(config, shutdown).await.context("api"),
             Command::Up(args) => up::run(args, shutdown).await,
-            Command::Verify(args) => verify::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
-            Command::Replay(args) => replay::run(args).await,
+            #[cfg(feature = "lab")]
+            Command::Verify(args) => lab::verify(args).await,
+            #[cfg(feature = "lab")]
+            Command::Bench(args) => lab::bench(args).await,
+            #[cfg(feature = "lab")]
+            Command::Replay(args) => lab::replay(args).await,
+            #[cfg(feature = "lab")]
             Command::Gen(_) => unreachable!("handled above"),
         }
     })
+}
+
+/// The lab tools' outcomes, printed as the commands always have.
+#[cfg(feature = "lab")]
+mod lab {
+    use anyhow::Context;
+    use weathervane_lab::{bench, replay, verify};
+
+    pub async fn verify(args: verify::VerifyArgs) -> anyhow::Result<()> {
+        let verdict = verify::run(args).await?;
+        print!("{verdict}");
+        anyhow::ensure!(verdict.passed(), "the database does not match the input");
+        Ok(())
+    }
+
+    pub async fn replay(args: replay::ReplayArgs) -> anyhow::Result<()> {
+        let verdict = replay::run(args).await?;
+        print!("{verdict}");
+        anyhow::ensure!(
+            verdict.passed(),
+            "{}: the guarantee does not hold",
+            verdict.scenario
+        );
+        Ok(())
+    }
+
+    pub async fn bench(args: bench::BenchArgs) -> anyhow::Result<()> {
+        let out = args.out.clone();
+        let report = bench::run(args).await?.markdown();
+        print!("{report}");
+        if let Some(out) = &out {
+            std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

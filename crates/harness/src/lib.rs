@@ -1,17 +1,23 @@
 //! Private, throwaway infrastructure for tests, the `replay` tool and the benchmark:
 //! `redis-server`, `influxd` and `weathervane` role processes on free 127.0.0.1 ports,
-//! each in its own temp dir, with real fault actions (SIGKILL, SIGTERM, SIGSTOP/SIGCONT).
+//! each in its own temp dir, with real fault actions (SIGKILL, SIGTERM, SIGSTOP/SIGCONT);
+//! the whole stack wired once (`stack`); a docker-compose project driven from outside
+//! (`compose`); and the roles' typed events read back from their logs (`events`).
 //!
-//! It owns process lifetimes (nothing outlives its owner), port picking, readiness waits
-//! and the generated server configs. It does not speak the Redis or InfluxDB protocols
-//! beyond the one-line readiness probes, and knows nothing about what the roles do:
-//! clients, payloads and assertions belong to the callers.
+//! It owns process lifetimes (nothing outlives its owner), port picking, readiness waits,
+//! the generated server configs and the wiring of the roles. It does not speak the Redis
+//! or InfluxDB protocols beyond the one-line readiness probes, and knows of the roles only
+//! their subcommands, their environment and their event lines: clients, payloads and
+//! assertions belong to the callers.
 //!
 //! The API is synchronous (std::process, std::net, sleeps) so it works from plain tests
 //! and, via `spawn_blocking` or directly at setup time, from tokio code.
 
+pub mod compose;
+pub mod events;
 mod process;
 mod server;
+pub mod stack;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +30,7 @@ use nix::sys::signal::Signal;
 
 pub use process::ManagedProcess;
 pub use server::{InfluxServer, RedisServer};
+pub use stack::{LocalStack, LocalStackBuilder, Role};
 
 pub type Result<T, E = HarnessError> = std::result::Result<T, E>;
 
@@ -89,6 +96,17 @@ pub enum HarnessError {
         status: String,
         log: PathBuf,
         tail: String,
+    },
+    #[error("neither `docker compose` nor `docker-compose` answers `version`")]
+    NoCompose,
+    #[error("{what}: {detail}")]
+    Command { what: String, detail: String },
+    #[error("compose service {service} has no container")]
+    NoContainer { service: String },
+    #[error("container {container} not healthy within {timeout:?}")]
+    NotHealthy {
+        container: String,
+        timeout: Duration,
     },
     #[error(
         "WEATHERVANE_BIN={path} is not a file; build it first with `cargo build --bin weathervane`"

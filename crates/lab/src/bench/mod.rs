@@ -3,10 +3,12 @@
 //! for another's compactions). Phases: the ceiling (rows written straight to InfluxDB),
 //! the pipeline (the same rows through streamer, Redis, ingester, processor), recovery
 //! after Redis and InfluxDB outages, report time and query count, API load, memory per
-//! buffered row, and scale. Prints a Markdown report (ratios first).
+//! buffered row, and scale. Returns a [`BenchReport`]; its `markdown()` is the report
+//! `weathervane bench` prints (ratios first, see `report`).
+
+mod report;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,12 +19,14 @@ use weathervane_core::config::InfluxArgs;
 use weathervane_core::influx::InfluxClient;
 use weathervane_core::row::CsvSource;
 use weathervane_core::schema;
-use weathervane_harness::{InfluxServer, ManagedProcess, RedisServer};
+use weathervane_gen::GenArgs;
+use weathervane_harness::events::{Event, events_of};
+use weathervane_harness::{LocalStack, ManagedProcess, Role};
 
-use crate::generate::{self, GenArgs};
-use crate::verify;
+use crate::verify::{self, Verdict};
+pub use report::{BenchReport, Machine, Memory, Recovery};
 
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct BenchArgs {
     /// Stations per hour at 1x (full scale is 43,800).
     #[arg(long, default_value_t = 43_800)]
@@ -61,9 +65,9 @@ const TICKS: f64 = 100.0;
 
 /// CPU seconds and peak RSS of a process, from /proc.
 #[derive(Clone, Copy, Debug, Default)]
-struct Usage {
-    cpu: f64,
-    peak_rss_kb: u64,
+pub struct Usage {
+    pub cpu: f64,
+    pub peak_rss_kb: u64,
 }
 
 fn usage(pid: u32) -> Option<Usage> {
@@ -100,54 +104,30 @@ impl Sampler {
     }
 }
 
-/// A fresh private redis-server and influxd, and the roles as processes.
-struct Stack {
-    dir: tempfile::TempDir,
-    redis: RedisServer,
-    influx: InfluxServer,
+/// A fresh private redis-server and influxd; the roles are started by each phase.
+fn start_servers() -> anyhow::Result<LocalStack> {
+    Ok(LocalStack::builder().env("RUST_LOG", "info").start()?)
 }
 
-impl Stack {
-    fn start() -> anyhow::Result<Self> {
-        Ok(Self {
-            dir: tempfile::tempdir()?,
-            redis: RedisServer::start()?,
-            influx: InfluxServer::start()?,
-        })
-    }
+fn influx_client(stack: &LocalStack, db: &str) -> anyhow::Result<InfluxClient> {
+    let args = InfluxArgs {
+        url: stack.influx.url(),
+        db: db.to_owned(),
+        user: None,
+        password: None,
+        token: None,
+    };
+    Ok(InfluxClient::new(&args, Duration::from_secs(120))?)
+}
 
-    fn client(&self, db: &str) -> anyhow::Result<InfluxClient> {
-        let args = InfluxArgs {
-            url: self.influx.url(),
-            db: db.to_owned(),
-            user: None,
-            password: None,
-            token: None,
-        };
-        Ok(InfluxClient::new(&args, Duration::from_secs(120))?)
-    }
-
-    fn role(&self, role: &str) -> anyhow::Result<ManagedProcess> {
-        Ok(ManagedProcess::weathervane(role, self.dir.path())?
-            .arg(role)
-            .env("REDIS_URL", self.redis.url())
-            .env("INFLUXDB_URL", self.influx.url())
-            .env("INFLUXDB_DB", "weather")
-            .env("RUST_LOG", "info,weathervane_core::event=debug"))
-    }
-
-    fn streamer(&self, data: &Path) -> anyhow::Result<ManagedProcess> {
-        Ok(self
-            .role("streamer")?
-            .arg("--input")
-            .arg(data)
-            .args(["--hour-interval", "0", "--once", "--rejects"])
-            .arg(self.dir.path().join("rejects.csv")))
-    }
-
-    fn influxd_pid(&self) -> Option<u32> {
-        self.influx.pid()
-    }
+/// A streamer of `data` as fast as it goes, exiting once every hour is reported.
+fn streamer(stack: &LocalStack, data: &Path) -> anyhow::Result<ManagedProcess> {
+    Ok(stack
+        .role(Role::Streamer)?
+        .arg("--input")
+        .arg(data)
+        .args(["--hour-interval", "0", "--once", "--rejects"])
+        .arg(stack.dir().join("rejects.csv")))
 }
 
 fn generate(dir: &Path, stations: u32, hours: u32) -> anyhow::Result<PathBuf> {
@@ -161,7 +141,7 @@ fn generate(dir: &Path, stations: u32, hours: u32) -> anyhow::Result<PathBuf> {
             start: chrono::NaiveDate::from_ymd_opt(2023, 9, 19).expect("valid"),
             out: out.clone(),
         };
-        generate::run(&args)?;
+        weathervane_gen::run(&args)?;
     }
     Ok(out)
 }
@@ -187,10 +167,12 @@ fn bodies(data: &Path, rows_per_body: usize) -> anyhow::Result<(Vec<Vec<u8>>, us
     Ok((bodies, rows))
 }
 
-struct Ceiling {
-    concurrency: usize,
-    rows_per_s: f64,
-    influxd_cpu: f64,
+/// InfluxDB alone, written to by `concurrency` writers.
+#[derive(Clone, Debug)]
+pub struct Ceiling {
+    pub concurrency: usize,
+    pub rows_per_s: f64,
+    pub influxd_cpu: f64,
 }
 
 /// Rows written straight to InfluxDB at several concurrencies; the best is the ceiling.
@@ -203,10 +185,10 @@ async fn ceiling(
     let bodies = Arc::new(bodies);
     let mut results = Vec::new();
     for &concurrency in writers {
-        let stack = tokio::task::block_in_place(Stack::start)?;
-        let client = stack.client("ceiling")?;
+        let stack = tokio::task::block_in_place(start_servers)?;
+        let client = influx_client(&stack, "ceiling")?;
         client.create_database().await?;
-        let before = usage(stack.influxd_pid().unwrap_or_default()).unwrap_or_default();
+        let before = usage(stack.influx.pid().unwrap_or_default()).unwrap_or_default();
         let next = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
         let mut writers = tokio::task::JoinSet::new();
@@ -228,7 +210,7 @@ async fn ceiling(
             result??;
         }
         let elapsed = started.elapsed().as_secs_f64();
-        let after = usage(stack.influxd_pid().unwrap_or_default()).unwrap_or_default();
+        let after = usage(stack.influx.pid().unwrap_or_default()).unwrap_or_default();
         results.push(Ceiling {
             concurrency,
             rows_per_s: rows as f64 / elapsed,
@@ -239,14 +221,25 @@ async fn ceiling(
     Ok(results)
 }
 
-struct PipelineRun {
-    rows: u64,
-    seconds: f64,
-    usage: BTreeMap<String, Usage>,
-    report_ms: Vec<u64>,
-    queries: f64,
-    hours: usize,
-    verified: String,
+/// The input through the pipeline, timed.
+#[derive(Debug)]
+pub struct PipelineRun {
+    pub rows: u64,
+    pub seconds: f64,
+    /// Per process (streamer, ingester, processor, influxd): CPU and peak RSS.
+    pub usage: BTreeMap<String, Usage>,
+    /// The processor's time for each hour's reports.
+    pub report_ms: Vec<u64>,
+    /// InfluxDB `/query` requests during the run.
+    pub queries: f64,
+    /// What InfluxDB holds afterwards (it passed, or the run is an error).
+    pub verdict: Verdict,
+}
+
+impl PipelineRun {
+    pub fn rows_per_s(&self) -> f64 {
+        self.rows as f64 / self.seconds
+    }
 }
 
 /// Count of `/query` requests InfluxDB has served (its own httpd statistics).
@@ -262,24 +255,24 @@ async fn query_requests(client: &InfluxClient) -> f64 {
 
 /// The input through the four roles with `--hour-interval 0`, timed from the streamer's
 /// start to its exit (every hour reported).
-async fn pipeline(stack: &Stack, data: &Path) -> anyhow::Result<PipelineRun> {
-    let mut ingester = stack.role("ingester")?;
-    let mut processor = stack.role("processor")?;
+async fn pipeline(stack: &LocalStack, data: &Path) -> anyhow::Result<PipelineRun> {
+    let mut ingester = stack.role(Role::Ingester)?;
+    let mut processor = stack.role(Role::Processor)?;
     ingester.start()?;
     processor.start()?;
-    let client = stack.client("weather")?;
+    let client = influx_client(stack, "weather")?;
     let queries_before = query_requests(&client).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut streamer = stack.streamer(data)?;
+    let mut streamer = streamer(stack, data)?;
     let mut sampler = Sampler::default();
     let started = Instant::now();
     streamer.start()?;
-    let influxd_before = usage(stack.influxd_pid().unwrap_or_default()).unwrap_or_default();
+    let influxd_before = usage(stack.influx.pid().unwrap_or_default()).unwrap_or_default();
     loop {
         sampler.sample("streamer", streamer.pid());
         sampler.sample("ingester", ingester.pid());
         sampler.sample("processor", processor.pid());
-        sampler.sample("influxd", stack.influxd_pid());
+        sampler.sample("influxd", stack.influx.pid());
         if !streamer.is_running() {
             break;
         }
@@ -295,13 +288,10 @@ async fn pipeline(stack: &Stack, data: &Path) -> anyhow::Result<PipelineRun> {
     let queries = query_requests(&client).await - queries_before - 1.0;
     let report_ms = report_ms(&processor)?;
     let verdict = verify::verify(&[data.to_owned()], &client).await?;
-    let verified = format!(
-        "{}/{} hours correct, {} of {} rows",
-        verdict.hours_correct, verdict.hours, verdict.rows_stored, verdict.rows_expected
-    );
     if !verdict.passed() {
         bail!(
-            "the pipeline run did not verify: {verified}: {:?}",
+            "the pipeline run did not verify: {}: {:?}",
+            report::verified(&verdict),
             verdict.problems.iter().take(5).collect::<Vec<_>>()
         );
     }
@@ -311,27 +301,19 @@ async fn pipeline(stack: &Stack, data: &Path) -> anyhow::Result<PipelineRun> {
         usage: sampler.last,
         report_ms,
         queries,
-        hours: verdict.hours,
-        verified,
+        verdict,
     })
 }
 
 /// The processor's time from taking an hour to having its reports stored, per hour.
 fn report_ms(processor: &ManagedProcess) -> anyhow::Result<Vec<u64>> {
-    let log = std::fs::read_to_string(processor.log_path())?;
-    Ok(log
-        .lines()
-        .filter(|l| l.contains("Reports stored."))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("elapsed_ms=")?.parse().ok())
+    Ok(events_of(processor.log_path())?
+        .into_iter()
+        .filter_map(|record| match record.event {
+            Event::HourReported { elapsed_ms, .. } => Some(elapsed_ms),
+            _ => None,
         })
         .collect())
-}
-
-fn median(values: &mut [u64]) -> u64 {
-    values.sort_unstable();
-    values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
 /// Which server an outage takes down.
@@ -341,26 +323,33 @@ enum Outage {
     Influx,
 }
 
-struct RecoveryRun {
+/// One outage during an hour.
+#[derive(Clone, Debug)]
+pub struct RecoveryRun {
     /// From the server's return until the hour is reported.
-    seconds: f64,
+    pub seconds: f64,
     /// The processor's time for the hour's reports, on an InfluxDB that writes nothing
     /// else meanwhile.
-    report_ms: u64,
+    pub report_ms: u64,
 }
 
 /// One hour streamed, the server down for `outage` once the first batch is in.
 async fn recovery(data: &Path, which: Outage, outage: Duration) -> anyhow::Result<RecoveryRun> {
-    let mut stack = tokio::task::block_in_place(Stack::start)?;
-    let mut ingester = stack.role("ingester")?;
-    let mut processor = stack.role("processor")?;
+    let mut stack = tokio::task::block_in_place(start_servers)?;
+    let mut ingester = stack.role(Role::Ingester)?;
+    let mut processor = stack.role(Role::Processor)?;
     ingester.start()?;
     processor.start()?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut streamer = stack.streamer(data)?;
+    let mut streamer = streamer(&stack, data)?;
     streamer.start()?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(ingester.log_path())?.contains("Batch received.") {
+    let batch_received = |ingester: &ManagedProcess| -> anyhow::Result<bool> {
+        Ok(events_of(ingester.log_path())?
+            .iter()
+            .any(|record| matches!(record.event, Event::BatchReceived { .. })))
+    };
+    while !batch_received(&ingester)? {
         anyhow::ensure!(Instant::now() < deadline, "no batch received");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -387,9 +376,9 @@ async fn recovery(data: &Path, which: Outage, outage: Duration) -> anyhow::Resul
 /// Peak RSS (kB) of a streamer reading `data` while Redis is down from the start, once it
 /// has buffered as much as it will: `hours` hours (its `--max-pending-hours`).
 async fn streamer_rss_with_redis_down(data: &Path, hours: u32) -> anyhow::Result<u64> {
-    let mut stack = tokio::task::block_in_place(Stack::start)?;
+    let mut stack = tokio::task::block_in_place(start_servers)?;
     stack.redis.kill();
-    let mut streamer = stack.streamer(data)?.args([
+    let mut streamer = streamer(&stack, data)?.args([
         "--max-pending-hours",
         &hours.to_string(),
         "--buffer-rows",
@@ -412,10 +401,12 @@ async fn streamer_rss_with_redis_down(data: &Path, hours: u32) -> anyhow::Result
     Ok(peak)
 }
 
-struct ApiLoad {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+/// What `wrk` measured for one endpoint and side.
+#[derive(Clone, Debug)]
+pub struct ApiLoad {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 /// `wrk` (one thread, so the server under test keeps a core) sending GETs for `paths` in
@@ -487,7 +478,7 @@ fn parse_wrk(text: &str) -> anyhow::Result<ApiLoad> {
 
 /// Asks every path once, so both sides are timed with warm caches.
 async fn warm(base: &str, paths: &[String]) -> anyhow::Result<()> {
-    let client = crate::replay::reqwest_client()?;
+    let client = crate::expected::http_client()?;
     for path in paths {
         let response = client.get(format!("{base}{path}")).send().await?;
         anyhow::ensure!(
@@ -501,9 +492,9 @@ async fn warm(base: &str, paths: &[String]) -> anyhow::Result<()> {
 
 /// Waits (two minutes at most) until influxd has finished compacting what the pipeline
 /// wrote, so the API phase measures queries, not compactions beside them.
-async fn quiet_influxd(stack: &Stack) {
+async fn quiet_influxd(stack: &LocalStack) {
     let started = Instant::now();
-    let cpu = || usage(stack.influxd_pid().unwrap_or_default()).map_or(0.0, |u| u.cpu);
+    let cpu = || usage(stack.influx.pid().unwrap_or_default()).map_or(0.0, |u| u.cpu);
     let mut before = cpu();
     while started.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -520,24 +511,25 @@ async fn quiet_influxd(stack: &Stack) {
     );
 }
 
-struct ApiRun {
+#[derive(Clone, Debug)]
+pub struct ApiRun {
     /// Per endpoint: the API under load, and InfluxDB asked the same directly.
-    loads: Vec<(String, ApiLoad, ApiLoad)>,
+    pub loads: Vec<(String, ApiLoad, ApiLoad)>,
     /// API answers checked against reports computed from the input, after the load.
-    checked: usize,
+    pub checked: usize,
 }
 
 /// The API under load, and InfluxDB asked the same reports directly.
 async fn api(
     dir: &Path,
-    stack: &Stack,
+    stack: &LocalStack,
     data: &Path,
     hours: u32,
     seconds: u64,
     connections: usize,
 ) -> anyhow::Result<ApiRun> {
     let addr = format!("127.0.0.1:{}", weathervane_harness::free_port()?);
-    let mut api = stack.role("api")?.env("API_ADDR", &addr);
+    let mut api = stack.role(Role::Api)?.env("API_ADDR", &addr);
     api.start()?;
     let states: Vec<String> = {
         let mut source = CsvSource::open(data)?;
@@ -594,8 +586,8 @@ async fn api(
         let direct_load = load(dir, &influx_base, &direct_paths, seconds, connections).await?;
         results.push((format!("/{endpoint}"), api_load, direct_load));
     }
-    let reports = tokio::task::block_in_place(|| crate::replay::expected_reports(data))?;
-    let checked = crate::replay::check_api(&addr, &reports)
+    let reports = tokio::task::block_in_place(|| crate::expected::expected_reports(data))?;
+    let checked = crate::expected::check_api(&addr, &reports)
         .await
         .context("the API answered wrongly after the load")?;
     Ok(ApiRun {
@@ -604,88 +596,21 @@ async fn api(
     })
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+/// Runs every phase on fresh servers and returns what they measured.
+pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
+    let machine = report::Machine::now();
     let work = tempfile::tempdir()?;
-    let mut report = String::new();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let memory_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .next()?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
-    writeln!(
-        report,
-        "## {} — {cores} cores, {memory_gib:.0} GiB",
-        chrono::Utc::now().format("%Y-%m-%d")
-    )?;
-    writeln!(
-        report,
-        "\n`weathervane bench {}`\n",
-        std::env::args().skip(2).collect::<Vec<_>>().join(" ")
-    )?;
-
     let data = tokio::task::block_in_place(|| generate(work.path(), args.stations, args.hours))?;
     let ceilings = ceiling(&data, args.write_rows, &args.ceiling_writers).await?;
     let best = ceilings
         .iter()
         .max_by(|a, b| a.rows_per_s.total_cmp(&b.rows_per_s))
-        .context("no ceiling")?;
-    let stack = tokio::task::block_in_place(Stack::start)?;
-    let run = pipeline(&stack, &data).await?;
-    let pipeline_rps = run.rows as f64 / run.seconds;
-    let per_million = |cpu: f64| cpu / (run.rows as f64 / 1e6);
-    let ours: f64 = ["streamer", "ingester", "processor"]
-        .iter()
-        .filter_map(|n| run.usage.get(*n))
-        .map(|u| u.cpu)
-        .sum();
-    let influxd_cpu = run.usage.get("influxd").map_or(0.0, |u| u.cpu);
-
-    writeln!(
-        report,
-        "### Throughput ({} rows: {} stations x {} hours)\n",
-        run.rows, args.stations, args.hours
-    )?;
-    writeln!(report, "| measure | figure | target |\n|---|---|---|")?;
-    writeln!(
-        report,
-        "| pipeline / ceiling rows/s | **{:.2}** ({pipeline_rps:.0} / {:.0}) | >= 0.9 |",
-        pipeline_rps / best.rows_per_s,
-        best.rows_per_s
-    )?;
-    writeln!(
-        report,
-        "| WeatherVane CPU / influxd CPU | **{:.3}** ({ours:.1} s / {influxd_cpu:.1} s) | <= 0.1 |",
-        ours / influxd_cpu.max(1e-9)
-    )?;
-    for ceiling in &ceilings {
-        writeln!(
-            report,
-            "| ceiling, {} writers | {:.0} rows/s (influxd {:.1} CPU s) | |",
-            ceiling.concurrency, ceiling.rows_per_s, ceiling.influxd_cpu
-        )?;
-    }
-    writeln!(
-        report,
-        "| pipeline | {pipeline_rps:.0} rows/s, {:.1} s; {} | |",
-        run.seconds, run.verified
-    )?;
-    for (name, usage) in &run.usage {
-        writeln!(
-            report,
-            "| {name} | {:.2} CPU s per million rows, peak RSS {:.0} MiB | |",
-            per_million(usage.cpu),
-            usage.peak_rss_kb as f64 / 1024.0
-        )?;
-    }
+        .context("no ceiling")?
+        .clone();
+    let stack = tokio::task::block_in_place(start_servers)?;
+    let day = pipeline(&stack, &data).await?;
     quiet_influxd(&stack).await;
-    let api_run = api(
+    let api = api(
         work.path(),
         &stack,
         &data,
@@ -694,142 +619,64 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.connections,
     )
     .await?;
-    writeln!(
-        report,
-        "\n### API (`wrk`, {} connections, {} s per endpoint and side; then {} answers checked against the input, all correct)\n",
-        args.connections, args.api_seconds, api_run.checked
-    )?;
-    writeln!(
-        report,
-        "| endpoint | API / InfluxDB rps | API rps, p50, p99 | InfluxDB /query rps, p50, p99 | target |\n|---|---|---|---|---|"
-    )?;
-    for (name, api_load, direct) in &api_run.loads {
-        writeln!(
-            report,
-            "| {name} | **{:.1}x** | {:.0}, {:.2} ms, **{:.2} ms** | {:.0}, {:.2} ms, {:.2} ms | p99 < 5 ms, >= 10x |",
-            api_load.rps / direct.rps,
-            api_load.rps,
-            api_load.p50_ms,
-            api_load.p99_ms,
-            direct.rps,
-            direct.p50_ms,
-            direct.p99_ms
-        )?;
-    }
     drop(stack);
-
-    let hour_data = tokio::task::block_in_place(|| generate(work.path(), args.stations, 1))?;
-    let hour_rows = args.stations as f64;
-    // The hour written straight to a fresh InfluxDB, as the backlog is: every series in it
-    // is new there, which makes it slower per row than the day-long ceiling.
-    let alone = ceiling(&hour_data, args.write_rows, &[best.concurrency]).await?;
-    let influx_alone = alone.first().map_or(0.0, |c| hour_rows / c.rows_per_s);
-    let outage = Duration::from_secs(args.outage);
-    let redis = recovery(&hour_data, Outage::Redis, outage).await?;
-    let influx = recovery(&hour_data, Outage::Influx, outage).await?;
-    let mut report_ms = run.report_ms.clone();
-    writeln!(
-        report,
-        "\n### Reports\n\n| measure | figure | target |\n|---|---|---|"
-    )?;
-    writeln!(
-        report,
-        "| hour stored → reports stored, InfluxDB writing nothing else (Redis recovery run) | **{} ms** | < 1000 ms |",
-        redis.report_ms
-    )?;
-    writeln!(
-        report,
-        "| the same in the pipeline run, InfluxDB writing the next hours meanwhile: median / max | {} ms / {} ms ({} hours) | |",
-        median(&mut report_ms),
-        report_ms.iter().max().copied().unwrap_or_default(),
-        run.hours
-    )?;
-    writeln!(
-        report,
-        "| InfluxDB queries per hour | **{:.1}** (plus one write) | <= 10 |",
-        run.queries / run.hours.max(1) as f64
-    )?;
-
-    writeln!(
-        report,
-        "\n### Recovery ({} s outage during a {}-row hour; InfluxDB alone needs {influx_alone:.2} s to store it on a fresh server with {} writers)\n",
-        args.outage, args.stations, best.concurrency
-    )?;
-    writeln!(
-        report,
-        "| outage | back → hour reported | beyond InfluxDB alone | target |\n|---|---|---|---|"
-    )?;
-    writeln!(
-        report,
-        "| Redis | {:.2} s | **{:.2} s** | <= 1.5 s |",
-        redis.seconds,
-        redis.seconds - influx_alone
-    )?;
-    writeln!(
-        report,
-        "| InfluxDB | {:.2} s | **{:.2} s** | <= 1.5 s |",
-        influx.seconds,
-        influx.seconds - influx_alone
-    )?;
-
-    let three = tokio::task::block_in_place(|| generate(work.path(), args.stations, 3))?;
-    // The same input both times, so only the buffered hours differ, not the input index.
-    let rss_one = streamer_rss_with_redis_down(&three, 1).await?;
-    let rss_three = streamer_rss_with_redis_down(&three, 3).await?;
-    let csv_bytes_per_row = (std::fs::metadata(&three)?.len() as f64) / (3.0 * hour_rows);
-    let per_row = (rss_three.saturating_sub(rss_one) as f64 * 1024.0) / (2.0 * hour_rows);
-    writeln!(
-        report,
-        "\n### Memory (streamer, Redis down from the start)\n\n| measure | figure | target |\n|---|---|---|"
-    )?;
-    writeln!(
-        report,
-        "| bytes per buffered row / CSV bytes per row | **{:.2}** ({per_row:.0} / {csv_bytes_per_row:.0}) | <= 2 |",
-        per_row / csv_bytes_per_row
-    )?;
-    writeln!(
-        report,
-        "| peak RSS buffering 1 hour / 3 hours of a 3-hour input | {:.0} MiB / {:.0} MiB | |",
-        rss_one as f64 / 1024.0,
-        rss_three as f64 / 1024.0
-    )?;
-
-    writeln!(
-        report,
-        "\n### Scale ({} hours per run)\n\n| stations | rows/s | vs 1x | influxd CPU s per million rows | peak RSS streamer / ingester / processor |\n|---|---|---|---|---|",
-        args.scale_hours
-    )?;
-    let mut first = None;
+    let recovery = recovery_phase(work.path(), &args, &best).await?;
+    let memory = memory_phase(work.path(), args.stations).await?;
+    let mut scale = Vec::new();
     for factor in &args.scale {
         let stations = args.stations * factor;
         let data =
             tokio::task::block_in_place(|| generate(work.path(), stations, args.scale_hours))?;
-        let stack = tokio::task::block_in_place(Stack::start)?;
-        let run = pipeline(&stack, &data).await?;
-        let rps = run.rows as f64 / run.seconds;
-        let base = *first.get_or_insert(rps);
-        let rss = |name: &str| {
-            run.usage
-                .get(name)
-                .map_or(0.0, |u| u.peak_rss_kb as f64 / 1024.0)
-        };
-        writeln!(
-            report,
-            "| {factor}x ({stations}) | {rps:.0} | **{:.2}** | {:.0} | {:.0} / {:.0} / {:.0} MiB |",
-            rps / base,
-            run.usage
-                .get("influxd")
-                .map_or(0.0, |u| u.cpu / (run.rows as f64 / 1e6)),
-            rss("streamer"),
-            rss("ingester"),
-            rss("processor")
-        )?;
+        let stack = tokio::task::block_in_place(start_servers)?;
+        scale.push((*factor, pipeline(&stack, &data).await?));
     }
-    print!("{report}");
-    if let Some(out) = &args.out {
-        std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
-    }
-    Ok(())
+    Ok(BenchReport {
+        machine,
+        args,
+        ceilings,
+        best,
+        pipeline: day,
+        api,
+        recovery,
+        memory,
+        scale,
+    })
+}
+
+/// One hour through Redis and InfluxDB outages, beside the time InfluxDB alone needs to
+/// store it.
+async fn recovery_phase(work: &Path, args: &BenchArgs, best: &Ceiling) -> anyhow::Result<Recovery> {
+    let hour_data = tokio::task::block_in_place(|| generate(work, args.stations, 1))?;
+    // The hour written straight to a fresh InfluxDB, as the backlog is: every series in it
+    // is new there, which makes it slower per row than the day-long ceiling.
+    let alone = ceiling(&hour_data, args.write_rows, &[best.concurrency]).await?;
+    let influx_alone_s = alone
+        .first()
+        .map_or(0.0, |c| f64::from(args.stations) / c.rows_per_s);
+    let outage = Duration::from_secs(args.outage);
+    let redis = recovery(&hour_data, Outage::Redis, outage).await?;
+    let influx = recovery(&hour_data, Outage::Influx, outage).await?;
+    Ok(Recovery {
+        influx_alone_s,
+        redis,
+        influx,
+    })
+}
+
+/// The streamer's memory per buffered row: buffering 1 and 3 hours of the same input.
+async fn memory_phase(work: &Path, stations: u32) -> anyhow::Result<Memory> {
+    let three = tokio::task::block_in_place(|| generate(work, stations, 3))?;
+    // The same input both times, so only the buffered hours differ, not the input index.
+    let rss_one_kb = streamer_rss_with_redis_down(&three, 1).await?;
+    let rss_three_kb = streamer_rss_with_redis_down(&three, 3).await?;
+    let hour_rows = f64::from(stations);
+    Ok(Memory {
+        rss_one_kb,
+        rss_three_kb,
+        csv_bytes_per_row: (std::fs::metadata(&three)?.len() as f64) / (3.0 * hour_rows),
+        bytes_per_row: (rss_three_kb.saturating_sub(rss_one_kb) as f64 * 1024.0)
+            / (2.0 * hour_rows),
+    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `weathervane gen`: a deterministic generator of hourly weather-station rows.
+//! The deterministic generator of hourly weather-station rows (`weathervane gen`).
 //!
 //! The output is a CSV file in the layout of the WeatherAPI-style input (37 columns, see
 //! [`HEADER`]): one row per station per hour, ordered by hour, then by station (stations
