@@ -69,7 +69,12 @@ impl Progress {
                 let entry = self.peaks.entry(buffer).or_default();
                 *entry = (*entry).max(peak);
             }
-            Event::InputIndexed { .. } | Event::HourQueued { .. } | Event::OutageBegan { .. } => {}
+            // A role whose task failed exits and is restarted by the scenario, or the run
+            // fails its recovery deadline: the verdict shows it either way.
+            Event::InputIndexed { .. }
+            | Event::HourQueued { .. }
+            | Event::OutageBegan { .. }
+            | Event::TaskFailed { .. } => {}
         }
     }
 
