@@ -220,3 +220,48 @@ fn a_role_whose_stderr_reader_is_gone_keeps_working_and_stops_on_sigterm() {
     assert!(status.success(), "{status}");
     stack.process(Role::Processor).stop();
 }
+
+#[test]
+fn exit_codes_say_done_fail_could_not_run_and_interrupted() {
+    let stack = LocalStack::builder().start().unwrap();
+    let input = small_input(stack.dir());
+    let verify = |influx: &str| {
+        Command::new(weathervane_harness::weathervane_binary().unwrap())
+            .args(["verify", "--input"])
+            .arg(&input)
+            .args(["--influxdb-url", influx])
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    // Nothing stored: the check runs and fails.
+    assert_eq!(verify(&stack.influx.url()), Some(1));
+    // No InfluxDB there: the check could not run.
+    let closed = format!(
+        "http://127.0.0.1:{}",
+        weathervane_harness::free_port().unwrap()
+    );
+    assert_eq!(verify(&closed), Some(2));
+
+    // A streamer with --once whose hours can never be confirmed (no ingester), stopped.
+    let mut streamer = stack
+        .role(Role::Streamer)
+        .unwrap()
+        .args(["--input".as_ref(), input.as_os_str()])
+        .args([
+            "--rejects".as_ref(),
+            stack.dir().join("rejects.csv").as_os_str(),
+        ])
+        .args(["--hour-interval", "0", "--once"]);
+    streamer.start().unwrap();
+    wait_for_event(streamer.log_path(), "HourQueued", |event| {
+        matches!(event, Event::HourQueued { .. })
+    });
+    let status = streamer.stop().expect("the streamer was running");
+    assert_eq!(
+        status.code(),
+        Some(128 + 15),
+        "interrupted --once: {status}"
+    );
+}

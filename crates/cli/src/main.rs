@@ -1,10 +1,15 @@
 //! The `weathervane` binary: parses the command line and hands over to a role's `run`,
 //! or, with the `lab` feature (on by default), to a lab tool (`weathervane_gen`,
-//! `weathervane_lab`), whose typed outcome it prints. Errors are printed with their causes
-//! and set the exit code; a verdict of FAIL exits with 1 too.
+//! `weathervane_lab`), whose typed outcome it prints.
+//!
+//! Exit codes scripts can trust: 0 done (a verdict of PASS); 1 a verdict of FAIL, or a
+//! role that failed; 2 a lab tool that could not run (no InfluxDB, a bad scenario file);
+//! 128 + the signal for a run that was to finish by itself (`--once`) and was
+//! interrupted. Errors are printed with their causes.
 
 mod up;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -55,43 +60,92 @@ enum Command {
     Verify(weathervane_lab::verify::VerifyArgs),
 }
 
+/// How a command ended, when it did not fail to run.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    /// A verdict of FAIL.
+    #[cfg_attr(not(feature = "lab"), allow(dead_code))]
+    Failed,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init();
-    match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+    let finishes_by_itself = cli.command.finishes_by_itself();
+    let could_not_run = cli.command.could_not_run_code();
+    let outcome = run(cli.command);
+    if finishes_by_itself && let Some(signal) = shutdown::received_signal() {
+        return ExitCode::from(128 + signal as u8);
+    }
+    match outcome {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(1),
         Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            // Not eprintln!: it panics when stderr is a closed pipe.
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
+            ExitCode::from(could_not_run)
         }
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+impl Command {
+    /// Whether the command ends by itself once its work is done (so a signal interrupted it).
+    fn finishes_by_itself(&self) -> bool {
+        match self {
+            Command::Streamer(config) => config.stream.once,
+            Command::Up(args) => args.once(),
+            Command::Ingester(_) | Command::Processor(_) | Command::Api(_) => false,
+            #[cfg(feature = "lab")]
+            _ => true,
+        }
+    }
+
+    /// The exit code of an error: 2 for a check that could not run (1 is its FAIL), 1 for
+    /// the rest.
+    fn could_not_run_code(&self) -> u8 {
+        match self {
+            #[cfg(feature = "lab")]
+            Command::Verify(_) | Command::Replay(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<Outcome> {
     #[cfg(feature = "lab")]
     if let Command::Gen(args) = &command {
         weathervane_gen::run(args)?;
-        return Ok(());
+        return Ok(Outcome::Done);
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let shutdown = shutdown::on_signal();
+        let done = |result: anyhow::Result<()>| result.map(|()| Outcome::Done);
         match command {
-            Command::Streamer(config) => weathervane_streamer::run(config, shutdown)
-                .await
-                .context("streamer"),
-            Command::Ingester(config) => weathervane_ingester::run(config, shutdown)
-                .await
-                .context("ingester"),
-            Command::Processor(config) => weathervane_processor::run(config, shutdown)
-                .await
-                .context("processor"),
-            Command::Api(config) => weathervane_api::run(config, shutdown).await.context("api"),
-            Command::Up(args) => up::run(args, shutdown).await,
+            Command::Streamer(config) => done(
+                weathervane_streamer::run(config, shutdown)
+                    .await
+                    .context("streamer"),
+            ),
+            Command::Ingester(config) => done(
+                weathervane_ingester::run(config, shutdown)
+                    .await
+                    .context("ingester"),
+            ),
+            Command::Processor(config) => done(
+                weathervane_processor::run(config, shutdown)
+                    .await
+                    .context("processor"),
+            ),
+            Command::Api(config) => {
+                done(weathervane_api::run(config, shutdown).await.context("api"))
+            }
+            Command::Up(args) => done(up::run(args, shutdown).await),
             #[cfg(feature = "lab")]
             Command::Verify(args) => lab::verify(args).await,
             #[cfg(feature = "lab")]
-            Command::Bench(args) => lab::bench(args).await,
+            Command::Bench(args) => done(lab::bench(args).await),
             #[cfg(feature = "lab")]
             Command::Replay(args) => lab::replay(args).await,
             #[cfg(feature = "lab")]
@@ -106,22 +160,26 @@ mod lab {
     use anyhow::Context;
     use weathervane_lab::{bench, replay, verify};
 
-    pub async fn verify(args: verify::VerifyArgs) -> anyhow::Result<()> {
+    use crate::Outcome;
+
+    pub async fn verify(args: verify::VerifyArgs) -> anyhow::Result<Outcome> {
         let verdict = verify::run(args).await?;
         print!("{verdict}");
-        anyhow::ensure!(verdict.passed(), "the database does not match the input");
-        Ok(())
+        Ok(if verdict.passed() {
+            Outcome::Done
+        } else {
+            Outcome::Failed
+        })
     }
 
-    pub async fn replay(args: replay::ReplayArgs) -> anyhow::Result<()> {
+    pub async fn replay(args: replay::ReplayArgs) -> anyhow::Result<Outcome> {
         let verdict = replay::run(args).await?;
         print!("{verdict}");
-        anyhow::ensure!(
-            verdict.passed(),
-            "{}: the guarantee does not hold",
-            verdict.scenario
-        );
-        Ok(())
+        Ok(if verdict.passed() {
+            Outcome::Done
+        } else {
+            Outcome::Failed
+        })
     }
 
     pub async fn bench(args: bench::BenchArgs) -> anyhow::Result<()> {

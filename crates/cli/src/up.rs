@@ -24,6 +24,13 @@ pub struct UpArgs {
     serve: ServeOptions,
 }
 
+impl UpArgs {
+    /// `--once`: the run ends once every hour is confirmed.
+    pub fn once(&self) -> bool {
+        self.stream.once
+    }
+}
+
 pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let UpArgs {
         redis,

@@ -14,7 +14,7 @@ use anyhow::Context;
 use serde_json::Value;
 use weathervane_core::HourKey;
 use weathervane_core::config::InfluxArgs;
-use weathervane_core::influx::{InfluxClient, Series};
+use weathervane_core::influx::{InfluxClient, InfluxError, Series};
 use weathervane_core::report::{self, ExtremePair, HourReport, MetricValues};
 use weathervane_core::row::{CsvSource, Metric, NUMERIC_COLUMNS};
 use weathervane_core::schema::{STATE_EXTREMES, WEATHER_AVERAGES, WEATHER_DATA, ZIP_CODE_EXTREMES};
@@ -152,11 +152,12 @@ pub async fn verify(inputs: &[PathBuf], influx: &InfluxClient) -> anyhow::Result
         .iter()
         .map(|c| format!("SUM({c}) AS {c}"))
         .collect();
+    // A database that does not exist holds nothing: the check runs, and fails.
     let query = |statement: String| async move {
-        influx
-            .query(&statement)
-            .await
-            .with_context(|| statement.clone())
+        match influx.query(&statement).await {
+            Err(InfluxError::DatabaseNotFound { .. }) => Ok(Vec::new()),
+            answer => answer.with_context(|| statement.clone()),
+        }
     };
     // One hour per query: summing every column of a whole full-scale day at once takes
     // InfluxDB 1.x minutes and gigabytes.
