@@ -24,14 +24,21 @@ impl ConfirmedHours {
             });
         };
         let mut hours = BTreeSet::new();
+        let mut torn = false;
         if path.exists() {
-            for line in BufReader::new(File::open(&path)?).lines() {
+            let text = std::fs::read(&path)?;
+            torn = text.last().is_some_and(|b| *b != b'\n');
+            for line in BufReader::new(&text[..]).lines() {
                 if let Ok(hour) = line?.trim().parse() {
                     hours.insert(hour);
                 }
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+        if torn {
+            // End the torn line, so the next hour is not glued to it.
+            file.write_all(b"\n")?;
+        }
         Ok(Self {
             hours,
             file: Some(file),
@@ -76,8 +83,15 @@ mod tests {
             .unwrap()
             .write_all(b"2023-09-")
             .unwrap();
-        let reloaded = ConfirmedHours::load(Some(path)).unwrap();
+        let mut reloaded = ConfirmedHours::load(Some(path.clone())).unwrap();
         assert!(reloaded.contains(hour));
         assert_eq!(reloaded.len(), 1);
+        let next: HourKey = "2023-09-20T00".parse().unwrap();
+        reloaded.record(next).unwrap();
+        let again = ConfirmedHours::load(Some(path)).unwrap();
+        assert!(
+            again.contains(next),
+            "the hour after a torn line is not glued to it"
+        );
     }
 }

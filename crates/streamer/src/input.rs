@@ -3,28 +3,37 @@
 //! without holding the whole input in memory. Rejected rows go to the rejects file.
 
 use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use weathervane_core::row::{CsvError, CsvSource, RowError, RowLocation};
 use weathervane_core::{HourKey, WeatherRow};
 
-/// Rows that could not be used, written as CSV `file,line,reason`.
+/// Rows that could not be used, written as CSV `file,line,reason`. The file is appended
+/// to and survives restarts; a reject already in it (the same file, line and reason, from
+/// an earlier run or an hour read again) is not written twice.
 pub struct Rejects {
     path: PathBuf,
     writer: Option<csv::Writer<std::fs::File>>,
+    /// Every reject in the file: what it held at start, and what this run wrote.
+    written: HashSet<(String, u64, String)>,
     count: u64,
 }
 
 impl Rejects {
-    /// The file is created on the first reject only.
+    /// Reads the rejects already in `path`, if any; the file is created on the first
+    /// new reject only.
     pub fn new(path: PathBuf) -> Self {
+        let written = read_rejects(&path);
         Self {
             path,
             writer: None,
+            written,
             count: 0,
         }
     }
 
+    /// Rows rejected in this run (whether or not an earlier run already wrote them).
     pub fn count(&self) -> u64 {
         self.count
     }
@@ -34,28 +43,66 @@ impl Rejects {
     }
 
     pub fn record(&mut self, error: &RowError) {
-        tracing::warn!(file = %error.path.display(), line = error.line, reason = %error.reason, "Row rejected.");
         self.count += 1;
+        let key = (
+            error.path.display().to_string(),
+            error.line,
+            error.reason.clone(),
+        );
+        if !self.written.insert(key.clone()) {
+            return;
+        }
+        tracing::warn!(file = %key.0, line = error.line, reason = %error.reason, "Row rejected.");
         if self.writer.is_none() {
-            match csv::Writer::from_path(&self.path) {
-                Ok(mut writer) => {
-                    let _ = writer.write_record(["file", "line", "reason"]);
-                    self.writer = Some(writer);
-                }
-                Err(e) => {
-                    tracing::error!(path = %self.path.display(), error = %e, "Cannot write the rejects file; rejects are only logged.")
-                }
-            }
+            self.writer = self.open();
         }
         if let Some(writer) = &mut self.writer {
             let line = error.line.to_string();
-            let written =
-                writer.write_record([&error.path.display().to_string(), &line, &error.reason]);
+            let written = writer.write_record([&key.0, &line, &key.2]);
             if let Err(e) = written.and_then(|()| Ok(writer.flush()?)) {
                 tracing::error!(path = %self.path.display(), error = %e, "Cannot write the rejects file.");
             }
         }
     }
+
+    /// Opens the file for appending, with a header if it is new and a newline first if a
+    /// kill cut its last line short.
+    fn open(&self) -> Option<csv::Writer<std::fs::File>> {
+        let opened = (|| -> std::io::Result<csv::Writer<std::fs::File>> {
+            let existing = std::fs::read(&self.path).unwrap_or_default();
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            if existing.last().is_some_and(|b| *b != b'\n') {
+                file.write_all(b"\n")?;
+            }
+            let mut writer = csv::Writer::from_writer(file);
+            if existing.is_empty() {
+                writer.write_record(["file", "line", "reason"])?;
+            }
+            Ok(writer)
+        })();
+        opened
+            .map_err(|e| tracing::error!(path = %self.path.display(), error = %e, "Cannot write the rejects file; rejects are only logged."))
+            .ok()
+    }
+}
+
+/// The `(file, line, reason)` records of an existing rejects file (none if it is absent
+/// or unreadable; a torn last line is simply not matched).
+fn read_rejects(path: &Path) -> HashSet<(String, u64, String)> {
+    let Ok(mut reader) = csv::ReaderBuilder::new().flexible(true).from_path(path) else {
+        return HashSet::new();
+    };
+    reader
+        .records()
+        .filter_map(Result::ok)
+        .filter_map(|record| {
+            let line = record.get(1)?.parse().ok()?;
+            Some((record.get(0)?.to_owned(), line, record.get(2)?.to_owned()))
+        })
+        .collect()
 }
 
 /// Where each hour's rows are: (file index, location) in file order.
@@ -148,6 +195,44 @@ mod tests {
     use super::*;
 
     const HEADER: &str = "zip_code,state,time,temp_c,pressure_mb,humidity,precip_mm";
+
+    #[test]
+    fn the_rejects_file_is_appended_across_restarts_without_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rejects.csv");
+        let reject = |line: u64, reason: &str| RowError {
+            path: PathBuf::from("in.csv"),
+            line,
+            reason: reason.into(),
+        };
+        let mut first = Rejects::new(path.clone());
+        first.record(&reject(3, "temp_c \"hot\" is not a number"));
+        first.record(&reject(3, "temp_c \"hot\" is not a number"));
+        first.record(&reject(5, "duplicate, with \"quotes\", and commas"));
+        drop(first);
+        // A kill cut the last line short.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"in.csv,9,torn")
+            .unwrap();
+        let mut second = Rejects::new(path.clone());
+        second.record(&reject(5, "duplicate, with \"quotes\", and commas"));
+        second.record(&reject(7, "state \"X\" is not two uppercase letters"));
+        assert_eq!(second.count(), 2, "this run's rejects");
+        let lines: Vec<(String, String)> = csv::Reader::from_path(&path)
+            .unwrap()
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                (r[1].to_owned(), r[2].to_owned())
+            })
+            .collect();
+        let numbers: Vec<&str> = lines.iter().map(|(line, _)| line.as_str()).collect();
+        assert_eq!(numbers, ["3", "5", "9", "7"], "{lines:?}");
+        assert_eq!(lines[1].1, "duplicate, with \"quotes\", and commas");
+    }
 
     #[test]
     fn groups_rows_by_hour_across_files_in_any_order_and_rejects_bad_and_duplicate_rows() {
