@@ -1,6 +1,6 @@
 //! What every WeatherVane role shares, and nothing role-specific: the row schema and CSV
-//! reading ([`row`]), hours ([`hour`]), channel names ([`channel`]), message payloads
-//! ([`payload`]), configuration ([`config`]), bounded FIFO buffers with their flush
+//! reading ([`row`]), hours ([`hour`]) and their content generations ([`generation`]),
+//! channel names ([`channel`]), message payloads ([`payload`]), configuration ([`config`]), bounded FIFO buffers with their flush
 //! backoff ([`buffer`], [`backoff`]), the Redis and InfluxDB clients ([`bus`],
 //! [`influx`]), the report math ([`report`]), the pipeline's milestones as typed events
 //! ([`event`]) and process plumbing ([`shutdown`], [`supervise`], [`telemetry`]).
@@ -14,6 +14,7 @@ pub mod bus;
 pub mod channel;
 pub mod config;
 pub mod event;
+pub mod generation;
 pub mod hour;
 pub mod influx;
 pub mod payload;
@@ -24,5 +25,6 @@ pub mod shutdown;
 pub mod supervise;
 pub mod telemetry;
 
+pub use generation::Generation;
 pub use hour::HourKey;
 pub use row::WeatherRow;

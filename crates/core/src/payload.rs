@@ -5,7 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{HourKey, WeatherRow};
+use crate::{Generation, HourKey, WeatherRow};
 
 /// Most batches an hour may have: 100,000 batches of 500 rows is 50 million stations.
 /// Anything larger in a payload is hostile or broken, and would make the ingester
@@ -28,6 +28,9 @@ pub struct BatchEnvelope {
     pub batch: u32,
     /// How many batches the hour has, so a gap shows without waiting for the last one.
     pub batches: u32,
+    /// The hour's content this batch belongs to.
+    #[serde(default)]
+    pub generation: Generation,
     pub rows: Vec<WeatherRow>,
 }
 
@@ -36,6 +39,8 @@ pub struct BatchEnvelope {
 pub struct HourAnnouncement {
     pub batches: u32,
     pub rows: u64,
+    #[serde(default)]
+    pub generation: Generation,
 }
 
 /// On `weather_channel:processor:<hour>`: every row of the hour is stored. The processor
@@ -43,6 +48,9 @@ pub struct HourAnnouncement {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HourStored {
     pub rows: u64,
+    /// The content the stored rows are.
+    #[serde(default)]
+    pub generation: Generation,
 }
 
 /// On `weather_channel:reported:<hour>`: the reports of the hour are stored.
@@ -50,6 +58,9 @@ pub struct HourStored {
 pub struct HourReported {
     pub rows: u64,
     pub states: u32,
+    /// The content the reports were computed from: the streamer confirms only its own.
+    #[serde(default)]
+    pub generation: Generation,
 }
 
 /// A message body that cannot be used, with the reason.
@@ -119,6 +130,7 @@ struct BorrowedBatch<'a> {
     hour: HourKey,
     batch: u32,
     batches: u32,
+    generation: Generation,
     rows: &'a [WeatherRow],
 }
 
@@ -129,12 +141,14 @@ impl BatchEnvelope {
         hour: HourKey,
         batch: u32,
         batches: u32,
+        generation: Generation,
         rows: &[WeatherRow],
     ) -> std::sync::Arc<[u8]> {
         encode(&BorrowedBatch {
             hour,
             batch,
             batches,
+            generation,
             rows,
         })
         .into()
@@ -213,13 +227,14 @@ mod tests {
             hour,
             batch: 1,
             batches: 3,
+            generation: "00000000000000ff".parse().unwrap(),
             rows: vec![row("02134", hour.start_secs())],
         };
         let body = encode(&envelope);
         let decoded = BatchEnvelope::decode_for("c", 1, hour, &body).unwrap();
         assert_eq!(decoded, envelope);
         assert_eq!(
-            &*BatchEnvelope::encode_rows(hour, 1, 3, &envelope.rows),
+            &*BatchEnvelope::encode_rows(hour, 1, 3, envelope.generation, &envelope.rows),
             &body[..]
         );
         assert!(
@@ -232,7 +247,14 @@ mod tests {
     #[test]
     fn counts_no_hour_can_have_are_rejected_before_anything_is_allocated() {
         let announce = |batches: u32, rows: u64| {
-            HourAnnouncement::decode_for("a", &encode(&HourAnnouncement { batches, rows }))
+            HourAnnouncement::decode_for(
+                "a",
+                &encode(&HourAnnouncement {
+                    batches,
+                    rows,
+                    generation: Generation::default(),
+                }),
+            )
         };
         assert!(announce(4, 2000).is_ok());
         for (batches, rows, reason) in [
@@ -250,6 +272,7 @@ mod tests {
             hour,
             batch: 0,
             batches: 1,
+            generation: Generation::default(),
             rows: vec![],
         });
         let error = BatchEnvelope::decode_for("d", 0, hour, &empty).unwrap_err();
@@ -267,6 +290,7 @@ mod tests {
                 hour,
                 batch,
                 batches,
+                generation: Generation::default(),
                 rows: vec![row("1", time)],
             })
         };

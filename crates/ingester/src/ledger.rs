@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use weathervane_core::HourKey;
+use weathervane_core::{Generation, HourKey};
 
 /// Don't ask for the same batch again sooner than this: the answer may be on its way.
 pub const REQUEST_AGAIN_AFTER: Duration = Duration::from_secs(2);
@@ -26,12 +26,16 @@ enum BatchState {
 
 #[derive(Debug)]
 struct HourBatches {
+    /// The content these batches belong to; batches of another generation are not
+    /// credited to it.
+    generation: Generation,
     batches: Vec<BatchState>,
 }
 
 impl HourBatches {
-    fn new(batches: u32) -> Self {
+    fn new(batches: u32, generation: Generation) -> Self {
         Self {
+            generation,
             batches: vec![BatchState::Missing { requested_at: None }; batches as usize],
         }
     }
@@ -87,14 +91,17 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    fn hour(&mut self, hour: HourKey, batches: u32) -> &mut HourBatches {
+    fn hour(&mut self, hour: HourKey, batches: u32, generation: Generation) -> &mut HourBatches {
         let batches_of_hour = self
             .hours
             .entry(hour)
-            .or_insert_with(|| HourBatches::new(batches));
-        // A streamer restarted with another batch size: start the hour afresh.
-        if batches_of_hour.batches.len() != batches as usize {
-            *batches_of_hour = HourBatches::new(batches);
+            .or_insert_with(|| HourBatches::new(batches, generation));
+        // The hour's content or batch size changed (the input was edited, the streamer
+        // restarted with another --batch-size): start the hour afresh.
+        if batches_of_hour.generation != generation
+            || batches_of_hour.batches.len() != batches as usize
+        {
+            *batches_of_hour = HourBatches::new(batches, generation);
         }
         batches_of_hour
     }
@@ -104,9 +111,10 @@ impl Ledger {
         hour: HourKey,
         batch: u32,
         batches: u32,
+        generation: Generation,
         now: Instant,
     ) -> BatchVerdict {
-        let batches_of_hour = self.hour(hour, batches);
+        let batches_of_hour = self.hour(hour, batches, generation);
         let state = &mut batches_of_hour.batches[batch as usize];
         let store = matches!(state, BatchState::Missing { .. });
         if store {
@@ -118,9 +126,19 @@ impl Ledger {
         }
     }
 
-    /// Marks a batch stored; returns the hour's row count if that completed the hour.
-    pub fn on_stored(&mut self, hour: HourKey, batch: u32, rows: u64) -> Option<u64> {
-        let batches_of_hour = self.hours.get_mut(&hour)?;
+    /// Marks a batch stored; returns the hour's row count if that completed the hour. A
+    /// batch of another generation than the hour's current one is not credited.
+    pub fn on_stored(
+        &mut self,
+        hour: HourKey,
+        batch: u32,
+        rows: u64,
+        generation: Generation,
+    ) -> Option<u64> {
+        let batches_of_hour = self
+            .hours
+            .get_mut(&hour)
+            .filter(|h| h.generation == generation)?;
         let state = batches_of_hour.batches.get_mut(batch as usize)?;
         if *state != BatchState::Received {
             return None;
@@ -139,8 +157,14 @@ impl Ledger {
         }
     }
 
-    pub fn on_announce(&mut self, hour: HourKey, batches: u32, now: Instant) -> AnnounceVerdict {
-        let batches_of_hour = self.hour(hour, batches);
+    pub fn on_announce(
+        &mut self,
+        hour: HourKey,
+        batches: u32,
+        generation: Generation,
+        now: Instant,
+    ) -> AnnounceVerdict {
+        let batches_of_hour = self.hour(hour, batches, generation);
         if let Some(rows) = batches_of_hour.stored_rows() {
             return AnnounceVerdict::Notify(rows);
         }
@@ -174,6 +198,9 @@ impl Ledger {
 mod tests {
     use super::*;
 
+    /// The generation of the hour in most tests.
+    const G: Generation = Generation::from_bits(1);
+
     fn hour() -> HourKey {
         "2023-09-19T05".parse().unwrap()
     }
@@ -183,29 +210,29 @@ mod tests {
         let mut ledger = Ledger::default();
         let t0 = Instant::now();
         assert_eq!(
-            ledger.on_batch(hour(), 0, 4, t0),
+            ledger.on_batch(hour(), 0, 4, G, t0),
             BatchVerdict {
                 store: true,
                 request: vec![]
             }
         );
         assert_eq!(
-            ledger.on_batch(hour(), 3, 4, t0),
+            ledger.on_batch(hour(), 3, 4, G, t0),
             BatchVerdict {
                 store: true,
                 request: vec![1, 2]
             }
         );
         assert_eq!(
-            ledger.on_batch(hour(), 0, 4, t0),
+            ledger.on_batch(hour(), 0, 4, G, t0),
             BatchVerdict {
                 store: false,
                 request: vec![]
             }
         );
-        assert_eq!(ledger.on_announce(hour(), 4, t0), AnnounceVerdict::Wait);
+        assert_eq!(ledger.on_announce(hour(), 4, G, t0), AnnounceVerdict::Wait);
         assert_eq!(
-            ledger.on_announce(hour(), 4, t0 + REQUEST_AGAIN_AFTER),
+            ledger.on_announce(hour(), 4, G, t0 + REQUEST_AGAIN_AFTER),
             AnnounceVerdict::Request(vec![1, 2])
         );
     }
@@ -215,23 +242,23 @@ mod tests {
         let mut ledger = Ledger::default();
         let now = Instant::now();
         for batch in 0..3 {
-            ledger.on_batch(hour(), batch, 3, now);
+            ledger.on_batch(hour(), batch, 3, G, now);
         }
-        assert_eq!(ledger.on_stored(hour(), 0, 500), None);
-        assert_eq!(ledger.on_stored(hour(), 2, 7), None);
+        assert_eq!(ledger.on_stored(hour(), 0, 500, G), None);
+        assert_eq!(ledger.on_stored(hour(), 2, 7, G), None);
         assert_eq!(
-            ledger.on_announce(hour(), 3, now),
+            ledger.on_announce(hour(), 3, G, now),
             AnnounceVerdict::Wait,
             "batch 1 is received, not missing"
         );
-        assert_eq!(ledger.on_stored(hour(), 1, 500), Some(1007));
+        assert_eq!(ledger.on_stored(hour(), 1, 500, G), Some(1007));
         assert_eq!(
-            ledger.on_stored(hour(), 1, 500),
+            ledger.on_stored(hour(), 1, 500, G),
             None,
             "a second store does not complete it again"
         );
         assert_eq!(
-            ledger.on_announce(hour(), 3, now),
+            ledger.on_announce(hour(), 3, G, now),
             AnnounceVerdict::Notify(1007)
         );
     }
@@ -241,14 +268,14 @@ mod tests {
         let mut ledger = Ledger::default();
         let now = Instant::now();
         assert_eq!(
-            ledger.on_announce(hour(), 3, now),
+            ledger.on_announce(hour(), 3, G, now),
             AnnounceVerdict::Request(vec![0, 1, 2])
         );
-        ledger.on_batch(hour(), 1, 3, now);
+        ledger.on_batch(hour(), 1, 3, G, now);
         ledger.on_poisoned(hour(), 1);
         let later = now + REQUEST_AGAIN_AFTER;
         assert_eq!(
-            ledger.on_announce(hour(), 3, later),
+            ledger.on_announce(hour(), 3, G, later),
             AnnounceVerdict::Request(vec![0, 2])
         );
         assert_eq!(ledger.on_resubscribed(later), vec![(hour(), vec![0, 2])]);

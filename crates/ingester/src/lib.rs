@@ -24,7 +24,7 @@ use weathervane_core::event::{self, Event};
 use weathervane_core::influx::{InfluxClient, InfluxError};
 use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourStored};
 use weathervane_core::supervise::{Supervisor, TaskFailed};
-use weathervane_core::{HourKey, schema};
+use weathervane_core::{Generation, HourKey, schema};
 
 use crate::ledger::{AnnounceVerdict, Ledger};
 
@@ -66,6 +66,7 @@ pub enum IngesterError {
 struct WriteChunk {
     hour: HourKey,
     batch: u32,
+    generation: Generation,
     rows: u64,
     lines: Vec<u8>,
 }
@@ -94,10 +95,10 @@ impl IngesterState {
         }
     }
 
-    async fn notify_stored(&self, hour: HourKey, rows: u64) {
+    async fn notify_stored(&self, hour: HourKey, rows: u64, generation: Generation) {
         let message = Outbound::new(
             Channel::Stored { hour },
-            payload::encode(&HourStored { rows }),
+            payload::encode(&HourStored { rows, generation }),
         );
         let bytes = message.bytes();
         self.notices.push(message, bytes).await;
@@ -188,6 +189,7 @@ async fn handle(
                 hour,
                 batch,
                 envelope.batches,
+                envelope.generation,
                 Instant::now(),
             );
             if verdict.store {
@@ -204,6 +206,7 @@ async fn handle(
                         WriteChunk {
                             hour,
                             batch,
+                            generation: envelope.generation,
                             rows,
                             lines,
                         },
@@ -218,11 +221,16 @@ async fn handle(
             let verdict = state.ledger.lock().unwrap().on_announce(
                 hour,
                 announcement.batches,
+                announcement.generation,
                 Instant::now(),
             );
             match verdict {
                 AnnounceVerdict::Request(batches) => state.request(hour, batches).await,
-                AnnounceVerdict::Notify(rows) => state.notify_stored(hour, rows).await,
+                AnnounceVerdict::Notify(rows) => {
+                    state
+                        .notify_stored(hour, rows, announcement.generation)
+                        .await
+                }
                 AnnounceVerdict::Wait => {}
             }
         }
@@ -239,18 +247,20 @@ struct InfluxTarget {
 
 impl InfluxTarget {
     async fn stored(&self, chunk: &WriteChunk) {
-        let completed =
-            self.state
-                .ledger
-                .lock()
-                .unwrap()
-                .on_stored(chunk.hour, chunk.batch, chunk.rows);
+        let completed = self.state.ledger.lock().unwrap().on_stored(
+            chunk.hour,
+            chunk.batch,
+            chunk.rows,
+            chunk.generation,
+        );
         if let Some(rows) = completed {
             event::emit(Event::HourStored {
                 hour: chunk.hour,
                 rows,
             });
-            self.state.notify_stored(chunk.hour, rows).await;
+            self.state
+                .notify_stored(chunk.hour, rows, chunk.generation)
+                .await;
         }
     }
 }

@@ -5,9 +5,9 @@
 
 use std::collections::HashSet;
 
-use weathervane_core::HourKey;
 use weathervane_core::channel::Channel;
 use weathervane_core::payload::{self, HourStored};
+use weathervane_core::{Generation, HourKey};
 
 /// A stored hour waiting for its reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,6 +15,8 @@ pub struct ReportJob {
     pub hour: HourKey,
     /// The rows the ingester stored, which the read-back must find.
     pub rows: u64,
+    /// The content those rows are; the confirmation names it.
+    pub generation: Generation,
 }
 
 /// What to do about a message on a subscribed channel.
@@ -44,12 +46,16 @@ impl ReportJobs {
             Ok(_) => return NoticeVerdict::NotANotice,
             Err(error) => return NoticeVerdict::Malformed(error.to_string()),
         };
-        let rows = match payload::decode::<HourStored>(channel, payload) {
-            Ok(stored) => stored.rows,
+        let stored = match payload::decode::<HourStored>(channel, payload) {
+            Ok(stored) => stored,
             Err(error) => return NoticeVerdict::Malformed(error.to_string()),
         };
         if self.active.insert(hour) {
-            NoticeVerdict::Queue(ReportJob { hour, rows })
+            NoticeVerdict::Queue(ReportJob {
+                hour,
+                rows: stored.rows,
+                generation: stored.generation,
+            })
         } else {
             NoticeVerdict::AlreadyQueued
         }
@@ -71,13 +77,17 @@ mod tests {
     const CHANNEL: &str = "weather_channel:processor:2023-09-19T05";
 
     fn stored(rows: u64) -> Vec<u8> {
-        encode(&HourStored { rows })
+        encode(&HourStored {
+            rows,
+            generation: Generation::from_bits(7),
+        })
     }
 
     fn job(rows: u64) -> ReportJob {
         ReportJob {
             hour: "2023-09-19T05".parse().unwrap(),
             rows,
+            generation: Generation::from_bits(7),
         }
     }
 

@@ -143,6 +143,7 @@ impl Target<ReportJob> for ReportTarget {
                 let reported = Outbound::new(
                     Channel::Reported { hour: job.hour },
                     payload::encode(&HourReported {
+                        generation: job.generation,
                         rows: job.rows,
                         states,
                     }),

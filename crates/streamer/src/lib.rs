@@ -25,11 +25,12 @@ use weathervane_core::bus::{
 use weathervane_core::channel::{Channel, pattern};
 use weathervane_core::config::{BufferArgs, RedisArgs};
 use weathervane_core::event::{self, Event};
+use weathervane_core::generation::GenerationDigest;
 use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourReported};
 use weathervane_core::row::{self, CsvError};
 use weathervane_core::shutdown::sleep_or_cancel;
 use weathervane_core::supervise::{Supervisor, TaskError, TaskExit, TaskFailed};
-use weathervane_core::{HourKey, WeatherRow};
+use weathervane_core::{Generation, HourKey, WeatherRow};
 
 use crate::confirmed::ConfirmedHours;
 use crate::input::{InputIndex, Rejects};
@@ -273,7 +274,11 @@ async fn stream_all(state: &Arc<StreamerState>) -> Result<(), StreamerError> {
 /// the hour has no rows left to stream (every row rejected).
 async fn stream_hour(state: &Arc<StreamerState>, hour: HourKey) -> Result<bool, StreamerError> {
     let batch_interval = Duration::from_secs_f64(state.options.batch_interval);
-    let (batches, rows) = read_batches(state.clone(), hour).await?;
+    let HourBatches {
+        batches,
+        rows,
+        generation,
+    } = read_batches(state.clone(), hour).await?;
     let batches = Arc::new(batches);
     if batches.is_empty() {
         return Ok(false);
@@ -282,7 +287,7 @@ async fn stream_hour(state: &Arc<StreamerState>, hour: HourKey) -> Result<bool, 
         .pending
         .lock()
         .unwrap()
-        .start(hour, batches.clone(), rows, Instant::now());
+        .start(hour, batches.clone(), rows, generation, Instant::now());
     for (batch, payload) in batches.iter().enumerate() {
         let message = Outbound::new(
             Channel::Data {
@@ -301,6 +306,7 @@ async fn stream_hour(state: &Arc<StreamerState>, hour: HourKey) -> Result<bool, 
         hour,
         batches: batches.len() as u32,
         rows,
+        generation,
     });
     let bytes = announcement.bytes();
     state.outbound.push(announcement, bytes).await;
@@ -318,29 +324,43 @@ fn announcement(
         hour,
         batches,
         rows,
+        generation,
     }: Announcement,
 ) -> Outbound {
     Outbound::new(
         Channel::Announce { hour },
-        payload::encode(&HourAnnouncement { batches, rows }),
+        payload::encode(&HourAnnouncement {
+            batches,
+            rows,
+            generation,
+        }),
     )
 }
 
+/// One hour, encoded for publishing.
+struct HourBatches {
+    batches: Vec<Arc<[u8]>>,
+    rows: u64,
+    generation: Generation,
+}
+
 /// Reads `hour` from the input and encodes its batches (off the async threads: it is
-/// file reading and parsing). Returns the batches and the row count.
+/// file reading and parsing).
 async fn read_batches(
     state: Arc<StreamerState>,
     hour: HourKey,
-) -> Result<(Vec<Arc<[u8]>>, u64), StreamerError> {
+) -> Result<HourBatches, StreamerError> {
     tokio::task::spawn_blocking(move || {
         let rows = state
             .index
             .read_hour(hour, &mut state.rejects.lock().unwrap())?;
         let count = rows.len() as u64;
-        Ok((
-            encode_batches(hour, rows, state.options.batch_size as usize),
-            count,
-        ))
+        let (batches, generation) = encode_batches(hour, rows, state.options.batch_size);
+        Ok(HourBatches {
+            batches,
+            rows: count,
+            generation,
+        })
     })
     .await
     .expect("reading an hour does not panic")
@@ -349,17 +369,29 @@ async fn read_batches(
 /// Splits an hour's rows into batches of at most `batch_size` rows, smaller where rows are
 /// large so a batch stays under [`payload::BATCH_BYTES_TARGET`], larger where the hour
 /// would otherwise have more than [`payload::MAX_BATCHES_PER_HOUR`] batches.
-fn encode_batches(hour: HourKey, rows: Vec<WeatherRow>, batch_size: usize) -> Vec<Arc<[u8]>> {
-    let batch_size = batch_size
+///
+/// The hour's generation is the digest of its rows in this order and of `batch_size`.
+fn encode_batches(
+    hour: HourKey,
+    rows: Vec<WeatherRow>,
+    batch_size: u32,
+) -> (Vec<Arc<[u8]>>, Generation) {
+    let mut digest = GenerationDigest::new(batch_size);
+    rows.iter().for_each(|row| digest.add(row));
+    let generation = digest.finish();
+    let batch_size = (batch_size as usize)
         .max(rows.len().div_ceil(payload::MAX_BATCHES_PER_HOUR as usize))
         .min(payload::MAX_ROWS_PER_BATCH);
     let bounds = batch_bounds(&rows, batch_size, payload::BATCH_BYTES_TARGET);
     let batches = bounds.len() as u32;
-    bounds
+    let encoded = bounds
         .into_iter()
         .zip(0..)
-        .map(|(range, batch)| BatchEnvelope::encode_rows(hour, batch, batches, &rows[range]))
-        .collect()
+        .map(|(range, batch)| {
+            BatchEnvelope::encode_rows(hour, batch, batches, generation, &rows[range])
+        })
+        .collect();
+    (encoded, generation)
 }
 
 /// Consecutive ranges of `rows`, each of at most `batch_size` rows and, unless it is a
@@ -452,11 +484,12 @@ async fn resend(state: &StreamerState, hour: HourKey, batch: u32) {
 }
 
 fn confirm(state: &StreamerState, hour: HourKey, reported: HourReported) {
-    let confirmation = state
-        .pending
-        .lock()
-        .unwrap()
-        .on_reported(hour, reported.rows);
+    let confirmation =
+        state
+            .pending
+            .lock()
+            .unwrap()
+            .on_reported(hour, reported.rows, reported.generation);
     let rows = match confirmation {
         Confirmation::Confirmed { rows } => rows,
         Confirmation::Mismatch { expected } => {
@@ -512,7 +545,7 @@ mod tests {
                 values,
             })
             .collect();
-        let batches = encode_batches(hour, rows, 500);
+        let (batches, _) = encode_batches(hour, rows, 500);
         assert!(
             batches.len() > 1,
             "300 rows of up to 60 KB do not fit one batch"
@@ -549,7 +582,7 @@ mod tests {
                 values,
             })
             .collect();
-        let batches = encode_batches(hour, rows, 500);
+        let (batches, _) = encode_batches(hour, rows, 500);
         assert_eq!(batches.len(), 3);
         let decoded: Vec<BatchEnvelope> = batches
             .iter()

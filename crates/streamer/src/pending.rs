@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weathervane_core::HourKey;
+use weathervane_core::{Generation, HourKey};
 
 /// A batch is resent at most once per this interval, however often it is asked for: the
 /// ingester asks again only after 2 s, so more is a flood (a stranger on the bus).
@@ -21,6 +21,8 @@ struct PendingHour {
     /// Kept for resends until the hour is confirmed.
     batches: Batches,
     rows: u64,
+    /// The content streamed: only a report of this generation confirms the hour.
+    generation: Generation,
     /// When it was last announced; `None` asks for an announcement now.
     announced_at: Option<Instant>,
     /// When each batch was last resent.
@@ -36,6 +38,7 @@ pub struct Announcement {
     pub hour: HourKey,
     pub batches: u32,
     pub rows: u64,
+    pub generation: Generation,
 }
 
 /// What a processor's confirmation of an hour did.
@@ -93,12 +96,20 @@ impl PendingHours {
 
     /// `hour` is being streamed from `now`: its batches are about to be queued, and the
     /// announcement queued after them counts as its first.
-    pub fn start(&mut self, hour: HourKey, batches: Batches, rows: u64, now: Instant) {
+    pub fn start(
+        &mut self,
+        hour: HourKey,
+        batches: Batches,
+        rows: u64,
+        generation: Generation,
+        now: Instant,
+    ) {
         self.hours.insert(
             hour,
             PendingHour {
                 batches,
                 rows,
+                generation,
                 announced_at: Some(now),
                 resent_at: Vec::new(),
                 queued: false,
@@ -142,17 +153,25 @@ impl PendingHours {
                     hour: *hour,
                     batches: p.batches.len() as u32,
                     rows: p.rows,
+                    generation: p.generation,
                 }
             })
             .collect()
     }
 
-    /// The processor reported `hour` with `rows` rows.
-    pub fn on_reported(&mut self, hour: HourKey, rows: u64) -> Confirmation {
-        let Some(expected) = self.hours.get(&hour).map(|p| p.rows) else {
+    /// The processor reported `hour` of `generation` with `rows` rows. Reports of an older
+    /// content of the hour (the input was edited since) do not confirm it.
+    pub fn on_reported(
+        &mut self,
+        hour: HourKey,
+        rows: u64,
+        generation: Generation,
+    ) -> Confirmation {
+        let Some(pending) = self.hours.get(&hour) else {
             return Confirmation::NotPending;
         };
-        if rows != expected {
+        let expected = pending.rows;
+        if rows != expected || generation != pending.generation {
             return Confirmation::Mismatch { expected };
         }
         self.hours.remove(&hour);
@@ -187,6 +206,7 @@ mod tests {
     use super::*;
 
     const EVERY: Duration = Duration::from_secs(2);
+    const G: Generation = Generation::from_bits(42);
 
     fn hour(text: &str) -> HourKey {
         text.parse().unwrap()
@@ -200,7 +220,7 @@ mod tests {
     fn one_queued(t0: Instant) -> (PendingHours, HourKey) {
         let mut pending = PendingHours::new(3, EVERY);
         let h = hour("2023-09-19T05");
-        pending.start(h, batches(3), 1000, t0);
+        pending.start(h, batches(3), 1000, G, t0);
         pending.queued(h);
         (pending, h)
     }
@@ -210,16 +230,16 @@ mod tests {
         let t0 = Instant::now();
         let mut pending = PendingHours::new(2, EVERY);
         assert!(pending.has_room() && pending.is_empty());
-        pending.start(hour("2023-09-19T05"), batches(1), 10, t0);
+        pending.start(hour("2023-09-19T05"), batches(1), 10, G, t0);
         assert!(pending.has_room());
-        pending.start(hour("2023-09-19T06"), batches(1), 10, t0);
+        pending.start(hour("2023-09-19T06"), batches(1), 10, G, t0);
         assert!(!pending.has_room());
-        pending.on_reported(hour("2023-09-19T05"), 10);
+        pending.on_reported(hour("2023-09-19T05"), 10, G);
         assert!(pending.has_room());
 
         let mut zero = PendingHours::new(0, EVERY);
         assert!(zero.has_room(), "0 still lets one hour through");
-        zero.start(hour("2023-09-19T05"), batches(1), 10, t0);
+        zero.start(hour("2023-09-19T05"), batches(1), 10, G, t0);
         assert!(!zero.has_room());
     }
 
@@ -228,7 +248,7 @@ mod tests {
         let t0 = Instant::now();
         let mut pending = PendingHours::new(3, EVERY);
         let h = hour("2023-09-19T05");
-        pending.start(h, batches(3), 1000, t0);
+        pending.start(h, batches(3), 1000, G, t0);
         assert_eq!(pending.take_due(t0 + EVERY * 5, true), []);
         pending.on_resubscribed();
         assert_eq!(
@@ -253,6 +273,7 @@ mod tests {
             hour: h,
             batches: 3,
             rows: 1000,
+            generation: G,
         };
         assert_eq!(pending.take_due(t0 + EVERY, true), [expected]);
         assert_eq!(pending.take_due(t0 + EVERY + EVERY / 2, true), []);
@@ -271,7 +292,7 @@ mod tests {
     fn a_resubscribe_makes_every_queued_hour_due_at_once() {
         let t0 = Instant::now();
         let (mut pending, _) = one_queued(t0);
-        pending.start(hour("2023-09-19T06"), batches(1), 5, t0);
+        pending.start(hour("2023-09-19T06"), batches(1), 5, G, t0);
         pending.queued(hour("2023-09-19T06"));
         assert_eq!(pending.take_due(t0, true), []);
         pending.on_resubscribed();
@@ -281,12 +302,17 @@ mod tests {
     }
 
     #[test]
-    fn a_confirmation_counts_only_with_the_row_count_sent() {
+    fn a_confirmation_counts_only_with_the_row_count_and_generation_sent() {
         let t0 = Instant::now();
         let (mut pending, h) = one_queued(t0);
         assert_eq!(
-            pending.on_reported(h, 999),
+            pending.on_reported(h, 999, G),
             Confirmation::Mismatch { expected: 1000 }
+        );
+        assert_eq!(
+            pending.on_reported(h, 1000, Generation::from_bits(41)),
+            Confirmation::Mismatch { expected: 1000 },
+            "a report of the hour's old content"
         );
         assert_eq!(
             pending.take_due(t0 + EVERY, true).len(),
@@ -294,12 +320,12 @@ mod tests {
             "still announced"
         );
         assert_eq!(
-            pending.on_reported(h, 1000),
+            pending.on_reported(h, 1000, G),
             Confirmation::Confirmed { rows: 1000 }
         );
         assert!(pending.is_empty());
         assert_eq!(pending.take_due(t0 + EVERY * 9, true), []);
-        assert_eq!(pending.on_reported(h, 1000), Confirmation::NotPending);
+        assert_eq!(pending.on_reported(h, 1000, G), Confirmation::NotPending);
     }
 
     #[test]
@@ -326,7 +352,7 @@ mod tests {
             Resend::NotPending,
             "an hour this run has not streamed yet"
         );
-        pending.on_reported(h, 1000);
+        pending.on_reported(h, 1000, G);
         assert_eq!(pending.resend(h, 1, t0 + EVERY * 5), Resend::NotPending);
     }
 }
