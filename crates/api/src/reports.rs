@@ -64,11 +64,7 @@ async fn records<T: DeserializeOwned>(
     state: &AppState,
     statement: &str,
 ) -> Result<Vec<T>, AppError> {
-    let series = state.influx.query(statement).await?;
-    weathervane_core::influx::records(&series).map_err(|error| {
-        tracing::error!(%statement, %error, "Unexpected answer from InfluxDB.");
-        AppError::Internal
-    })
+    Ok(state.influx.query_records(statement).await?)
 }
 
 /// The answer under `key` from the cache, or computed by `answer` and cached.

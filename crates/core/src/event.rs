@@ -38,7 +38,8 @@ pub enum Event {
         batches: u32,
         rows: u64,
     },
-    /// Ingester: a batch passed its checks and is queued for InfluxDB.
+    /// Ingester: a batch passed its checks and is accepted for storing (it is queued for
+    /// InfluxDB once the hour is ready for its generation).
     BatchReceived {
         hour: HourKey,
         batch: u32,

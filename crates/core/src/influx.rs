@@ -32,6 +32,13 @@ pub enum InfluxError {
     /// The configuration cannot work (for example a malformed URL).
     #[error("InfluxDB configuration: {0}")]
     Config(String),
+    /// An answer of another shape than the statement asks for.
+    #[error("InfluxDB at {url} answered {statement:?} unexpectedly: {reason}")]
+    UnexpectedAnswer {
+        url: String,
+        statement: String,
+        reason: String,
+    },
 }
 
 impl InfluxError {
@@ -257,7 +264,40 @@ impl InfluxClient {
     /// `GET /query` of one InfluxQL statement, times as epoch seconds. The statement must
     /// be built from validated values only.
     pub async fn query(&self, statement: &str) -> Result<Vec<Series>, InfluxError> {
-        let request = self.request(reqwest::Method::GET, "/query").query(&[
+        self.statement(reqwest::Method::GET, statement).await
+    }
+
+    /// The rows `statement` selects, as `T`s (see [`Series::records`]); a database that
+    /// does not exist yet holds none.
+    pub async fn query_records<T: DeserializeOwned>(
+        &self,
+        statement: &str,
+    ) -> Result<Vec<T>, InfluxError> {
+        let series = match self.query(statement).await {
+            Err(InfluxError::DatabaseNotFound { .. }) => return Ok(Vec::new()),
+            answer => answer?,
+        };
+        records(&series).map_err(|error| InfluxError::UnexpectedAnswer {
+            url: self.base.clone(),
+            statement: statement.to_owned(),
+            reason: error.to_string(),
+        })
+    }
+
+    /// `POST /query` of statements that change data (`DELETE`), which InfluxDB does not
+    /// take over GET. The statements must be built from validated values only.
+    pub async fn execute(&self, statements: &str) -> Result<(), InfluxError> {
+        self.statement(reqwest::Method::POST, statements)
+            .await
+            .map(drop)
+    }
+
+    async fn statement(
+        &self,
+        method: reqwest::Method,
+        statement: &str,
+    ) -> Result<Vec<Series>, InfluxError> {
+        let request = self.request(method, "/query").query(&[
             ("db", self.db.as_str()),
             ("q", statement),
             ("epoch", "s"),

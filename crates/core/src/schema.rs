@@ -11,10 +11,10 @@
 use influxdb_line_protocol::LineProtocolBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::HourKey;
 use crate::influx::quote_literal;
 use crate::report::{ExtremePair, StateAverage};
 use crate::row::{Metric, NUMERIC_COLUMNS, WeatherRow};
+use crate::{Generation, HourKey};
 
 /// Every input row; tags `state` and `zip_code`, every numeric column a float field.
 pub const WEATHER_DATA: &str = "weather_data";
@@ -24,6 +24,11 @@ pub const WEATHER_AVERAGES: &str = "weather_averages";
 pub const ZIP_CODE_EXTREMES: &str = "zip_code_extremes";
 /// Per hour and metric (tag `metric`): [`StateExtremeFields`].
 pub const STATE_EXTREMES: &str = "state_extremes";
+/// Per hour: which generation of the hour's content InfluxDB holds (field `generation`)
+/// and how many rows it has (`rows`). Written with the hour's reports, so it names the
+/// content the reports were computed from; the ingester reads it to decide whether an
+/// hour's old rows must go before the new ones are written.
+pub const HOUR_GENERATIONS: &str = "hour_generations";
 
 pub const TAG_STATE: &str = "state";
 pub const TAG_ZIP_CODE: &str = "zip_code";
@@ -38,6 +43,8 @@ pub const FIELD_MAX_STATE: &str = "max_state";
 pub const FIELD_MIN_STATE: &str = "min_state";
 pub const FIELD_MAX_VALUE: &str = "max_value";
 pub const FIELD_MIN_VALUE: &str = "min_value";
+pub const FIELD_GENERATION: &str = "generation";
+pub const FIELD_ROWS: &str = "rows";
 
 /// The `weather_averages` field of a metric's mean.
 pub fn average_field(metric: Metric) -> &'static str {
@@ -197,6 +204,22 @@ pub fn encode_state_extreme(lines: Vec<u8>, fields: &StateExtremeFields, time: i
         .build()
 }
 
+/// Appends the `hour_generations` point of `hour`: it holds `rows` rows of `generation`.
+pub fn encode_hour_generation(
+    lines: Vec<u8>,
+    hour: HourKey,
+    generation: Generation,
+    rows: u64,
+) -> Vec<u8> {
+    LineProtocolBuilder::new_with(lines)
+        .measurement(HOUR_GENERATIONS)
+        .field(FIELD_GENERATION, generation.to_string().as_str())
+        .field(FIELD_ROWS, rows as i64)
+        .timestamp(hour.start_secs())
+        .close_line()
+        .build()
+}
+
 /// `WHERE time >= <start of hour> AND time < <start of next hour>`.
 fn within(hour: HourKey) -> String {
     format!(
@@ -242,6 +265,51 @@ pub fn state_extremes_query(hour: HourKey) -> String {
         "SELECT {TAG_METRIC}, {FIELD_MAX_STATE}, {FIELD_MAX_VALUE}, {FIELD_MIN_STATE}, {FIELD_MIN_VALUE} FROM {STATE_EXTREMES} WHERE time = '{}'",
         hour.rfc3339()
     )
+}
+
+/// The generation InfluxDB holds for `hour` (one row, `generation` column), if any.
+pub fn hour_generation_query(hour: HourKey) -> String {
+    format!(
+        "SELECT {FIELD_GENERATION} FROM {HOUR_GENERATIONS} WHERE time = '{}'",
+        hour.rfc3339()
+    )
+}
+
+/// How many rows InfluxDB holds for `hour` (one row, `count` column; none if zero).
+pub fn hour_row_count_query(hour: HourKey) -> String {
+    format!(
+        "SELECT COUNT({}) FROM {WEATHER_DATA} WHERE {}",
+        Metric::ALL[0].name(),
+        within(hour)
+    )
+}
+
+/// Deletes every row of `hour` (before an hour whose content changed is written again,
+/// so rows removed from the input go too).
+pub fn delete_hour_rows(hour: HourKey) -> String {
+    format!("DELETE FROM {WEATHER_DATA} WHERE {}", within(hour))
+}
+
+/// The states with an average at `hour` (`state` column).
+pub fn report_states_query(hour: HourKey) -> String {
+    format!(
+        "SELECT \"{FIELD_COUNT}\", {TAG_STATE} FROM {WEATHER_AVERAGES} WHERE time = '{}'",
+        hour.rfc3339()
+    )
+}
+
+/// Deletes the per-state reports of `state` at `hour` (a state no longer in the hour's
+/// rows).
+pub fn delete_state_reports(state: &str, hour: HourKey) -> String {
+    [WEATHER_AVERAGES, ZIP_CODE_EXTREMES]
+        .map(|measurement| {
+            format!(
+                "DELETE FROM {measurement} WHERE {TAG_STATE} = {} AND {}",
+                quote_literal(state),
+                within(hour)
+            )
+        })
+        .join("; ")
 }
 
 /// One row per reported hour, its time first: the `state_extremes` point of one metric

@@ -8,6 +8,7 @@
 //! which is harmless because writes are idempotent.
 
 mod ledger;
+mod rewrite;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,7 @@ use weathervane_core::supervise::{Supervisor, TaskFailed};
 use weathervane_core::{Generation, HourKey, schema};
 
 use crate::ledger::{AnnounceVerdict, Ledger};
+use crate::rewrite::Rewrites;
 
 /// A write of a few thousand rows takes well under a second; allow for a busy server.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -73,6 +75,9 @@ struct WriteChunk {
 
 struct IngesterState {
     ledger: Mutex<Ledger>,
+    /// Old rows of hours whose content changed are deleted before new ones are written.
+    rewrites: Rewrites,
+    influx: InfluxClient,
     writes: Arc<BoundedQueue<WriteChunk>>,
     requests: Arc<BoundedQueue<Outbound>>,
     notices: Arc<BoundedQueue<Outbound>>,
@@ -119,6 +124,8 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
     let rows = config.buffer.buffer_rows.max(1000);
     let state = Arc::new(IngesterState {
         ledger: Mutex::new(Ledger::default()),
+        rewrites: Rewrites::default(),
+        influx: influx.clone(),
         writes: Arc::new(BoundedQueue::new(
             "ingester-writes",
             rows / 50,
@@ -163,7 +170,7 @@ async fn listen(
                     }
                 }
                 BusEvent::Message { channel, payload } => {
-                    if let Err(error) = handle(&state, &channel, &payload).await {
+                    if let Err(error) = handle(&state, &channel, &payload, &shutdown).await {
                         let count = state.rejected_payloads.fetch_add(1, Ordering::Relaxed) + 1;
                         tracing::warn!(?channel, %error, rejected_payloads = count, "Malformed message set aside.");
                     }
@@ -181,6 +188,7 @@ async fn handle(
     state: &IngesterState,
     channel: &str,
     body: &[u8],
+    shutdown: &CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error>> {
     match Channel::parse(channel)? {
         Channel::Data { batch, hour } => {
@@ -192,13 +200,21 @@ async fn handle(
                 envelope.generation,
                 Instant::now(),
             );
+            let rows = envelope.rows.len() as u64;
             if verdict.store {
-                let rows = envelope.rows.len() as u64;
+                event::emit(Event::BatchReceived { hour, batch, rows });
+            }
+            // Waits while InfluxDB does not answer: the hour's old rows must go first.
+            let ready = !verdict.store
+                || state
+                    .rewrites
+                    .prepare(&state.influx, hour, envelope.generation, shutdown)
+                    .await;
+            if verdict.store && ready {
                 let lines = envelope.rows.iter().fold(
                     Vec::with_capacity(envelope.rows.len() * BYTES_PER_ROW),
                     schema::encode_row,
                 );
-                event::emit(Event::BatchReceived { hour, batch, rows });
                 let bytes = lines.len();
                 state
                     .writes
@@ -266,7 +282,16 @@ impl InfluxTarget {
 }
 
 impl Target<WriteChunk> for InfluxTarget {
-    async fn deliver(&mut self, chunks: &[WriteChunk]) -> Delivery {
+    async fn deliver(&mut self, queued: &[WriteChunk]) -> Delivery {
+        // A chunk of an hour's older content (the input changed while it waited) must not
+        // be written over the new one.
+        let chunks: Vec<&WriteChunk> = queued
+            .iter()
+            .filter(|c| self.state.rewrites.is_current(c.hour, c.generation))
+            .collect();
+        if chunks.is_empty() {
+            return Delivery::Done;
+        }
         let body: Vec<u8> = chunks
             .iter()
             .flat_map(|c| c.lines.iter().copied())
@@ -296,7 +321,7 @@ impl Target<WriteChunk> for InfluxTarget {
                 Delivery::Retry("database not created yet".into())
             }
             Err(error) => {
-                self.poisoned(&chunks[0], &error);
+                self.poisoned(chunks[0], &error);
                 Delivery::Rejected
             }
         }

@@ -198,8 +198,40 @@ impl ReportTarget {
         if !report.is_finite() {
             return Err(JobError::NotFinite);
         }
-        self.influx.write(&report::encode(&report)).await?;
+        // The reports and the record of which content they come from, in one write.
+        let lines = schema::encode_hour_generation(
+            report::encode(&report),
+            job.hour,
+            job.generation,
+            job.rows,
+        );
+        self.influx.write(&lines).await?;
+        self.delete_vanished_states(&report).await?;
         Ok(report)
+    }
+
+    /// Deletes the per-state reports of states the hour had before its content changed and
+    /// has no longer (their points would not be overwritten). After the write, so a state
+    /// in both the old and the new content is never missing.
+    async fn delete_vanished_states(&self, report: &HourReport) -> Result<(), InfluxError> {
+        #[derive(serde::Deserialize)]
+        struct StateRecord {
+            state: String,
+        }
+        let stored: Vec<StateRecord> = self
+            .influx
+            .query_records(&schema::report_states_query(report.hour))
+            .await?;
+        let vanished: Vec<String> = stored
+            .into_iter()
+            .filter(|r| !report.averages.iter().any(|a| a.state == r.state))
+            .map(|r| schema::delete_state_reports(&r.state, report.hour))
+            .collect();
+        if !vanished.is_empty() {
+            tracing::info!(hour = %report.hour, states = vanished.len(), "States no longer in the hour; deleting their reports.");
+            self.influx.execute(&vanished.join("; ")).await?;
+        }
+        Ok(())
     }
 }
 
