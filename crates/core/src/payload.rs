@@ -48,6 +48,9 @@ pub struct HourAnnouncement {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HourStored {
     pub rows: u64,
+    /// Rows InfluxDB refused for good (dead letters): not stored, not in the reports.
+    #[serde(default)]
+    pub refused: u64,
     /// The content the stored rows are.
     #[serde(default)]
     pub generation: Generation,
@@ -57,6 +60,9 @@ pub struct HourStored {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HourReported {
     pub rows: u64,
+    /// Rows InfluxDB refused for good: `rows + refused` is every row the streamer sent.
+    #[serde(default)]
+    pub refused: u64,
     pub states: u32,
     /// The content the reports were computed from: the streamer confirms only its own.
     #[serde(default)]

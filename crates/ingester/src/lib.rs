@@ -103,7 +103,11 @@ impl IngesterState {
     async fn notify_stored(&self, hour: HourKey, rows: u64, generation: Generation) {
         let message = Outbound::new(
             Channel::Stored { hour },
-            payload::encode(&HourStored { rows, generation }),
+            payload::encode(&HourStored {
+                rows,
+                refused: 0,
+                generation,
+            }),
         );
         let bytes = message.bytes();
         self.notices.push(message, bytes).await;

@@ -15,6 +15,8 @@ pub struct ReportJob {
     pub hour: HourKey,
     /// The rows the ingester stored, which the read-back must find.
     pub rows: u64,
+    /// Rows InfluxDB refused for good; the confirmation passes the count on.
+    pub refused: u64,
     /// The content those rows are; the confirmation names it.
     pub generation: Generation,
 }
@@ -54,6 +56,7 @@ impl ReportJobs {
             NoticeVerdict::Queue(ReportJob {
                 hour,
                 rows: stored.rows,
+                refused: stored.refused,
                 generation: stored.generation,
             })
         } else {
@@ -79,6 +82,7 @@ mod tests {
     fn stored(rows: u64) -> Vec<u8> {
         encode(&HourStored {
             rows,
+            refused: 0,
             generation: Generation::from_bits(7),
         })
     }
@@ -87,6 +91,7 @@ mod tests {
         ReportJob {
             hour: "2023-09-19T05".parse().unwrap(),
             rows,
+            refused: 0,
             generation: Generation::from_bits(7),
         }
     }

@@ -145,6 +145,7 @@ impl Target<ReportJob> for ReportTarget {
                     payload::encode(&HourReported {
                         generation: job.generation,
                         rows: job.rows,
+                        refused: job.refused,
                         states,
                     }),
                 );

@@ -484,12 +484,11 @@ async fn resend(state: &StreamerState, hour: HourKey, batch: u32) {
 }
 
 fn confirm(state: &StreamerState, hour: HourKey, reported: HourReported) {
-    let confirmation =
-        state
-            .pending
-            .lock()
-            .unwrap()
-            .on_reported(hour, reported.rows, reported.generation);
+    let confirmation = state.pending.lock().unwrap().on_reported(
+        hour,
+        reported.rows + reported.refused,
+        reported.generation,
+    );
     let rows = match confirmation {
         Confirmation::Confirmed { rows } => rows,
         Confirmation::Mismatch { expected } => {
