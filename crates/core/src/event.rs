@@ -66,6 +66,13 @@ pub enum Event {
         buffered: usize,
         reason: String,
     },
+    /// A message on the bus could not be used (malformed, or inconsistent with its
+    /// channel) and was set aside. `rejected` counts them since the role started.
+    MessageRejected {
+        channel: String,
+        reason: String,
+        rejected: u64,
+    },
     /// A task of the role ended early, failed or panicked; the role stops and exits
     /// non-zero.
     TaskFailed { task: String, how: String },
@@ -215,6 +222,11 @@ fn log(event: &Event) {
             peak,
             after_ms,
         } => tracing::info!(%buffer, buffered, peak, after_ms, "Target back; flushing."),
+        Event::MessageRejected {
+            channel,
+            reason,
+            rejected,
+        } => tracing::warn!(?channel, %reason, rejected, "Malformed message set aside."),
         Event::TaskFailed { task, how } => {
             tracing::error!(%task, %how, "A task of the role ended; stopping the role.")
         }
@@ -275,6 +287,11 @@ mod tests {
                 task: "ingester-writes".into(),
                 how: "panicked: poisoned".into(),
             },
+            Event::MessageRejected {
+                channel: "weather_channel:data:0:2023-09-19T05\nforged".into(),
+                reason: "bad payload".into(),
+                rejected: 2,
+            },
         ];
         for event in &all {
             match event {
@@ -288,7 +305,8 @@ mod tests {
                 | Event::AllHoursConfirmed { .. }
                 | Event::OutageBegan { .. }
                 | Event::OutageEnded { .. }
-                | Event::TaskFailed { .. } => {}
+                | Event::TaskFailed { .. }
+                | Event::MessageRejected { .. } => {}
             }
         }
         all

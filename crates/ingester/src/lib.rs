@@ -175,8 +175,12 @@ async fn listen(
                 }
                 BusEvent::Message { channel, payload } => {
                     if let Err(error) = handle(&state, &channel, &payload, &shutdown).await {
-                        let count = state.rejected_payloads.fetch_add(1, Ordering::Relaxed) + 1;
-                        tracing::warn!(?channel, %error, rejected_payloads = count, "Malformed message set aside.");
+                        let rejected = state.rejected_payloads.fetch_add(1, Ordering::Relaxed) + 1;
+                        event::emit(Event::MessageRejected {
+                            channel,
+                            reason: error.to_string(),
+                            rejected,
+                        });
                     }
                 }
             }

@@ -106,6 +106,7 @@ async fn listen(
     mut subscription: Subscription,
     shutdown: CancellationToken,
 ) {
+    let mut rejected = 0;
     while let Some(event) = subscription.next(&shutdown).await {
         let BusEvent::Message { channel, payload } = event else {
             continue;
@@ -114,8 +115,13 @@ async fn listen(
         match verdict {
             NoticeVerdict::Queue(job) => state.queue.push(job, 1).await,
             NoticeVerdict::AlreadyQueued | NoticeVerdict::NotANotice => {}
-            NoticeVerdict::Malformed(error) => {
-                tracing::warn!(?channel, %error, "Malformed message set aside.")
+            NoticeVerdict::Malformed(reason) => {
+                rejected += 1;
+                event::emit(Event::MessageRejected {
+                    channel,
+                    reason,
+                    rejected,
+                });
             }
         }
     }

@@ -440,6 +440,7 @@ async fn listen(
     mut subscription: Subscription,
     shutdown: CancellationToken,
 ) {
+    let mut rejected = 0;
     while let Some(event) = subscription.next(&shutdown).await {
         let (channel, body) = match event {
             BusEvent::Subscribed => {
@@ -449,17 +450,29 @@ async fn listen(
             }
             BusEvent::Message { channel, payload } => (channel, payload),
         };
-        match Channel::parse(&channel) {
-            Ok(Channel::Request { batch, hour }) => resend(&state, hour, batch).await,
+        let reason = match Channel::parse(&channel) {
+            Ok(Channel::Request { batch, hour }) => {
+                resend(&state, hour, batch).await;
+                continue;
+            }
             Ok(Channel::Reported { hour }) => {
                 match payload::decode::<HourReported>(&channel, &body) {
-                    Ok(reported) => confirm(&state, hour, reported),
-                    Err(error) => tracing::warn!(%error, "Malformed message set aside."),
+                    Ok(reported) => {
+                        confirm(&state, hour, reported);
+                        continue;
+                    }
+                    Err(error) => error.to_string(),
                 }
             }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "Malformed message set aside."),
-        }
+            Ok(_) => continue,
+            Err(error) => error.to_string(),
+        };
+        rejected += 1;
+        event::emit(Event::MessageRejected {
+            channel,
+            reason,
+            rejected,
+        });
     }
 }
 

@@ -74,7 +74,8 @@ impl Progress {
             Event::InputIndexed { .. }
             | Event::HourQueued { .. }
             | Event::OutageBegan { .. }
-            | Event::TaskFailed { .. } => {}
+            | Event::TaskFailed { .. }
+            | Event::MessageRejected { .. } => {}
         }
     }
 
