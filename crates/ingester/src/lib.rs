@@ -3,13 +3,23 @@
 //! that went missing, and publishes `weather_channel:processor:<hour>` once every batch of
 //! an hour is stored.
 //!
-//! It computes no reports and keeps nothing on disk: after a restart it relearns hours
-//! from the streamer's announcements, asks for their batches again and rewrites them,
-//! which is harmless because writes are idempotent.
+//! It computes no reports and keeps nothing on disk but the dead-letter file: after a
+//! restart it relearns hours from the streamer's announcements, asks for their batches
+//! again and rewrites them, which is harmless because writes are idempotent.
+//!
+//! No batch is ever set aside whole: an outage, a 408, 429 or 5xx, or refused credentials
+//! (401, 403) are retried, a 413 splits the request, and a refusal (400, partial write,
+//! any other 4xx) is bisected down to the points InfluxDB refuses, which go to the
+//! dead-letter file while the rest is stored ([`split`]). The hour then completes with the
+//! count of the rows stored.
 
+mod dead_letters;
 mod ledger;
+mod split;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +36,12 @@ use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourStore
 use weathervane_core::supervise::{Supervisor, TaskFailed};
 use weathervane_core::{HourKey, schema};
 
-use crate::ledger::{AnnounceVerdict, Ledger};
+use crate::dead_letters::{DeadLetter, DeadLetters};
+use crate::ledger::{AnnounceVerdict, HourRows, Ledger};
+use crate::split::LineId;
+
+/// The dead-letter file when neither `--dead-letters` nor `WEATHERVANE_DEAD_LETTERS` says.
+pub const DEFAULT_DEAD_LETTERS: &str = "dead-letters.csv";
 
 /// A write of a few thousand rows takes well under a second; allow for a busy server.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -50,6 +65,10 @@ pub struct IngesterConfig {
     /// independent points, so their writes may overlap.
     #[arg(long, env = "WEATHERVANE_WRITERS", default_value_t = 3)]
     pub writers: usize,
+    /// Where points InfluxDB refuses for good are recorded (CSV
+    /// `hour,zip_code,time,reason`); created on first use, appended to, never truncated.
+    #[arg(long, env = "WEATHERVANE_DEAD_LETTERS", default_value = DEFAULT_DEAD_LETTERS)]
+    pub dead_letters: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,14 +79,29 @@ pub enum IngesterError {
     Influx(#[from] InfluxError),
     #[error(transparent)]
     Task(#[from] TaskFailed),
+    #[error("cannot read the dead-letter file {path}: {source}")]
+    DeadLetters {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// One received batch, as line protocol, waiting to be written.
 struct WriteChunk {
     hour: HourKey,
     batch: u32,
-    rows: u64,
     lines: Vec<u8>,
+    /// Where each row's line ends in `lines`, so a request can be split down to a line.
+    ends: Vec<usize>,
+    /// Each row's zip code and time (RFC 3339), for its dead letter if it is refused.
+    keys: Vec<(String, String)>,
+}
+
+impl WriteChunk {
+    fn line(&self, index: usize) -> &[u8] {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        &self.lines[start..self.ends[index]]
+    }
 }
 
 struct IngesterState {
@@ -76,6 +110,9 @@ struct IngesterState {
     requests: Arc<BoundedQueue<Outbound>>,
     notices: Arc<BoundedQueue<Outbound>>,
     rejected_payloads: AtomicU64,
+    dead_letters: Mutex<DeadLetters>,
+    /// InfluxDB is refusing our credentials (logged once per such outage).
+    credentials_refused: AtomicBool,
 }
 
 impl IngesterState {
@@ -106,6 +143,12 @@ impl IngesterState {
 
 pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<(), IngesterError> {
     let influx = InfluxClient::new(&config.influx, WRITE_TIMEOUT)?;
+    let dead_letters =
+        DeadLetters::open(&config.dead_letters).map_err(|source| IngesterError::DeadLetters {
+            path: config.dead_letters.clone(),
+            source,
+        })?;
+    tracing::info!(dead_letters = %dead_letters.path().display(), "Points InfluxDB refuses go to the dead-letter file.");
     let subscription = Subscription::new(&config.redis.url, &[pattern::DATA, pattern::ANNOUNCE])?;
     let request_target = PublishTarget {
         publisher: Publisher::new(&config.redis.url)?,
@@ -126,6 +169,8 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
         requests: Arc::new(BoundedQueue::new("ingester-requests", 100_000, 4 << 20)),
         notices: Arc::new(BoundedQueue::new("ingester-notices", 10_000, 1 << 20)),
         rejected_payloads: AtomicU64::new(0),
+        dead_letters: Mutex::new(dead_letters),
+        credentials_refused: AtomicBool::new(false),
     });
     let mut supervisor = Supervisor::new();
     let write_batches = config.write_batches.max(1);
@@ -192,24 +237,28 @@ async fn handle(
             );
             if verdict.store {
                 let rows = envelope.rows.len() as u64;
-                let lines = envelope.rows.iter().fold(
-                    Vec::with_capacity(envelope.rows.len() * BYTES_PER_ROW),
-                    schema::encode_row,
-                );
+                let mut lines = Vec::with_capacity(envelope.rows.len() * BYTES_PER_ROW);
+                let mut ends = Vec::with_capacity(envelope.rows.len());
+                let mut keys = Vec::with_capacity(envelope.rows.len());
+                for row in &envelope.rows {
+                    lines = schema::encode_row(lines, row);
+                    ends.push(lines.len());
+                    keys.push((
+                        row.zip_code.clone(),
+                        row.time_utc()
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    ));
+                }
                 event::emit(Event::BatchReceived { hour, batch, rows });
                 let bytes = lines.len();
-                state
-                    .writes
-                    .push(
-                        WriteChunk {
-                            hour,
-                            batch,
-                            rows,
-                            lines,
-                        },
-                        bytes,
-                    )
-                    .await;
+                let chunk = WriteChunk {
+                    hour,
+                    batch,
+                    lines,
+                    ends,
+                    keys,
+                };
+                state.writes.push(chunk, bytes).await;
             }
             state.request(hour, verdict.request).await;
         }
@@ -222,7 +271,7 @@ async fn handle(
             );
             match verdict {
                 AnnounceVerdict::Request(batches) => state.request(hour, batches).await,
-                AnnounceVerdict::Notify(rows) => state.notify_stored(hour, rows).await,
+                AnnounceVerdict::Notify(rows) => state.notify_stored(hour, rows.stored).await,
                 AnnounceVerdict::Wait => {}
             }
         }
@@ -231,75 +280,113 @@ async fn handle(
     Ok(())
 }
 
-/// Writes chunks to InfluxDB and records what got stored.
+/// Writes chunks to InfluxDB and records what got stored and what InfluxDB refused.
 struct InfluxTarget {
     influx: InfluxClient,
     state: Arc<IngesterState>,
 }
 
 impl InfluxTarget {
-    async fn stored(&self, chunk: &WriteChunk) {
+    /// Records a chunk as written with `refused` of its points refused; notifies the
+    /// processor if that completed the hour.
+    async fn stored(&self, chunk: &WriteChunk, refused: u64) {
+        let rows = chunk.ends.len() as u64 - refused;
         let completed =
             self.state
                 .ledger
                 .lock()
                 .unwrap()
-                .on_stored(chunk.hour, chunk.batch, chunk.rows);
-        if let Some(rows) = completed {
+                .on_stored(chunk.hour, chunk.batch, rows, refused);
+        if let Some(HourRows { stored, .. }) = completed {
             event::emit(Event::HourStored {
                 hour: chunk.hour,
-                rows,
+                rows: stored,
             });
-            self.state.notify_stored(chunk.hour, rows).await;
+            self.state.notify_stored(chunk.hour, stored).await;
         }
     }
+
+    /// The whole request is to be tried again later; says so loudly, once, when it is
+    /// our credentials that InfluxDB refuses (an operator must act; nothing is dropped).
+    fn retry(&self, error: InfluxError) -> Delivery {
+        if let InfluxError::Unauthorized { url, status, body } = &error
+            && !self.state.credentials_refused.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(%url, status, message = %body, "InfluxDB refuses our credentials; check INFLUXDB_USER, INFLUXDB_PASSWORD or INFLUXDB_TOKEN. Retrying until it accepts them; nothing is dropped.");
+        }
+        match error.retry_after() {
+            Some(at_least) => Delivery::RetryAfter(error.to_string(), at_least),
+            None => Delivery::Retry(error.to_string()),
+        }
+    }
+}
+
+/// The request body of the lines `piece` of `chunks`.
+fn body_of(chunks: &[WriteChunk], piece: &[LineId]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for &(chunk, line) in piece {
+        body.extend_from_slice(chunks[chunk].line(line));
+    }
+    body
 }
 
 impl Target<WriteChunk> for InfluxTarget {
     async fn deliver(&mut self, chunks: &[WriteChunk]) -> Delivery {
-        let body: Vec<u8> = chunks
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.ends.len()).collect();
+        let influx = &self.influx;
+        let written = split::write_finding_refusals(&sizes, |piece| {
+            let body = body_of(chunks, &piece);
+            async move { influx.write(&body).await }
+        })
+        .await;
+        let refusals = match written {
+            Ok(refusals) => refusals,
+            Err(error) => return self.retry(error),
+        };
+        if self
+            .state
+            .credentials_refused
+            .swap(false, Ordering::Relaxed)
+        {
+            tracing::info!("InfluxDB accepts our credentials again.");
+        }
+        // Refused points are recorded before their batch counts as written, so none is
+        // lost if the file cannot be written: the whole request is then tried again.
+        let letters: Vec<DeadLetter> = refusals
             .iter()
-            .flat_map(|c| c.lines.iter().copied())
+            .map(|refusal| {
+                let chunk = &chunks[refusal.line.0];
+                let (zip_code, time) = &chunk.keys[refusal.line.1];
+                DeadLetter {
+                    hour: chunk.hour.to_string(),
+                    zip_code: zip_code.clone(),
+                    time: time.clone(),
+                    reason: refusal.reason.clone(),
+                }
+            })
             .collect();
-        match self.influx.write(&body).await {
-            Ok(()) => {
-                for chunk in chunks {
-                    self.stored(chunk).await;
-                }
-                Delivery::Done
-            }
-            Err(InfluxError::Rejected { .. }) if chunks.len() > 1 => {
-                // Find the poison batch: write each chunk on its own.
-                for chunk in chunks {
-                    match self.influx.write(&chunk.lines).await {
-                        Ok(()) => self.stored(chunk).await,
-                        Err(error) if error.is_retriable() => {
-                            return Delivery::Retry(error.to_string());
-                        }
-                        Err(error) => self.poisoned(chunk, &error),
-                    }
-                }
-                Delivery::Done
-            }
-            Err(error) if error.is_retriable() => Delivery::Retry(error.to_string()),
-            Err(InfluxError::DatabaseNotFound { .. }) => {
-                Delivery::Retry("database not created yet".into())
-            }
-            Err(error) => {
-                self.poisoned(&chunks[0], &error);
-                Delivery::Rejected
+        if !letters.is_empty() {
+            let recorded = self.state.dead_letters.lock().unwrap().record(&letters);
+            if let Err(error) = recorded {
+                tracing::error!(%error, "Cannot write the dead-letter file; the request will be written again.");
+                return Delivery::Retry(format!("cannot write the dead-letter file: {error}"));
             }
         }
-    }
-}
-
-impl InfluxTarget {
-    fn poisoned(&self, chunk: &WriteChunk, error: &InfluxError) {
-        tracing::error!(hour = %chunk.hour, batch = chunk.batch, %error, "InfluxDB refused a batch for good; set aside, the hour will not be reported.");
-        self.state
-            .ledger
-            .lock()
-            .unwrap()
-            .on_poisoned(chunk.hour, chunk.batch);
+        for (index, chunk) in chunks.iter().enumerate() {
+            let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
+            for refusal in refusals.iter().filter(|r| r.line.0 == index) {
+                *reasons.entry(refusal.reason.as_str()).or_default() += 1;
+            }
+            for (reason, points) in &reasons {
+                event::emit(Event::PointsRefused {
+                    hour: chunk.hour,
+                    batch: chunk.batch,
+                    points: *points,
+                    reason: (*reason).to_owned(),
+                });
+            }
+            self.stored(chunk, reasons.values().sum()).await;
+        }
+        Delivery::Done
     }
 }
