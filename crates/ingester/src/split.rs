@@ -53,14 +53,15 @@ where
             Err(InfluxError::Rejected { body, .. }) => {
                 // InfluxDB 1.x says how many points of the request it dropped; all of
                 // them means there is no good point left to find in this piece.
-                if dropped(&body) == Some(piece.len()) && piece.len() > 1 {
+                let (reason, dropped) = point_reason(&body);
+                if dropped == Some(piece.len()) && piece.len() > 1 {
                     refused.extend(piece.into_iter().map(|line| Refusal {
                         line,
-                        reason: body.clone(),
+                        reason: reason.clone(),
                     }));
                     continue;
                 }
-                body
+                reason
             }
             Err(error) => return Err(error),
         };
@@ -90,11 +91,17 @@ fn halves(mut piece: Vec<LineId>) -> (Vec<LineId>, Vec<LineId>) {
     (piece, second)
 }
 
-/// The `dropped=N` at the end of an InfluxDB 1.x partial-write message.
-fn dropped(body: &str) -> Option<usize> {
-    let (_, tail) = body.rsplit_once("dropped=")?;
-    let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
+/// InfluxDB's reason without the ` dropped=N` of an InfluxDB 1.x partial write, which
+/// counts the request's points, not this one's (so a point's reason is the same however
+/// its batch was grouped), and that count.
+fn point_reason(body: &str) -> (String, Option<usize>) {
+    let Some((reason, tail)) = body.rsplit_once(" dropped=") else {
+        return (body.to_owned(), None);
+    };
+    match tail.trim().parse() {
+        Ok(count) => (reason.trim_end().to_owned(), Some(count)),
+        Err(_) => (body.to_owned(), None),
+    }
 }
 
 #[cfg(test)]
@@ -164,7 +171,7 @@ mod tests {
             result.unwrap(),
             vec![Refusal {
                 line: bad,
-                reason: "partial write: field type conflict: input field \"uv\" dropped=1".into()
+                reason: "partial write: field type conflict: input field \"uv\"".into()
             }]
         );
         let mut stored = stored.into_inner();
@@ -247,8 +254,14 @@ mod tests {
     }
 
     #[test]
-    fn dropped_reads_influxdb_s_count() {
-        assert_eq!(dropped("partial write: a dropped=12"), Some(12));
-        assert_eq!(dropped("unable to parse 'x'"), None);
+    fn a_point_s_reason_leaves_out_the_request_s_dropped_count() {
+        assert_eq!(
+            point_reason("partial write: a dropped=12"),
+            ("partial write: a".to_owned(), Some(12))
+        );
+        assert_eq!(
+            point_reason("unable to parse 'x dropped=y': bad"),
+            ("unable to parse 'x dropped=y': bad".to_owned(), None)
+        );
     }
 }
