@@ -224,6 +224,12 @@ impl Stack {
         Self { local }
     }
 
+    /// A stack around a [`LocalStack`] the caller built (for roles wired differently, for
+    /// example through a proxy).
+    pub fn with(local: LocalStack) -> Self {
+        Self { local }
+    }
+
     /// A streamer for `input` with extra arguments, not yet started.
     pub fn streamer(&self, input: &Path, args: &[&str]) -> ManagedProcess {
         self.local

@@ -50,6 +50,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
                 buffer,
                 write_batches: 10,
                 writers: 3,
+                dead_letters: weathervane_ingester::DEFAULT_DEAD_LETTERS.into(),
             },
             roles.clone(),
         );

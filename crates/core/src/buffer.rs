@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use tokio::sync::Notify;
@@ -121,6 +121,9 @@ pub enum Delivery {
     Done,
     /// The target is down, hung or not listening: keep them and try again after a pause.
     Retry(String),
+    /// Like `Retry`, but the target asked not to be tried again sooner than this (an
+    /// HTTP `Retry-After`): the pause is the longer of this and the backoff's.
+    RetryAfter(String, Duration),
     /// The target refused them for good (for example a field-type conflict): retrying
     /// would fail forever, so they are set aside (the deliverer has logged them).
     Rejected,
@@ -189,26 +192,27 @@ pub async fn flush<T>(
                 delivery = target.deliver(&in_flight) => delivery,
                 _ = shutdown.cancelled() => return,
             };
-            match delivery {
+            let (reason, at_least) = match delivery {
                 Delivery::Done | Delivery::Rejected => break,
-                Delivery::Retry(reason) => {
-                    if outage_since.is_none() {
-                        event::emit(Event::OutageBegan {
-                            buffer: queue.name().to_owned(),
-                            buffered: queue.len() + in_flight.len(),
-                            reason,
-                        });
-                        outage_since = Some(Instant::now());
-                    }
-                    if !sleep_or_cancel(backoff.next_delay(), shutdown).await {
-                        tracing::info!(
-                            buffer = %queue.name(),
-                            buffered = queue.len() + in_flight.len(),
-                            "Shutting down with items still buffered; their sources will resend them."
-                        );
-                        return;
-                    }
-                }
+                Delivery::Retry(reason) => (reason, Duration::ZERO),
+                Delivery::RetryAfter(reason, at_least) => (reason, at_least),
+            };
+            if outage_since.is_none() {
+                event::emit(Event::OutageBegan {
+                    buffer: queue.name().to_owned(),
+                    buffered: queue.len() + in_flight.len(),
+                    reason,
+                });
+                outage_since = Some(Instant::now());
+            }
+            let pause = backoff.next_delay().max(at_least);
+            if !sleep_or_cancel(pause, shutdown).await {
+                tracing::info!(
+                    buffer = %queue.name(),
+                    buffered = queue.len() + in_flight.len(),
+                    "Shutting down with items still buffered; their sources will resend them."
+                );
+                return;
             }
         }
         if let Some(since) = outage_since.take() {
@@ -307,6 +311,46 @@ mod tests {
         // Four pauses of 20, 40, 80, 160 ms, each with up to as much jitter again.
         assert!(
             waited >= Duration::from_millis(300) && waited <= Duration::from_millis(700),
+            "{waited:?}"
+        );
+        shutdown.cancel();
+        flusher.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_waits_at_least_as_long_as_the_target_asked() {
+        let queue = Arc::new(BoundedQueue::new("t", 10, 1000));
+        queue.push(7, 1).await;
+        /// Asks for 3 s the first time, then takes everything.
+        struct SlowDown {
+            attempts: Arc<Mutex<Vec<tokio::time::Instant>>>,
+        }
+        impl Target<i32> for SlowDown {
+            async fn deliver(&mut self, _items: &[i32]) -> Delivery {
+                let mut attempts = self.attempts.lock().unwrap();
+                attempts.push(tokio::time::Instant::now());
+                if attempts.len() == 1 {
+                    return Delivery::RetryAfter("429".into(), Duration::from_secs(3));
+                }
+                Delivery::Done
+            }
+        }
+        let shutdown = CancellationToken::new();
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let mut target = SlowDown {
+            attempts: attempts.clone(),
+        };
+        let flusher = tokio::spawn({
+            let (queue, shutdown) = (queue.clone(), shutdown.clone());
+            async move { flush(&queue, 2, &shutdown, &mut target).await }
+        });
+        while attempts.lock().unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let attempts = attempts.lock().unwrap().clone();
+        let waited = attempts[1] - attempts[0];
+        assert!(
+            waited >= Duration::from_secs(3) && waited < Duration::from_millis(3100),
             "{waited:?}"
         );
         shutdown.cancel();

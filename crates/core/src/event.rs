@@ -49,6 +49,14 @@ pub enum Event {
     BatchesRequested { hour: HourKey, batches: Vec<u32> },
     /// Ingester: every batch of the hour is stored; the processor is being notified.
     HourStored { hour: HourKey, rows: u64 },
+    /// Ingester: InfluxDB refused `points` points of a batch for good, for `reason` (its
+    /// own message); they are in the dead-letter file and the hour completes without them.
+    PointsRefused {
+        hour: HourKey,
+        batch: u32,
+        points: u64,
+        reason: String,
+    },
     /// Processor: the hour's reports are written to InfluxDB.
     HourReported {
         hour: HourKey,
@@ -199,6 +207,14 @@ fn log(event: &Event) {
         Event::HourStored { hour, rows } => {
             tracing::info!(%hour, rows, "Hour stored; notifying the processor.")
         }
+        Event::PointsRefused {
+            hour,
+            batch,
+            points,
+            reason,
+        } => {
+            tracing::error!(%hour, batch, points, %reason, "InfluxDB refused points for good; they are in the dead-letter file.")
+        }
         Event::HourReported {
             hour,
             rows,
@@ -264,6 +280,12 @@ mod tests {
                 batches: vec![0, 4],
             },
             Event::HourStored { hour, rows: 1001 },
+            Event::PointsRefused {
+                hour,
+                batch: 4,
+                points: 2,
+                reason: "partial write: field type conflict: input field \"uv\" dropped=2".into(),
+            },
             Event::HourReported {
                 hour,
                 rows: 1001,
@@ -300,6 +322,7 @@ mod tests {
                 | Event::BatchReceived { .. }
                 | Event::BatchesRequested { .. }
                 | Event::HourStored { .. }
+                | Event::PointsRefused { .. }
                 | Event::HourReported { .. }
                 | Event::HourConfirmed { .. }
                 | Event::AllHoursConfirmed { .. }

@@ -2,7 +2,7 @@
 //! InfluxDB 1.x and by the v1-compatibility endpoints of 2.x and 3.x. Every request has a
 //! connect timeout and a total timeout, so a hung server fails like a dead one.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -12,14 +12,36 @@ use crate::config::InfluxArgs;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Why a request failed, sorted by what the caller should do about it.
+/// The longest `Retry-After` honoured: a server asking for more is retried after this
+/// anyway, so every hour ends within bounded time of the last fault.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Why a request failed, sorted by what the caller should do about it (the way Telegraf's
+/// and Vector's InfluxDB outputs sort answers).
 #[derive(Debug, thiserror::Error)]
 pub enum InfluxError {
-    /// Down, hung, restarting or overloaded: retry later.
+    /// Down, hung, restarting or overloaded (no answer, 408, 429, 5xx): retry later, not
+    /// before `retry_after` when the server said so.
     #[error("InfluxDB at {url} is unavailable: {reason}")]
-    Unavailable { url: String, reason: String },
-    /// The server refused the request itself (bad line protocol, field-type conflict, bad
-    /// query): retrying the same request would fail again.
+    Unavailable {
+        url: String,
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// 401 or 403: the credentials are wrong or were rotated. An operator must act; the
+    /// data is fine, so retry (with backoff) until they do.
+    #[error("InfluxDB at {url} refused our credentials ({status}): {body}")]
+    Unauthorized {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    /// 413: the request is too large. Retry it in smaller pieces.
+    #[error("InfluxDB at {url} found the request too large (413): {body}")]
+    TooLarge { url: String, body: String },
+    /// The server refused the request itself (bad line protocol, field-type conflict,
+    /// partial write, bad query; any other 4xx): retrying the same request would fail
+    /// again, but a write may be split to find the points it refuses.
     #[error("InfluxDB at {url} rejected the request ({status}): {body}")]
     Rejected {
         url: String,
@@ -42,9 +64,78 @@ pub enum InfluxError {
 }
 
 impl InfluxError {
+    /// Would the same request succeed later, unchanged? True for outages and for refused
+    /// credentials (which an operator fixes without the data changing).
     pub fn is_retriable(&self) -> bool {
-        matches!(self, InfluxError::Unavailable { .. })
+        matches!(
+            self,
+            InfluxError::Unavailable { .. } | InfluxError::Unauthorized { .. }
+        )
     }
+
+    /// The least pause the server asked for before the next attempt (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            InfluxError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Sorts an answer that was not a success; the body is InfluxDB's message (the
+    /// `error` of its JSON answer, or the text as it came). `retry_after` is the raw
+    /// `Retry-After` header, read against `now`. Pure, so every rule is unit-tested.
+    pub fn from_answer(
+        url: &str,
+        db: &str,
+        status: u16,
+        body: &str,
+        retry_after: Option<&str>,
+        now: SystemTime,
+    ) -> InfluxError {
+        let url = url.to_owned();
+        let body = message(body);
+        match status {
+            401 | 403 => InfluxError::Unauthorized { url, status, body },
+            408 | 429 | 500..=599 => InfluxError::Unavailable {
+                url,
+                reason: format!("{status}: {body}"),
+                retry_after: retry_after.and_then(|value| parse_retry_after(value, now)),
+            },
+            413 => InfluxError::TooLarge { url, body },
+            404 if body.contains("database not found") => InfluxError::DatabaseNotFound {
+                url,
+                db: db.to_owned(),
+            },
+            _ => InfluxError::Rejected { url, status, body },
+        }
+    }
+}
+
+/// InfluxDB's message in an error answer: `{"error":"..."}` gives the text inside.
+fn message(body: &str) -> String {
+    #[derive(Deserialize)]
+    struct ErrorAnswer {
+        error: String,
+    }
+    match serde_json::from_str::<ErrorAnswer>(body) {
+        Ok(answer) => answer.error.trim().to_owned(),
+        Err(_) => body.trim().to_owned(),
+    }
+}
+
+/// Reads a `Retry-After` value: delay seconds (`120`) or an HTTP date
+/// (`Wed, 21 Oct 2015 07:28:00 GMT`), as a pause from `now`, at most [`MAX_RETRY_AFTER`].
+/// A date in the past is no pause; anything unreadable is `None`.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = if let Ok(seconds) = value.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else {
+        let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+        let at = SystemTime::from(at);
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// One series of a `/query` answer.
@@ -173,9 +264,13 @@ impl InfluxClient {
         InfluxError::Unavailable {
             url: self.base.clone(),
             reason: reason.to_string(),
+            retry_after: None,
         }
     }
 
+    /// Sends `request`; a 5xx, 408 or 429 answer is [`InfluxError::Unavailable`] (with the
+    /// server's `Retry-After`), a 401 or 403 [`InfluxError::Unauthorized`]; any other
+    /// answer is the caller's to read.
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
@@ -183,14 +278,27 @@ impl InfluxClient {
         let response = request
             .send()
             .await
-            .map_err(|e| self.unavailable(describe(&e)))?;
+            .map_err(|e| self.unavailable(describe(e)))?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = response
             .text()
             .await
-            .map_err(|e| self.unavailable(describe(&e)))?;
-        if status.is_server_error() {
-            return Err(self.unavailable(format!("{status}: {}", body.trim())));
+            .map_err(|e| self.unavailable(describe(e)))?;
+        let code = status.as_u16();
+        if status.is_server_error() || matches!(code, 401 | 403 | 408 | 429) {
+            return Err(InfluxError::from_answer(
+                &self.base,
+                &self.db,
+                code,
+                &body,
+                retry_after.as_deref(),
+                SystemTime::now(),
+            ));
         }
         Ok((status, body))
     }
@@ -247,17 +355,14 @@ impl InfluxClient {
         let (status, body) = self.send(request).await?;
         match status {
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
-            StatusCode::NOT_FOUND if body.contains("database not found") => {
-                Err(InfluxError::DatabaseNotFound {
-                    url: self.base.clone(),
-                    db: self.db.clone(),
-                })
-            }
-            _ => Err(InfluxError::Rejected {
-                url: self.base.clone(),
-                status: status.as_u16(),
-                body: body.trim().to_owned(),
-            }),
+            _ => Err(InfluxError::from_answer(
+                &self.base,
+                &self.db,
+                status.as_u16(),
+                &body,
+                None,
+                SystemTime::now(),
+            )),
         }
     }
 
@@ -328,7 +433,9 @@ impl InfluxClient {
 }
 
 /// reqwest's own message for a timeout or refused connection is terse; name the cause.
-fn describe(error: &reqwest::Error) -> String {
+/// The URL is left out: with InfluxDB 1.x authentication its query holds the password.
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
     if error.is_timeout() {
         format!("timed out ({error})")
     } else if error.is_connect() {
@@ -371,5 +478,80 @@ mod tests {
         for url in ["http://127.0.0.1:8086", "https://influx.example:8086/"] {
             assert!(InfluxClient::new(&args(url), Duration::from_secs(1)).is_ok());
         }
+    }
+
+    fn sort(status: u16, body: &str, retry_after: Option<&str>) -> InfluxError {
+        InfluxError::from_answer(
+            "http://influx",
+            "weather",
+            status,
+            body,
+            retry_after,
+            SystemTime::UNIX_EPOCH,
+        )
+    }
+
+    #[test]
+    fn answers_are_sorted_the_way_telegraf_and_vector_sort_them() {
+        for status in [401, 403] {
+            let error = sort(status, r#"{"error":"authorization failed"}"#, None);
+            assert!(
+                matches!(&error, InfluxError::Unauthorized { body, .. } if body == "authorization failed"),
+                "{error:?}"
+            );
+            assert!(error.is_retriable(), "credentials are fixed, data is kept");
+        }
+        for status in [408, 429, 500, 502, 503, 504] {
+            let error = sort(status, "busy", Some("7"));
+            assert!(error.is_retriable(), "{status}");
+            assert_eq!(
+                error.retry_after(),
+                Some(Duration::from_secs(7)),
+                "{status}"
+            );
+        }
+        assert_eq!(sort(503, "", None).retry_after(), None);
+        assert!(matches!(
+            sort(413, "too large", None),
+            InfluxError::TooLarge { .. }
+        ));
+        assert!(matches!(
+            sort(404, r#"{"error":"database not found: \"weather\""}"#, None),
+            InfluxError::DatabaseNotFound { .. }
+        ));
+        let partial = sort(
+            400,
+            r#"{"error":"partial write: field type conflict: input field \"uv\" on measurement \"weather_data\" is type float, already exists as type string dropped=1"}"#,
+            None,
+        );
+        assert!(
+            matches!(&partial, InfluxError::Rejected { status: 400, body, .. }
+                if body.starts_with("partial write: field type conflict")),
+            "{partial:?}"
+        );
+        for status in [400, 404, 405, 409, 422] {
+            let error = sort(status, "no", Some("1"));
+            assert!(matches!(error, InfluxError::Rejected { .. }), "{status}");
+            assert!(!error.is_retriable() && error.retry_after().is_none());
+        }
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date_and_is_capped() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480); // 2015-10-21 07:28:00
+        assert_eq!(parse_retry_after("1", now), Some(Duration::from_secs(1)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past is no pause"
+        );
+        assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-1", now), None);
     }
 }

@@ -17,11 +17,21 @@ enum BatchState {
     },
     /// Received and waiting in the write buffer.
     Received,
+    /// Written: `rows` points stored, `refused` refused by InfluxDB for good (they are
+    /// dead letters). No batch is ever set aside whole, so every hour can complete.
     Stored {
         rows: u64,
+        refused: u64,
     },
-    /// InfluxDB refused it for good; set aside, never requested again.
-    Poisoned,
+}
+
+/// An hour's rows once every batch is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HourRows {
+    /// Stored in InfluxDB: the count the processor must find.
+    pub stored: u64,
+    /// Refused by InfluxDB and written to the dead-letter file.
+    pub refused: u64,
 }
 
 #[derive(Debug)]
@@ -40,14 +50,17 @@ impl HourBatches {
         }
     }
 
-    fn stored_rows(&self) -> Option<u64> {
-        self.batches
-            .iter()
-            .map(|b| match b {
-                BatchState::Stored { rows } => Some(*rows),
-                _ => None,
-            })
-            .sum()
+    /// The hour's rows if every batch is written.
+    fn stored_rows(&self) -> Option<HourRows> {
+        let mut total = HourRows::default();
+        for batch in &self.batches {
+            let BatchState::Stored { rows, refused } = batch else {
+                return None;
+            };
+            total.stored += rows;
+            total.refused += refused;
+        }
+        Some(total)
     }
 
     /// Missing batches not asked for recently, now marked as asked for.
@@ -79,8 +92,8 @@ pub struct BatchVerdict {
 pub enum AnnounceVerdict {
     /// Ask for these batches.
     Request(Vec<u32>),
-    /// Everything is stored: tell the processor (again) with this row count.
-    Notify(u64),
+    /// Everything is written: tell the processor (again) with the stored row count.
+    Notify(HourRows),
     /// Everything is received and on its way to InfluxDB, or asked for recently.
     Wait,
 }
@@ -126,15 +139,17 @@ impl Ledger {
         }
     }
 
-    /// Marks a batch stored; returns the hour's row count if that completed the hour. A
-    /// batch of another generation than the hour's current one is not credited.
+    /// Marks a batch written, `rows` of its points stored and `refused` refused for good;
+    /// returns the hour's rows if that completed the hour. A batch of another generation
+    /// than the hour's current one is not credited.
     pub fn on_stored(
         &mut self,
         hour: HourKey,
         batch: u32,
         rows: u64,
+        refused: u64,
         generation: Generation,
-    ) -> Option<u64> {
+    ) -> Option<HourRows> {
         let batches_of_hour = self
             .hours
             .get_mut(&hour)
@@ -143,18 +158,8 @@ impl Ledger {
         if *state != BatchState::Received {
             return None;
         }
-        *state = BatchState::Stored { rows };
+        *state = BatchState::Stored { rows, refused };
         batches_of_hour.stored_rows()
-    }
-
-    pub fn on_poisoned(&mut self, hour: HourKey, batch: u32) {
-        if let Some(state) = self
-            .hours
-            .get_mut(&hour)
-            .and_then(|p| p.batches.get_mut(batch as usize))
-        {
-            *state = BatchState::Poisoned;
-        }
     }
 
     pub fn on_announce(
@@ -244,27 +249,31 @@ mod tests {
         for batch in 0..3 {
             ledger.on_batch(hour(), batch, 3, G, now);
         }
-        assert_eq!(ledger.on_stored(hour(), 0, 500, G), None);
-        assert_eq!(ledger.on_stored(hour(), 2, 7, G), None);
+        assert_eq!(ledger.on_stored(hour(), 0, 500, 0, G), None);
+        assert_eq!(ledger.on_stored(hour(), 2, 7, 0, G), None);
         assert_eq!(
             ledger.on_announce(hour(), 3, G, now),
             AnnounceVerdict::Wait,
             "batch 1 is received, not missing"
         );
-        assert_eq!(ledger.on_stored(hour(), 1, 500, G), Some(1007));
+        let all = HourRows {
+            stored: 1007,
+            refused: 0,
+        };
+        assert_eq!(ledger.on_stored(hour(), 1, 500, 0, G), Some(all));
         assert_eq!(
-            ledger.on_stored(hour(), 1, 500, G),
+            ledger.on_stored(hour(), 1, 500, 0, G),
             None,
             "a second store does not complete it again"
         );
         assert_eq!(
             ledger.on_announce(hour(), 3, G, now),
-            AnnounceVerdict::Notify(1007)
+            AnnounceVerdict::Notify(all)
         );
     }
 
     #[test]
-    fn an_unknown_announced_hour_is_requested_whole_and_poison_is_not_requested() {
+    fn an_unknown_announced_hour_is_requested_whole_and_a_received_batch_is_not() {
         let mut ledger = Ledger::default();
         let now = Instant::now();
         assert_eq!(
@@ -272,12 +281,36 @@ mod tests {
             AnnounceVerdict::Request(vec![0, 1, 2])
         );
         ledger.on_batch(hour(), 1, 3, G, now);
-        ledger.on_poisoned(hour(), 1);
         let later = now + REQUEST_AGAIN_AFTER;
         assert_eq!(
             ledger.on_announce(hour(), 3, G, later),
             AnnounceVerdict::Request(vec![0, 2])
         );
         assert_eq!(ledger.on_resubscribed(later), vec![(hour(), vec![0, 2])]);
+    }
+
+    #[test]
+    fn refused_points_complete_the_hour_with_the_stored_count_only() {
+        let mut ledger = Ledger::default();
+        let now = Instant::now();
+        for batch in 0..3 {
+            ledger.on_batch(hour(), batch, 3, G, now);
+        }
+        assert_eq!(ledger.on_stored(hour(), 0, 10, 0, G), None);
+        assert_eq!(ledger.on_stored(hour(), 1, 7, 3, G), None);
+        let rows = HourRows {
+            stored: 17,
+            refused: 13,
+        };
+        assert_eq!(
+            ledger.on_stored(hour(), 2, 0, 10, G),
+            Some(rows),
+            "a batch refused whole still completes the hour"
+        );
+        assert_eq!(
+            ledger.on_announce(hour(), 3, G, now + REQUEST_AGAIN_AFTER),
+            AnnounceVerdict::Notify(rows)
+        );
+        assert_eq!(ledger.on_resubscribed(now), vec![]);
     }
 }

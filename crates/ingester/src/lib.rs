@@ -3,14 +3,24 @@
 //! that went missing, and publishes `weather_channel:processor:<hour>` once every batch of
 //! an hour is stored.
 //!
-//! It computes no reports and keeps nothing on disk: after a restart it relearns hours
-//! from the streamer's announcements, asks for their batches again and rewrites them,
-//! which is harmless because writes are idempotent.
+//! It computes no reports and keeps nothing on disk but the dead-letter file: after a
+//! restart it relearns hours from the streamer's announcements, asks for their batches
+//! again and rewrites them, which is harmless because writes are idempotent.
+//!
+//! No batch is ever set aside whole: an outage, a 408, 429 or 5xx, or refused credentials
+//! (401, 403) are retried, a 413 splits the request, and a refusal (400, partial write,
+//! any other 4xx) is bisected down to the points InfluxDB refuses, which go to the
+//! dead-letter file while the rest is stored ([`split`]). The hour then completes with the
+//! count of the rows stored.
 
+mod dead_letters;
 mod ledger;
 mod rewrite;
+mod split;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,8 +37,13 @@ use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourStore
 use weathervane_core::supervise::{Supervisor, TaskFailed};
 use weathervane_core::{Generation, HourKey, schema};
 
-use crate::ledger::{AnnounceVerdict, Ledger};
+use crate::dead_letters::{DeadLetter, DeadLetters};
+use crate::ledger::{AnnounceVerdict, HourRows, Ledger};
 use crate::rewrite::Rewrites;
+use crate::split::LineId;
+
+/// The dead-letter file when neither `--dead-letters` nor `WEATHERVANE_DEAD_LETTERS` says.
+pub const DEFAULT_DEAD_LETTERS: &str = "dead-letters.csv";
 
 /// A write of a few thousand rows takes well under a second; allow for a busy server.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -52,6 +67,10 @@ pub struct IngesterConfig {
     /// independent points, so their writes may overlap.
     #[arg(long, env = "WEATHERVANE_WRITERS", default_value_t = 3)]
     pub writers: usize,
+    /// Where points InfluxDB refuses for good are recorded (CSV
+    /// `hour,zip_code,time,reason`); created on first use, appended to, never truncated.
+    #[arg(long, env = "WEATHERVANE_DEAD_LETTERS", default_value = DEFAULT_DEAD_LETTERS)]
+    pub dead_letters: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,26 +81,44 @@ pub enum IngesterError {
     Influx(#[from] InfluxError),
     #[error(transparent)]
     Task(#[from] TaskFailed),
+    #[error("cannot read the dead-letter file {path}: {source}")]
+    DeadLetters {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// One received batch, as line protocol, waiting to be written.
+#[derive(Clone)]
 struct WriteChunk {
     hour: HourKey,
     batch: u32,
     generation: Generation,
-    rows: u64,
     lines: Vec<u8>,
+    /// Where each row's line ends in `lines`, so a request can be split down to a line.
+    ends: Vec<usize>,
+    /// Each row's zip code and time (RFC 3339), for its dead letter if it is refused.
+    keys: Vec<(String, String)>,
+}
+
+impl WriteChunk {
+    fn line(&self, index: usize) -> &[u8] {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        &self.lines[start..self.ends[index]]
+    }
 }
 
 struct IngesterState {
     ledger: Mutex<Ledger>,
     /// Old rows of hours whose content changed are deleted before new ones are written.
     rewrites: Rewrites,
-    influx: InfluxClient,
     writes: Arc<BoundedQueue<WriteChunk>>,
     requests: Arc<BoundedQueue<Outbound>>,
     notices: Arc<BoundedQueue<Outbound>>,
     rejected_payloads: AtomicU64,
+    dead_letters: Mutex<DeadLetters>,
+    /// InfluxDB is refusing our credentials (logged once per such outage).
+    credentials_refused: AtomicBool,
 }
 
 impl IngesterState {
@@ -100,12 +137,12 @@ impl IngesterState {
         }
     }
 
-    async fn notify_stored(&self, hour: HourKey, rows: u64, generation: Generation) {
+    async fn notify_stored(&self, hour: HourKey, rows: HourRows, generation: Generation) {
         let message = Outbound::new(
             Channel::Stored { hour },
             payload::encode(&HourStored {
-                rows,
-                refused: 0,
+                rows: rows.stored,
+                refused: rows.refused,
                 generation,
             }),
         );
@@ -116,6 +153,12 @@ impl IngesterState {
 
 pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<(), IngesterError> {
     let influx = InfluxClient::new(&config.influx, WRITE_TIMEOUT)?;
+    let dead_letters =
+        DeadLetters::open(&config.dead_letters).map_err(|source| IngesterError::DeadLetters {
+            path: config.dead_letters.clone(),
+            source,
+        })?;
+    tracing::info!(dead_letters = %dead_letters.path().display(), "Points InfluxDB refuses go to the dead-letter file.");
     let subscription = Subscription::new(&config.redis.url, &[pattern::DATA, pattern::ANNOUNCE])?;
     let request_target = PublishTarget {
         publisher: Publisher::new(&config.redis.url)?,
@@ -129,7 +172,6 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
     let state = Arc::new(IngesterState {
         ledger: Mutex::new(Ledger::default()),
         rewrites: Rewrites::default(),
-        influx: influx.clone(),
         writes: Arc::new(BoundedQueue::new(
             "ingester-writes",
             rows / 50,
@@ -138,6 +180,8 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
         requests: Arc::new(BoundedQueue::new("ingester-requests", 100_000, 4 << 20)),
         notices: Arc::new(BoundedQueue::new("ingester-notices", 10_000, 1 << 20)),
         rejected_payloads: AtomicU64::new(0),
+        dead_letters: Mutex::new(dead_letters),
+        credentials_refused: AtomicBool::new(false),
     });
     let mut supervisor = Supervisor::new();
     let write_batches = config.write_batches.max(1);
@@ -174,7 +218,7 @@ async fn listen(
                     }
                 }
                 BusEvent::Message { channel, payload } => {
-                    if let Err(error) = handle(&state, &channel, &payload, &shutdown).await {
+                    if let Err(error) = handle(&state, &channel, &payload).await {
                         let rejected = state.rejected_payloads.fetch_add(1, Ordering::Relaxed) + 1;
                         event::emit(Event::MessageRejected {
                             channel,
@@ -196,7 +240,6 @@ async fn handle(
     state: &IngesterState,
     channel: &str,
     body: &[u8],
-    shutdown: &CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error>> {
     match Channel::parse(channel)? {
         Channel::Data { batch, hour } => {
@@ -208,35 +251,31 @@ async fn handle(
                 envelope.generation,
                 Instant::now(),
             );
-            let rows = envelope.rows.len() as u64;
             if verdict.store {
+                let rows = envelope.rows.len() as u64;
+                let mut lines = Vec::with_capacity(envelope.rows.len() * BYTES_PER_ROW);
+                let mut ends = Vec::with_capacity(envelope.rows.len());
+                let mut keys = Vec::with_capacity(envelope.rows.len());
+                for row in &envelope.rows {
+                    lines = schema::encode_row(lines, row);
+                    ends.push(lines.len());
+                    keys.push((
+                        row.zip_code.clone(),
+                        row.time_utc()
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    ));
+                }
                 event::emit(Event::BatchReceived { hour, batch, rows });
-            }
-            // Waits while InfluxDB does not answer: the hour's old rows must go first.
-            let ready = !verdict.store
-                || state
-                    .rewrites
-                    .prepare(&state.influx, hour, envelope.generation, shutdown)
-                    .await;
-            if verdict.store && ready {
-                let lines = envelope.rows.iter().fold(
-                    Vec::with_capacity(envelope.rows.len() * BYTES_PER_ROW),
-                    schema::encode_row,
-                );
                 let bytes = lines.len();
-                state
-                    .writes
-                    .push(
-                        WriteChunk {
-                            hour,
-                            batch,
-                            generation: envelope.generation,
-                            rows,
-                            lines,
-                        },
-                        bytes,
-                    )
-                    .await;
+                let chunk = WriteChunk {
+                    hour,
+                    batch,
+                    generation: envelope.generation,
+                    lines,
+                    ends,
+                    keys,
+                };
+                state.writes.push(chunk, bytes).await;
             }
             state.request(hour, verdict.request).await;
         }
@@ -263,86 +302,153 @@ async fn handle(
     Ok(())
 }
 
-/// Writes chunks to InfluxDB and records what got stored.
+/// Writes chunks to InfluxDB and records what got stored and what InfluxDB refused.
 struct InfluxTarget {
     influx: InfluxClient,
     state: Arc<IngesterState>,
 }
 
 impl InfluxTarget {
-    async fn stored(&self, chunk: &WriteChunk) {
+    /// Records a chunk as written with `refused` of its points refused; notifies the
+    /// processor if that completed the hour.
+    async fn stored(&self, chunk: &WriteChunk, refused: u64) {
+        let rows = chunk.ends.len() as u64 - refused;
         let completed = self.state.ledger.lock().unwrap().on_stored(
             chunk.hour,
             chunk.batch,
-            chunk.rows,
+            rows,
+            refused,
             chunk.generation,
         );
         if let Some(rows) = completed {
             event::emit(Event::HourStored {
                 hour: chunk.hour,
-                rows,
+                rows: rows.stored,
             });
             self.state
                 .notify_stored(chunk.hour, rows, chunk.generation)
                 .await;
         }
     }
-}
 
-impl Target<WriteChunk> for InfluxTarget {
-    async fn deliver(&mut self, queued: &[WriteChunk]) -> Delivery {
-        // A chunk of an hour's older content (the input changed while it waited) must not
-        // be written over the new one.
-        let chunks: Vec<&WriteChunk> = queued
-            .iter()
-            .filter(|c| self.state.rewrites.is_current(c.hour, c.generation))
-            .collect();
-        if chunks.is_empty() {
-            return Delivery::Done;
+    /// The whole request is to be tried again later; says so loudly, once, when it is
+    /// our credentials that InfluxDB refuses (an operator must act; nothing is dropped).
+    fn retry(&self, error: InfluxError) -> Delivery {
+        if let InfluxError::Unauthorized { url, status, body } = &error
+            && !self.state.credentials_refused.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(%url, status, message = %body, "InfluxDB refuses our credentials; check INFLUXDB_USER, INFLUXDB_PASSWORD or INFLUXDB_TOKEN. Retrying until it accepts them; nothing is dropped.");
         }
-        let body: Vec<u8> = chunks
-            .iter()
-            .flat_map(|c| c.lines.iter().copied())
-            .collect();
-        match self.influx.write(&body).await {
-            Ok(()) => {
-                for chunk in chunks {
-                    self.stored(chunk).await;
-                }
-                Delivery::Done
-            }
-            Err(InfluxError::Rejected { .. }) if chunks.len() > 1 => {
-                // Find the poison batch: write each chunk on its own.
-                for chunk in chunks {
-                    match self.influx.write(&chunk.lines).await {
-                        Ok(()) => self.stored(chunk).await,
-                        Err(error) if error.is_retriable() => {
-                            return Delivery::Retry(error.to_string());
-                        }
-                        Err(error) => self.poisoned(chunk, &error),
-                    }
-                }
-                Delivery::Done
-            }
-            Err(error) if error.is_retriable() => Delivery::Retry(error.to_string()),
-            Err(InfluxError::DatabaseNotFound { .. }) => {
-                Delivery::Retry("database not created yet".into())
-            }
-            Err(error) => {
-                self.poisoned(chunks[0], &error);
-                Delivery::Rejected
-            }
+        match error.retry_after() {
+            Some(at_least) => Delivery::RetryAfter(error.to_string(), at_least),
+            None => Delivery::Retry(error.to_string()),
         }
     }
 }
 
+/// The request body of the lines `piece` of `chunks`.
+fn body_of(chunks: &[WriteChunk], piece: &[LineId]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for &(chunk, line) in piece {
+        body.extend_from_slice(chunks[chunk].line(line));
+    }
+    body
+}
+
+impl Target<WriteChunk> for InfluxTarget {
+    async fn deliver(&mut self, queued: &[WriteChunk]) -> Delivery {
+        // The first write of an hour's generation deletes the hour's old rows if InfluxDB
+        // holds another generation of it (see `rewrite`).
+        for chunk in queued {
+            let prepared = self
+                .state
+                .rewrites
+                .prepare(&self.influx, chunk.hour, chunk.generation)
+                .await;
+            if let Err(error) = prepared {
+                return self.retry(error);
+            }
+        }
+        let rewrites = &self.state.rewrites;
+        let _writing = rewrites.writing().await;
+        // A chunk of an hour's older content (the input changed while it waited) must not
+        // be written over the new one.
+        if queued
+            .iter()
+            .all(|c| rewrites.is_current(c.hour, c.generation))
+        {
+            return self.write(queued).await;
+        }
+        let current: Vec<WriteChunk> = queued
+            .iter()
+            .filter(|c| rewrites.is_current(c.hour, c.generation))
+            .cloned()
+            .collect();
+        if current.is_empty() {
+            return Delivery::Done;
+        }
+        self.write(&current).await
+    }
+}
+
 impl InfluxTarget {
-    fn poisoned(&self, chunk: &WriteChunk, error: &InfluxError) {
-        tracing::error!(hour = %chunk.hour, batch = chunk.batch, %error, "InfluxDB refused a batch for good; set aside, the hour will not be reported.");
-        self.state
-            .ledger
-            .lock()
-            .unwrap()
-            .on_poisoned(chunk.hour, chunk.batch);
+    /// Writes `chunks`, splitting the request down to the points InfluxDB refuses.
+    async fn write(&self, chunks: &[WriteChunk]) -> Delivery {
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.ends.len()).collect();
+        let influx = &self.influx;
+        let written = split::write_finding_refusals(&sizes, |piece| {
+            let body = body_of(chunks, &piece);
+            async move { influx.write(&body).await }
+        })
+        .await;
+        let refusals = match written {
+            Ok(refusals) => refusals,
+            Err(error) => return self.retry(error),
+        };
+        if self
+            .state
+            .credentials_refused
+            .swap(false, Ordering::Relaxed)
+        {
+            tracing::info!("InfluxDB accepts our credentials again.");
+        }
+        // Refused points are recorded before their batch counts as written, so none is
+        // lost if the file cannot be written: the whole request is then tried again.
+        let letters: Vec<DeadLetter> = refusals
+            .iter()
+            .map(|refusal| {
+                let chunk = &chunks[refusal.line.0];
+                let (zip_code, time) = &chunk.keys[refusal.line.1];
+                DeadLetter {
+                    hour: chunk.hour.to_string(),
+                    zip_code: zip_code.clone(),
+                    time: time.clone(),
+                    reason: refusal.reason.clone(),
+                }
+            })
+            .collect();
+        if !letters.is_empty() {
+            let recorded = self.state.dead_letters.lock().unwrap().record(&letters);
+            if let Err(error) = recorded {
+                tracing::error!(%error, "Cannot write the dead-letter file; the request will be written again.");
+                return Delivery::Retry(format!("cannot write the dead-letter file: {error}"));
+            }
+        }
+        for (index, chunk) in chunks.iter().enumerate() {
+            let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
+            for refusal in refusals.iter().filter(|r| r.line.0 == index) {
+                *reasons.entry(refusal.reason.as_str()).or_default() += 1;
+            }
+            for (reason, points) in &reasons {
+                event::emit(Event::PointsRefused {
+                    hour: chunk.hour,
+                    batch: chunk.batch,
+                    points: *points,
+                    reason: (*reason).to_owned(),
+                });
+            }
+            self.stored(chunk, reasons.values().sum()).await;
+        }
+        Delivery::Done
     }
 }

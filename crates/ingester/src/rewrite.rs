@@ -1,5 +1,5 @@
 //! Rewriting an hour whose content changed: before the first row of an hour's generation
-//! is written (in this run), the hour's old rows go if InfluxDB holds another generation
+//! is written (in this run, by the writer that takes it), the hour's old rows go if InfluxDB holds another generation
 //! of it, so rows removed from the input are removed from InfluxDB too and the processor
 //! reads back exactly the new content. InfluxDB records the generation it holds in
 //! `hour_generations`, written by the processor with the hour's reports; an hour with rows
@@ -10,16 +10,18 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
-use weathervane_core::backoff::Backoff;
+use tokio::sync::{RwLock, RwLockReadGuard};
 use weathervane_core::influx::{InfluxClient, InfluxError};
-use weathervane_core::shutdown::sleep_or_cancel;
 use weathervane_core::{Generation, HourKey, schema};
 
-/// Which generation of each hour this run has made InfluxDB ready for.
+/// Which generation of each hour this run has made InfluxDB ready for, and the gate that
+/// keeps a deletion from running while rows are being written.
 #[derive(Debug, Default)]
 pub struct Rewrites {
     prepared: Mutex<HashMap<HourKey, Generation>>,
+    /// Writes hold it shared; a deletion holds it alone, so no write of an older
+    /// generation still in flight can land after the hour's rows were deleted.
+    gate: RwLock<()>,
 }
 
 #[derive(Deserialize)]
@@ -33,36 +35,33 @@ struct CountRecord {
 }
 
 impl Rewrites {
-    /// Makes InfluxDB ready for rows of `generation` of `hour`, retrying until InfluxDB
-    /// answers; `false` on shutdown.
+    /// Makes InfluxDB ready for rows of `generation` of `hour` (once per hour and
+    /// generation); an error means InfluxDB did not answer, and the caller retries.
     pub async fn prepare(
         &self,
         influx: &InfluxClient,
         hour: HourKey,
         generation: Generation,
-        shutdown: &CancellationToken,
-    ) -> bool {
-        if self.prepared.lock().unwrap().get(&hour) == Some(&generation) {
-            return true;
+    ) -> Result<(), InfluxError> {
+        if self.is_current(hour, generation) {
+            return Ok(());
         }
-        let mut backoff = Backoff::new();
-        loop {
-            match clear_other_generation(influx, hour, generation).await {
-                Ok(()) => break,
-                Err(error) => {
-                    tracing::warn!(%hour, %error, "Cannot check the hour's stored generation yet; retrying.");
-                    if !sleep_or_cancel(backoff.next_delay(), shutdown).await {
-                        return false;
-                    }
-                }
-            }
+        let _alone = self.gate.write().await;
+        if self.is_current(hour, generation) {
+            return Ok(());
         }
+        clear_other_generation(influx, hour, generation).await?;
         self.prepared.lock().unwrap().insert(hour, generation);
-        true
+        Ok(())
     }
 
-    /// Whether rows of `generation` of `hour` may be written now: its preparation is done
-    /// and no later generation has replaced it.
+    /// Held while rows are written.
+    pub async fn writing(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().await
+    }
+
+    /// Whether rows of `generation` of `hour` may be written now: it is prepared and no
+    /// later generation has replaced it.
     pub fn is_current(&self, hour: HourKey, generation: Generation) -> bool {
         self.prepared.lock().unwrap().get(&hour) == Some(&generation)
     }

@@ -88,6 +88,7 @@ pub async fn run(
     let report_target = ReportTarget {
         influx,
         state: state.clone(),
+        credentials_refused: false,
     };
     buffer::supervise_flush(&mut supervisor, state.queue.clone(), 1, report_target);
     buffer::supervise_flush(&mut supervisor, state.reported.clone(), 1, reported_target);
@@ -131,6 +132,8 @@ async fn listen(
 struct ReportTarget {
     influx: InfluxClient,
     state: Arc<ProcessorState>,
+    /// InfluxDB is refusing our credentials (logged once per such outage).
+    credentials_refused: bool,
 }
 
 impl Target<ReportJob> for ReportTarget {
@@ -139,6 +142,7 @@ impl Target<ReportJob> for ReportTarget {
         let started = Instant::now();
         let delivery = match self.report(job).await {
             Ok(report) => {
+                self.credentials_refused = false;
                 let states = report.averages.len() as u32;
                 event::emit(Event::HourReported {
                     hour: job.hour,
@@ -159,8 +163,18 @@ impl Target<ReportJob> for ReportTarget {
                 self.state.reported.push(reported, bytes).await;
                 Delivery::Done
             }
+            // An outage, a 408, 429 or 5xx, or refused credentials (401, 403; loud, an
+            // operator must act): retry, not before the server's Retry-After.
             Err(JobError::Influx(error)) if error.is_retriable() => {
-                return Delivery::Retry(error.to_string());
+                if let InfluxError::Unauthorized { url, status, body } = &error
+                    && !std::mem::replace(&mut self.credentials_refused, true)
+                {
+                    tracing::error!(%url, status, message = %body, "InfluxDB refuses our credentials; check INFLUXDB_USER, INFLUXDB_PASSWORD or INFLUXDB_TOKEN. Retrying.");
+                }
+                return match error.retry_after() {
+                    Some(at_least) => Delivery::RetryAfter(error.to_string(), at_least),
+                    None => Delivery::Retry(error.to_string()),
+                };
             }
             Err(error) => {
                 tracing::warn!(hour = %job.hour, %error, "Hour not reported; it will be reported when the ingester notifies it again.");

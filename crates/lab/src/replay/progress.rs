@@ -74,6 +74,7 @@ impl Progress {
             Event::InputIndexed { .. }
             | Event::HourQueued { .. }
             | Event::OutageBegan { .. }
+            | Event::PointsRefused { .. }
             | Event::TaskFailed { .. }
             | Event::MessageRejected { .. } => {}
         }
