@@ -51,6 +51,23 @@ fn small_input(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// A streamer of the stack for `input`, with `args`, not started.
+fn streamer_for(
+    stack: &LocalStack,
+    input: &Path,
+    args: &[&str],
+) -> weathervane_harness::ManagedProcess {
+    stack
+        .role(Role::Streamer)
+        .unwrap()
+        .args(["--input".as_ref(), input.as_os_str()])
+        .args([
+            "--rejects".as_ref(),
+            stack.dir().join("rejects.csv").as_os_str(),
+        ])
+        .args(args)
+}
+
 #[test]
 fn a_role_whose_task_panics_names_it_and_exits_non_zero_within_2_s() {
     let stack = LocalStack::builder().start().unwrap();
@@ -63,16 +80,11 @@ fn a_role_whose_task_panics_names_it_and_exits_non_zero_within_2_s() {
         (Role::Streamer, "streamer-outbound"),
         (Role::Streamer, "streamer-listener"),
     ] {
-        let mut process = stack
-            .role(role)
-            .unwrap()
-            .env("WEATHERVANE_PANIC_TASK", task);
-        if role == Role::Streamer {
-            process = process.args(["--input".as_ref(), input.as_os_str()]).args([
-                "--rejects".as_ref(),
-                stack.dir().join("rejects.csv").as_os_str(),
-            ]);
-        }
+        let process = match role {
+            Role::Streamer => streamer_for(&stack, &input, &[]),
+            _ => stack.role(role).unwrap(),
+        };
+        let mut process = process.env("WEATHERVANE_PANIC_TASK", task);
         let log = process.log_path().to_owned();
         let seen_before = events_of(&log).unwrap().len();
         process.start().unwrap();
@@ -178,15 +190,11 @@ fn a_role_whose_stderr_reader_is_gone_keeps_working_and_stops_on_sigterm() {
     drop(ingester.0.stdout.take());
 
     let input = small_input(stack.dir());
-    let mut streamer = stack
-        .role(Role::Streamer)
-        .unwrap()
-        .args(["--input".as_ref(), input.as_os_str()])
-        .args([
-            "--rejects".as_ref(),
-            stack.dir().join("rejects.csv").as_os_str(),
-        ])
-        .args(["--hour-interval", "0", "--announce-interval", "1", "--once"]);
+    let mut streamer = streamer_for(
+        &stack,
+        &input,
+        &["--hour-interval", "0", "--announce-interval", "1", "--once"],
+    );
     streamer.start().unwrap();
     let status = streamer.wait_timeout(TIMEOUT).unwrap();
     assert!(
@@ -245,15 +253,7 @@ fn exit_codes_say_done_fail_could_not_run_and_interrupted() {
     assert_eq!(verify(&closed), Some(2));
 
     // A streamer with --once whose hours can never be confirmed (no ingester), stopped.
-    let mut streamer = stack
-        .role(Role::Streamer)
-        .unwrap()
-        .args(["--input".as_ref(), input.as_os_str()])
-        .args([
-            "--rejects".as_ref(),
-            stack.dir().join("rejects.csv").as_os_str(),
-        ])
-        .args(["--hour-interval", "0", "--once"]);
+    let mut streamer = streamer_for(&stack, &input, &["--hour-interval", "0", "--once"]);
     streamer.start().unwrap();
     wait_for_event(streamer.log_path(), "HourQueued", |event| {
         matches!(event, Event::HourQueued { .. })
