@@ -1,13 +1,15 @@
 //! The streamer's view of its input: an index from hour to where that hour's rows are in
 //! the files, built in one pass, so an hour can be read (and read again for a resend)
-//! without holding the whole input in memory. Rejected rows go to the rejects file.
+//! without holding the whole input in memory, and each hour's generation known without
+//! reading it. Rejected rows go to the rejects file.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use weathervane_core::generation::GenerationDigest;
 use weathervane_core::row::{CsvError, CsvSource, RowError, RowLocation};
-use weathervane_core::{HourKey, WeatherRow};
+use weathervane_core::{Generation, HourKey, WeatherRow};
 
 /// Rows that could not be used, written as CSV `file,line,reason`. The file is appended
 /// to and survives restarts; a reject already in it (the same file, line and reason, from
@@ -105,34 +107,81 @@ fn read_rejects(path: &Path) -> HashSet<(String, u64, String)> {
         .collect()
 }
 
-/// Where each hour's rows are: (file index, location) in file order.
+/// One hour of the index: where its rows are, and its generation.
+struct IndexedHour {
+    /// (file index, location), in file order.
+    locations: Vec<(usize, RowLocation)>,
+    /// The digest of the rows [`InputIndex::read_hour`] returns for the hour, in that
+    /// order, and of the batch size: the generation `encode_batches` computes when the
+    /// hour is read, known without reading it.
+    generation: Generation,
+}
+
+/// Where each hour's rows are, and each hour's generation.
 pub struct InputIndex {
     paths: Vec<PathBuf>,
     /// The largest magnitude a value may have (`--max-abs-value`).
     max_abs_value: f64,
-    hours: BTreeMap<HourKey, Vec<(usize, RowLocation)>>,
+    hours: BTreeMap<HourKey, IndexedHour>,
+}
+
+/// The stations (zip code and time) already seen: a second row for one would overwrite
+/// the first in InfluxDB, so it is not published. The one rule both the index (for the
+/// generation) and [`InputIndex::read_hour`] (for the rows) apply, so they agree.
+#[derive(Default)]
+struct Stations(HashSet<(String, i64)>);
+
+impl Stations {
+    /// Whether `row` is the first for its station and time (and is now seen).
+    fn first(&mut self, row: &WeatherRow) -> bool {
+        self.0.insert((row.zip_code.clone(), row.time))
+    }
 }
 
 impl InputIndex {
     /// Reads every file once. A file that cannot be opened or has a bad header is an
-    /// error; a bad row is recorded in `rejects` and skipped.
+    /// error; a bad row is recorded in `rejects` and skipped. Each hour's generation is
+    /// computed for batches of `batch_size`.
     pub fn build(
         paths: &[PathBuf],
         max_abs_value: f64,
+        batch_size: u32,
         rejects: &mut Rejects,
     ) -> Result<Self, CsvError> {
-        let mut hours: BTreeMap<HourKey, Vec<(usize, RowLocation)>> = BTreeMap::new();
+        let mut hours: BTreeMap<HourKey, (Vec<(usize, RowLocation)>, GenerationDigest)> =
+            BTreeMap::new();
+        let mut stations = Stations::default();
         for (file, path) in paths.iter().enumerate() {
             let mut source = CsvSource::open(path)?.with_max_abs_value(max_abs_value);
             while let Some(result) = source.next_row() {
                 match result {
                     Ok((location, row)) => {
-                        hours.entry(row.hour()).or_default().push((file, location))
+                        let (locations, digest) = hours
+                            .entry(row.hour())
+                            .or_insert_with(|| (Vec::new(), GenerationDigest::new(batch_size)));
+                        locations.push((file, location));
+                        // A duplicate is rejected when its hour is read.
+                        if stations.first(&row) {
+                            digest.add(&row);
+                        }
                     }
                     Err(error) => rejects.record(&error),
                 }
             }
         }
+        let hours = hours
+            .into_iter()
+            .map(|(hour, (locations, digest))| {
+                let generation = digest.finish();
+                (
+                    hour,
+                    IndexedHour {
+                        locations,
+                        generation,
+                    },
+                )
+            })
+            .collect();
         Ok(Self {
             paths: paths.to_vec(),
             max_abs_value,
@@ -144,8 +193,13 @@ impl InputIndex {
         self.hours.keys().copied()
     }
 
+    /// The generation of `hour` as indexed (`None` if the input has no rows in it).
+    pub fn generation(&self, hour: HourKey) -> Option<Generation> {
+        self.hours.get(&hour).map(|indexed| indexed.generation)
+    }
+
     pub fn row_count(&self) -> usize {
-        self.hours.values().map(Vec::len).sum()
+        self.hours.values().map(|h| h.locations.len()).sum()
     }
 
     /// The rows of `hour` in input order, without a second row for a station (zip code)
@@ -156,11 +210,12 @@ impl InputIndex {
         hour: HourKey,
         rejects: &mut Rejects,
     ) -> Result<Vec<WeatherRow>, CsvError> {
-        let Some(locations) = self.hours.get(&hour) else {
+        let Some(indexed) = self.hours.get(&hour) else {
             return Ok(Vec::new());
         };
+        let locations = &indexed.locations;
         let mut sources: Vec<Option<CsvSource>> = self.paths.iter().map(|_| None).collect();
-        let mut seen = HashSet::with_capacity(locations.len());
+        let mut stations = Stations::default();
         let mut rows = Vec::with_capacity(locations.len());
         for (file, location) in locations {
             let source = match &mut sources[*file] {
@@ -170,7 +225,7 @@ impl InputIndex {
                 ),
             };
             let row = source.read_at(location)?;
-            if seen.insert((row.zip_code.clone(), row.time)) {
+            if stations.first(&row) {
                 rows.push(row);
             } else {
                 rejects.record(&RowError {
@@ -266,6 +321,7 @@ mod tests {
         let index = InputIndex::build(
             &[a, b],
             weathervane_core::row::DEFAULT_MAX_ABS_VALUE,
+            500,
             &mut rejects,
         )
         .unwrap();

@@ -192,14 +192,22 @@ impl StreamerState {
             }
         })?;
         let mut rejects = Rejects::new(options.rejects.clone());
-        let index = InputIndex::build(&options.input, options.max_abs_value, &mut rejects)?;
+        let index = InputIndex::build(
+            &options.input,
+            options.max_abs_value,
+            options.batch_size,
+            &mut rejects,
+        )?;
         tracing::info!(rejects_file = %rejects.path().display(), "Rejected rows go to the rejects file.");
         event::emit(Event::InputIndexed {
             files: options.input.len(),
             rows: index.row_count() as u64,
             hours: index.hours().count(),
             rejected: rejects.count(),
-            already_confirmed: confirmed.len(),
+            already_confirmed: index
+                .hours()
+                .filter(|hour| is_confirmed(&confirmed, &index, *hour))
+                .count(),
         });
         let buffer_rows = buffer.buffer_rows.max(options.batch_size as usize);
         let announce_every = Duration::from_secs_f64(options.announce_interval.max(0.05));
@@ -244,13 +252,20 @@ async fn stream(
     }
 }
 
+/// Whether `hour` was confirmed with the generation it has in the input now.
+fn is_confirmed(confirmed: &ConfirmedHours, index: &InputIndex, hour: HourKey) -> bool {
+    index
+        .generation(hour)
+        .is_some_and(|generation| confirmed.is_confirmed(hour, generation))
+}
+
 /// Reads and queues every hour not yet confirmed, in time order, keeping at most
 /// `--max-pending-hours` unconfirmed hours in flight.
 async fn stream_all(state: &Arc<StreamerState>) -> Result<(), StreamerError> {
     let hours: Vec<HourKey> = state.index.hours().collect();
     let interval = Duration::from_secs_f64(state.options.hour_interval);
     for (position, hour) in hours.iter().copied().enumerate() {
-        if state.confirmed.lock().unwrap().contains(hour) {
+        if is_confirmed(&state.confirmed.lock().unwrap(), &state.index, hour) {
             continue;
         }
         loop {
@@ -498,7 +513,12 @@ fn confirm(state: &StreamerState, hour: HourKey, reported: HourReported) {
         }
         Confirmation::NotPending => return,
     };
-    if let Err(error) = state.confirmed.lock().unwrap().record(hour) {
+    let recorded = state
+        .confirmed
+        .lock()
+        .unwrap()
+        .record(hour, reported.generation);
+    if let Err(error) = recorded {
         tracing::error!(hour = %hour, %error, "Cannot record the confirmed hour; a restart will stream it again.");
     }
     event::emit(Event::HourConfirmed { hour, rows });
@@ -563,6 +583,65 @@ mod tests {
         }
         let expected: Vec<String> = (0..300).map(|i| format!("{i:05}")).collect();
         assert_eq!(zips, expected, "every row once, in order");
+    }
+
+    #[test]
+    fn the_index_knows_each_hours_generation_as_reading_it_computes_it() {
+        use std::io::Write;
+
+        use crate::input::{InputIndex, Rejects};
+
+        const HEADER: &str = "zip_code,state,time,temp_c,pressure_mb,humidity,precip_mm";
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, lines: &[&str]| {
+            let path = dir.path().join(name);
+            let mut file = std::fs::File::create(&path).unwrap();
+            for line in lines {
+                writeln!(file, "{line}").unwrap();
+            }
+            path
+        };
+        let a = write(
+            "a.csv",
+            &[
+                HEADER,
+                "1,CA,2023-09-19 06:00,1,1000,50,0",
+                "2,CA,2023-09-19 05:00,2,1000,50,0",
+                "3,CA,bad,2,1000,50,0",
+                // A duplicate within a file, and one of a row in the other file.
+                "2,CA,2023-09-19 05:00,7,1000,50,0",
+                "4,NY,2023-09-19 05:30,5,1000,50,0",
+            ],
+        );
+        let b = write(
+            "b.csv",
+            &[
+                "state,zip_code,time,temp_c,pressure_mb,humidity,precip_mm",
+                "NY,4,2023-09-19 05:00,3,1000,50,0",
+                "CA,1,2023-09-19 06:00,9,1000,50,0",
+                "CA,5,2023-09-19 06:10,9,1000,50,0",
+            ],
+        );
+        let paths = [a, b];
+        let mut rejects = Rejects::new(dir.path().join("rejects.csv"));
+        let max = row::DEFAULT_MAX_ABS_VALUE;
+        let index = InputIndex::build(&paths, max, 7, &mut rejects).unwrap();
+        let hours: Vec<HourKey> = index.hours().collect();
+        assert_eq!(hours.len(), 2);
+        for hour in hours {
+            let rows = index.read_hour(hour, &mut rejects).unwrap();
+            let (_, generation) = encode_batches(hour, rows, 7);
+            assert_eq!(index.generation(hour), Some(generation), "{hour}");
+        }
+        assert_eq!(rejects.count(), 3, "the bad row and both duplicates");
+        let other = InputIndex::build(&paths, max, 8, &mut rejects).unwrap();
+        let five = "2023-09-19T05".parse().unwrap();
+        assert_ne!(
+            other.generation(five),
+            index.generation(five),
+            "the batch size is part of the generation"
+        );
+        assert_eq!(index.generation("2023-09-19T07".parse().unwrap()), None);
     }
 
     #[test]
