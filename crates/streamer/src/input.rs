@@ -1,13 +1,19 @@
 //! The streamer's view of its input: an index from hour to where that hour's rows are in
 //! the files, built in one pass, so an hour can be read (and read again for a resend)
-//! without holding the whole input in memory. Rejected rows go to the rejects file.
+//! without holding the whole input in memory, and each hour's generation known without
+//! reading it. Rejected rows go to the rejects file.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
+use xxhash_rust::xxh3::xxh3_64;
+
+use weathervane_core::generation::GenerationDigest;
 use weathervane_core::row::{CsvError, CsvSource, RowError, RowLocation};
-use weathervane_core::{HourKey, WeatherRow};
+use weathervane_core::{Generation, HourKey, WeatherRow};
 
 /// Rows that could not be used, written as CSV `file,line,reason`. The file is appended
 /// to and survives restarts; a reject already in it (the same file, line and reason, from
@@ -105,47 +111,205 @@ fn read_rejects(path: &Path) -> HashSet<(String, u64, String)> {
         .collect()
 }
 
-/// Where each hour's rows are: (file index, location) in file order.
+/// How much of each end of a file its fingerprint covers.
+const FINGERPRINT_BYTES: u64 = 64 * 1024;
+
+/// What a file was when it was indexed: enough to tell cheaply (one `stat` and 128 KiB
+/// read) that it changed since, so the index's row locations are not trusted any more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileIdentity {
+    len: u64,
+    modified: Option<SystemTime>,
+    /// Device and inode: a file replaced by another (renamed over it) is a change.
+    #[cfg(unix)]
+    inode: (u64, u64),
+    /// xxh3 of the first and the last [`FINGERPRINT_BYTES`] (an edit that keeps the
+    /// length and lands within the modification time's resolution).
+    fingerprint: u64,
+}
+
+impl FileIdentity {
+    pub fn of(path: &Path) -> std::io::Result<Self> {
+        let mut file = File::open(path)?;
+        let metadata = file.metadata()?;
+        let len = metadata.len();
+        let mut ends = Vec::with_capacity(2 * FINGERPRINT_BYTES as usize);
+        (&mut file).take(FINGERPRINT_BYTES).read_to_end(&mut ends)?;
+        if len > FINGERPRINT_BYTES {
+            file.seek(SeekFrom::Start(
+                FINGERPRINT_BYTES.max(len - FINGERPRINT_BYTES),
+            ))?;
+            file.take(FINGERPRINT_BYTES).read_to_end(&mut ends)?;
+        }
+        Ok(Self {
+            len,
+            modified: metadata.modified().ok(),
+            #[cfg(unix)]
+            inode: {
+                use std::os::unix::fs::MetadataExt;
+                (metadata.dev(), metadata.ino())
+            },
+            fingerprint: xxh3_64(&ends),
+        })
+    }
+
+    /// What differs in `now` from `self`, in words; `None` if nothing does.
+    pub fn changes(&self, now: &Self) -> Option<String> {
+        let mut changes = Vec::new();
+        #[cfg(unix)]
+        if self.inode != now.inode {
+            changes.push("replaced by another file".to_owned());
+        }
+        if self.len != now.len {
+            changes.push(format!("length {} -> {} bytes", self.len, now.len));
+        }
+        if self.modified != now.modified {
+            changes.push("modification time".to_owned());
+        }
+        if self.fingerprint != now.fingerprint {
+            changes.push("content at its start or end".to_owned());
+        }
+        (!changes.is_empty()).then(|| changes.join(", "))
+    }
+}
+
+/// An input file that changed since it was indexed.
+#[derive(Debug)]
+pub struct Changed {
+    pub path: PathBuf,
+    /// What changed, in words.
+    pub what: String,
+}
+
+/// One hour of the index: where its rows are, and its generation.
+struct IndexedHour {
+    /// (file index, location), in file order.
+    locations: Vec<(usize, RowLocation)>,
+    /// The digest of the rows [`InputIndex::read_hour`] returns for the hour, in that
+    /// order, and of the batch size: the generation `encode_batches` computes when the
+    /// hour is read, known without reading it.
+    generation: Generation,
+}
+
+/// Where each hour's rows are, and each hour's generation.
 pub struct InputIndex {
     paths: Vec<PathBuf>,
+    /// Each file's identity, taken just before it was read: any change made while or
+    /// after it was indexed shows.
+    identities: Vec<FileIdentity>,
     /// The largest magnitude a value may have (`--max-abs-value`).
     max_abs_value: f64,
-    hours: BTreeMap<HourKey, Vec<(usize, RowLocation)>>,
+    hours: BTreeMap<HourKey, IndexedHour>,
+}
+
+/// The stations (zip code and time) already seen: a second row for one would overwrite
+/// the first in InfluxDB, so it is not published. The one rule both the index (for the
+/// generation) and [`InputIndex::read_hour`] (for the rows) apply, so they agree.
+#[derive(Default)]
+struct Stations(HashSet<(String, i64)>);
+
+impl Stations {
+    /// Whether `row` is the first for its station and time (and is now seen).
+    fn first(&mut self, row: &WeatherRow) -> bool {
+        self.0.insert((row.zip_code.clone(), row.time))
+    }
 }
 
 impl InputIndex {
     /// Reads every file once. A file that cannot be opened or has a bad header is an
-    /// error; a bad row is recorded in `rejects` and skipped.
+    /// error; a bad row is recorded in `rejects` and skipped. Each hour's generation is
+    /// computed for batches of `batch_size`.
     pub fn build(
         paths: &[PathBuf],
         max_abs_value: f64,
+        batch_size: u32,
         rejects: &mut Rejects,
     ) -> Result<Self, CsvError> {
-        let mut hours: BTreeMap<HourKey, Vec<(usize, RowLocation)>> = BTreeMap::new();
+        let mut hours: BTreeMap<HourKey, (Vec<(usize, RowLocation)>, GenerationDigest)> =
+            BTreeMap::new();
+        let mut stations = Stations::default();
+        let mut identities = Vec::with_capacity(paths.len());
         for (file, path) in paths.iter().enumerate() {
+            identities.push(FileIdentity::of(path).map_err(|source| CsvError::Open {
+                path: path.clone(),
+                source,
+            })?);
             let mut source = CsvSource::open(path)?.with_max_abs_value(max_abs_value);
             while let Some(result) = source.next_row() {
                 match result {
                     Ok((location, row)) => {
-                        hours.entry(row.hour()).or_default().push((file, location))
+                        let (locations, digest) = hours
+                            .entry(row.hour())
+                            .or_insert_with(|| (Vec::new(), GenerationDigest::new(batch_size)));
+                        locations.push((file, location));
+                        // A duplicate is rejected when its hour is read.
+                        if stations.first(&row) {
+                            digest.add(&row);
+                        }
                     }
                     Err(error) => rejects.record(&error),
                 }
             }
         }
+        let hours = hours
+            .into_iter()
+            .map(|(hour, (locations, digest))| {
+                let generation = digest.finish();
+                (
+                    hour,
+                    IndexedHour {
+                        locations,
+                        generation,
+                    },
+                )
+            })
+            .collect();
         Ok(Self {
             paths: paths.to_vec(),
+            identities,
             max_abs_value,
             hours,
         })
+    }
+
+    /// The first input file that is not what it was when indexed, if any: then the
+    /// index's row locations may point anywhere. A file that cannot be opened (it
+    /// vanished) is an error.
+    pub fn changed(&self) -> Result<Option<Changed>, CsvError> {
+        for (path, then) in self.paths.iter().zip(&self.identities) {
+            let now = FileIdentity::of(path).map_err(|source| CsvError::Open {
+                path: path.clone(),
+                source,
+            })?;
+            if let Some(what) = then.changes(&now) {
+                return Ok(Some(Changed {
+                    path: path.clone(),
+                    what,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     pub fn hours(&self) -> impl Iterator<Item = HourKey> + '_ {
         self.hours.keys().copied()
     }
 
+    /// The hours in `range`, in time order.
+    pub fn hours_in(
+        &self,
+        range: impl std::ops::RangeBounds<HourKey>,
+    ) -> impl Iterator<Item = HourKey> + '_ {
+        self.hours.range(range).map(|(hour, _)| *hour)
+    }
+
+    /// The generation of `hour` as indexed (`None` if the input has no rows in it).
+    pub fn generation(&self, hour: HourKey) -> Option<Generation> {
+        self.hours.get(&hour).map(|indexed| indexed.generation)
+    }
+
     pub fn row_count(&self) -> usize {
-        self.hours.values().map(Vec::len).sum()
+        self.hours.values().map(|h| h.locations.len()).sum()
     }
 
     /// The rows of `hour` in input order, without a second row for a station (zip code)
@@ -156,11 +320,12 @@ impl InputIndex {
         hour: HourKey,
         rejects: &mut Rejects,
     ) -> Result<Vec<WeatherRow>, CsvError> {
-        let Some(locations) = self.hours.get(&hour) else {
+        let Some(indexed) = self.hours.get(&hour) else {
             return Ok(Vec::new());
         };
+        let locations = &indexed.locations;
         let mut sources: Vec<Option<CsvSource>> = self.paths.iter().map(|_| None).collect();
-        let mut seen = HashSet::with_capacity(locations.len());
+        let mut stations = Stations::default();
         let mut rows = Vec::with_capacity(locations.len());
         for (file, location) in locations {
             let source = match &mut sources[*file] {
@@ -170,7 +335,7 @@ impl InputIndex {
                 ),
             };
             let row = source.read_at(location)?;
-            if seen.insert((row.zip_code.clone(), row.time)) {
+            if stations.first(&row) {
                 rows.push(row);
             } else {
                 rejects.record(&RowError {
@@ -235,6 +400,79 @@ mod tests {
     }
 
     #[test]
+    fn a_file_changed_after_indexing_is_detected_and_an_untouched_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = |zip: u32, temp: &str| format!("{zip:05},CA,2023-09-19 05:00,{temp},1000,50,0");
+        let write = |name: &str, rows: &[String]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("{HEADER}\n{}\n", rows.join("\n"))).unwrap();
+            path
+        };
+        // Large enough that its middle is in neither fingerprinted end.
+        let big: Vec<String> = (0..8000).map(|zip| row(zip, "10.5")).collect();
+        let a = write("a.csv", &big);
+        let b = write("b.csv", &[row(1, "1.5"), row(2, "2.5")]);
+        let paths = [a.clone(), b.clone()];
+        let mut rejects = Rejects::new(dir.path().join("rejects.csv"));
+        let max = weathervane_core::row::DEFAULT_MAX_ABS_VALUE;
+        let index = InputIndex::build(&paths, max, 500, &mut rejects).unwrap();
+        assert!(index.changed().unwrap().is_none(), "untouched");
+        let _ = std::fs::read(&a).unwrap();
+        assert!(index.changed().unwrap().is_none(), "read is not a change");
+
+        // One value of the small file, same length, its modification time put back: the
+        // fingerprint tells.
+        let modified = std::fs::metadata(&b).unwrap().modified().unwrap();
+        write("b.csv", &[row(1, "1.5"), row(2, "2.6")]);
+        File::options()
+            .write(true)
+            .open(&b)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        let changed = index.changed().unwrap().expect("an edited value");
+        assert_eq!(changed.path, b);
+        assert_eq!(changed.what, "content at its start or end");
+
+        // One value in the middle of the big file, same length: the modification time tells.
+        let index = InputIndex::build(&paths, max, 500, &mut rejects).unwrap();
+        let modified = std::fs::metadata(&a).unwrap().modified().unwrap();
+        let mut edited = big.clone();
+        edited[4000] = row(4000, "10.6");
+        write("a.csv", &edited);
+        // Later, whatever the file system's resolution.
+        File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(modified + std::time::Duration::from_secs(2))
+            .unwrap();
+        let changed = index.changed().unwrap().expect("an edit in the middle");
+        assert_eq!(
+            (changed.path, changed.what),
+            (a.clone(), "modification time".into())
+        );
+
+        // A row added: the length tells too.
+        let index = InputIndex::build(&paths, max, 500, &mut rejects).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&b)
+            .unwrap()
+            .write_all(row(3, "3.5").as_bytes())
+            .unwrap();
+        let changed = index.changed().unwrap().expect("a row added");
+        assert_eq!(changed.path, b);
+        assert!(changed.what.contains("length"), "{}", changed.what);
+
+        // A vanished file is an error.
+        let index = InputIndex::build(&paths, max, 500, &mut rejects).unwrap();
+        assert!(index.changed().unwrap().is_none());
+        std::fs::remove_file(&a).unwrap();
+        assert!(matches!(index.changed(), Err(CsvError::Open { path, .. }) if path == a));
+    }
+
+    #[test]
     fn groups_rows_by_hour_across_files_in_any_order_and_rejects_bad_and_duplicate_rows() {
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, lines: &[&str]| {
@@ -266,6 +504,7 @@ mod tests {
         let index = InputIndex::build(
             &[a, b],
             weathervane_core::row::DEFAULT_MAX_ABS_VALUE,
+            500,
             &mut rejects,
         )
         .unwrap();

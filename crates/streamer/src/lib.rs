@@ -33,7 +33,7 @@ use weathervane_core::supervise::{Supervisor, TaskError, TaskExit, TaskFailed};
 use weathervane_core::{Generation, HourKey, WeatherRow};
 
 use crate::confirmed::ConfirmedHours;
-use crate::input::{InputIndex, Rejects};
+use crate::input::{Changed, InputIndex, Rejects};
 use crate::pending::{Announcement, Confirmation, PendingHours, Resend};
 
 /// Bytes a buffered row weighs, for turning `--buffer-rows` into a byte cap.
@@ -110,12 +110,18 @@ pub enum StreamerError {
     Interval,
     #[error("--max-abs-value {0} must be a positive number (at most 1e100)")]
     MaxAbsValue(f64),
+    #[error(
+        "hour {hour} of the input reads differently than it was indexed, though no file changed"
+    )]
+    ReadsDifferently { hour: HourKey },
 }
 
 /// What the streaming loop, the listener and the announcer share.
 struct StreamerState {
     options: StreamOptions,
-    index: InputIndex,
+    /// The index of the input as it is now: replaced when a file changes. Each hour is
+    /// read through one snapshot, which nothing holds past that hour.
+    index: Mutex<Arc<InputIndex>>,
     rejects: Mutex<Rejects>,
     outbound: Arc<BoundedQueue<Outbound>>,
     pending: Mutex<PendingHours>,
@@ -192,14 +198,26 @@ impl StreamerState {
             }
         })?;
         let mut rejects = Rejects::new(options.rejects.clone());
-        let index = InputIndex::build(&options.input, options.max_abs_value, &mut rejects)?;
+        let index = InputIndex::build(
+            &options.input,
+            options.max_abs_value,
+            options.batch_size,
+            &mut rejects,
+        )?;
         tracing::info!(rejects_file = %rejects.path().display(), "Rejected rows go to the rejects file.");
         event::emit(Event::InputIndexed {
             files: options.input.len(),
             rows: index.row_count() as u64,
             hours: index.hours().count(),
             rejected: rejects.count(),
-            already_confirmed: confirmed.len(),
+            already_confirmed: index
+                .hours()
+                .filter(|hour| {
+                    index
+                        .generation(*hour)
+                        .is_some_and(|generation| confirmed.is_confirmed(*hour, generation))
+                })
+                .count(),
         });
         let buffer_rows = buffer.buffer_rows.max(options.batch_size as usize);
         let announce_every = Duration::from_secs_f64(options.announce_interval.max(0.05));
@@ -213,27 +231,45 @@ impl StreamerState {
             pending: Mutex::new(PendingHours::new(options.max_pending_hours, announce_every)),
             confirmed: Mutex::new(confirmed),
             hour_confirmed: Notify::new(),
-            index,
+            index: Mutex::new(Arc::new(index)),
             options,
         })
     }
 }
 
+impl StreamerState {
+    fn index(&self) -> Arc<InputIndex> {
+        self.index.lock().unwrap().clone()
+    }
+}
+
+/// How often a streamer that has streamed every hour looks at its input files again.
+const INPUT_POLL: Duration = Duration::from_secs(2);
+
 /// The streaming task: streams every hour; then, with `--once`, finishes the role's work
 /// once every hour is confirmed, and otherwise stays until shutdown (the listener and the
-/// announcer keep serving). An unreadable input is the task's error.
+/// announcer keep serving) and streams again whatever hours an edit of the input changes.
+/// An unreadable or vanished input is the task's error.
 async fn stream(
     state: Arc<StreamerState>,
     shutdown: CancellationToken,
 ) -> Result<TaskExit, TaskError> {
     let work = async {
-        stream_all(&state).await?;
-        if !state.options.once {
-            std::future::pending::<()>().await;
+        loop {
+            stream_all(&state).await?;
+            if state.options.once {
+                all_confirmed(&state).await;
+                if !reindex_if_changed(&state).await? {
+                    break;
+                }
+            } else {
+                while !reindex_if_changed(&state).await? {
+                    tokio::time::sleep(INPUT_POLL).await;
+                }
+            }
         }
-        all_confirmed(&state).await;
         event::emit(Event::AllHoursConfirmed {
-            rows: state.index.row_count() as u64,
+            rows: state.index().row_count() as u64,
         });
         Ok::<_, StreamerError>(())
     };
@@ -244,15 +280,41 @@ async fn stream(
     }
 }
 
+/// Whether `hour` needs streaming: neither confirmed nor pending with the generation
+/// it has in `index`.
+fn to_stream(state: &StreamerState, index: &InputIndex, hour: HourKey) -> bool {
+    let Some(generation) = index.generation(hour) else {
+        return false;
+    };
+    !state
+        .confirmed
+        .lock()
+        .unwrap()
+        .is_confirmed(hour, generation)
+        && !state.pending.lock().unwrap().holds(hour, generation)
+}
+
 /// Reads and queues every hour not yet confirmed, in time order, keeping at most
-/// `--max-pending-hours` unconfirmed hours in flight.
+/// `--max-pending-hours` unconfirmed hours in flight. Before reading an hour it checks
+/// the input files; if one changed, it indexes the input again and goes on from the
+/// first hour not confirmed with its current generation.
 async fn stream_all(state: &Arc<StreamerState>) -> Result<(), StreamerError> {
-    let hours: Vec<HourKey> = state.index.hours().collect();
+    use std::ops::Bound;
+
     let interval = Duration::from_secs_f64(state.options.hour_interval);
-    for (position, hour) in hours.iter().copied().enumerate() {
-        if state.confirmed.lock().unwrap().contains(hour) {
-            continue;
-        }
+    // Every hour up to this one is streamed or confirmed, by the current index.
+    let mut done: Option<HourKey> = None;
+    loop {
+        let next = {
+            let index = state.index();
+            let after = done.map_or(Bound::Unbounded, Bound::Excluded);
+            index
+                .hours_in((after, Bound::Unbounded))
+                .find(|hour| to_stream(state, &index, *hour))
+        };
+        let Some(hour) = next else {
+            return Ok(());
+        };
         loop {
             let confirmed = state.hour_confirmed.notified();
             if state.pending.lock().unwrap().has_room() {
@@ -260,28 +322,116 @@ async fn stream_all(state: &Arc<StreamerState>) -> Result<(), StreamerError> {
             }
             confirmed.await;
         }
-        if !stream_hour(state, hour).await? {
+        if reindex_if_changed(state).await? {
+            done = None;
             continue;
         }
-        if position + 1 < hours.len() && !interval.is_zero() {
+        match stream_hour(state, hour).await? {
+            Streamed::Queued => {}
+            Streamed::Empty => {
+                done = Some(hour);
+                continue;
+            }
+            Streamed::Stale(change) => {
+                reindex(state, change).await?;
+                done = None;
+                continue;
+            }
+        }
+        done = Some(hour);
+        let later = state
+            .index()
+            .hours_in((Bound::Excluded(hour), Bound::Unbounded))
+            .next()
+            .is_some();
+        if later && !interval.is_zero() {
             tokio::time::sleep(interval).await;
         }
     }
-    Ok(())
 }
 
-/// Reads `hour`, marks it pending and queues its batches, then its announcement. False if
-/// the hour has no rows left to stream (every row rejected).
-async fn stream_hour(state: &Arc<StreamerState>, hour: HourKey) -> Result<bool, StreamerError> {
+/// If an input file changed since it was indexed, indexes the input again (see
+/// [`reindex`]) and returns true.
+async fn reindex_if_changed(state: &Arc<StreamerState>) -> Result<bool, StreamerError> {
+    let index = state.index();
+    let changed = tokio::task::spawn_blocking(move || index.changed())
+        .await
+        .expect("looking at the input does not panic")?;
+    match changed {
+        Some(change) => {
+            reindex(state, change).await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Indexes the input again after `change`, and drops the pending hours whose generation
+/// changed (their reports can no longer confirm them; they are streamed again). Rejects
+/// found again are not written twice.
+async fn reindex(state: &Arc<StreamerState>, change: Changed) -> Result<(), StreamerError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let old = state.index();
+        let options = &state.options;
+        let index = InputIndex::build(
+            &options.input,
+            options.max_abs_value,
+            options.batch_size,
+            &mut state.rejects.lock().unwrap(),
+        )?;
+        let changed_hours = old
+            .hours()
+            .chain(index.hours())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|hour| old.generation(*hour) != index.generation(*hour))
+            .count();
+        let dropped = state
+            .pending
+            .lock()
+            .unwrap()
+            .retain_current(|hour| index.generation(hour));
+        tracing::info!(
+            file = %change.path.display(),
+            change = %change.what,
+            hours = index.hours().count(),
+            changed_hours,
+            dropped_pending = dropped.len(),
+            "An input file changed; indexed the input again, streaming what changed."
+        );
+        *state.index.lock().unwrap() = Arc::new(index);
+        state.hour_confirmed.notify_waiters();
+        Ok(())
+    })
+    .await
+    .expect("indexing the input does not panic")
+}
+
+/// What [`stream_hour`] did.
+enum Streamed {
+    /// The hour's batches and announcement are queued.
+    Queued,
+    /// The hour has no rows left to stream (every row rejected).
+    Empty,
+    /// The input changed after it was last checked: nothing was queued.
+    Stale(Changed),
+}
+
+/// Reads `hour`, marks it pending and queues its batches, then its announcement.
+async fn stream_hour(state: &Arc<StreamerState>, hour: HourKey) -> Result<Streamed, StreamerError> {
     let batch_interval = Duration::from_secs_f64(state.options.batch_interval);
     let HourBatches {
         batches,
         rows,
         generation,
-    } = read_batches(state.clone(), hour).await?;
+    } = match read_batches(state.clone(), hour).await? {
+        Ok(read) => read,
+        Err(change) => return Ok(Streamed::Stale(change)),
+    };
     let batches = Arc::new(batches);
     if batches.is_empty() {
-        return Ok(false);
+        return Ok(Streamed::Empty);
     }
     state
         .pending
@@ -316,7 +466,7 @@ async fn stream_hour(state: &Arc<StreamerState>, hour: HourKey) -> Result<bool, 
         batches: batches.len() as u32,
         rows,
     });
-    Ok(true)
+    Ok(Streamed::Queued)
 }
 
 fn announcement(
@@ -345,22 +495,39 @@ struct HourBatches {
 }
 
 /// Reads `hour` from the input and encodes its batches (off the async threads: it is
-/// file reading and parsing).
+/// file reading and parsing). `Err` with what changed if the input is not what was
+/// indexed any more (changed since it was last checked): what was read is not used.
 async fn read_batches(
     state: Arc<StreamerState>,
     hour: HourKey,
-) -> Result<HourBatches, StreamerError> {
+) -> Result<Result<HourBatches, Changed>, StreamerError> {
     tokio::task::spawn_blocking(move || {
-        let rows = state
-            .index
-            .read_hour(hour, &mut state.rejects.lock().unwrap())?;
+        let index = state.index();
+        let read = index.read_hour(hour, &mut state.rejects.lock().unwrap());
+        let rows = match read {
+            Ok(rows) => rows,
+            Err(error) => {
+                return match index.changed()? {
+                    Some(change) => Ok(Err(change)),
+                    None => Err(error.into()),
+                };
+            }
+        };
         let count = rows.len() as u64;
         let (batches, generation) = encode_batches(hour, rows, state.options.batch_size);
-        Ok(HourBatches {
+        if index.generation(hour) != Some(generation) {
+            return match index.changed()? {
+                Some(change) => Ok(Err(change)),
+                // Changed and put back within the modification time's resolution, or a
+                // bug: fail rather than index again and again; a restart indexes anew.
+                None => Err(StreamerError::ReadsDifferently { hour }),
+            };
+        }
+        Ok(Ok(HourBatches {
             batches,
             rows: count,
             generation,
-        })
+        }))
     })
     .await
     .expect("reading an hour does not panic")
@@ -510,7 +677,12 @@ fn confirm(state: &StreamerState, hour: HourKey, reported: HourReported) {
         }
         Confirmation::NotPending => return,
     };
-    if let Err(error) = state.confirmed.lock().unwrap().record(hour) {
+    let recorded = state
+        .confirmed
+        .lock()
+        .unwrap()
+        .record(hour, reported.generation);
+    if let Err(error) = recorded {
         tracing::error!(hour = %hour, %error, "Cannot record the confirmed hour; a restart will stream it again.");
     }
     event::emit(Event::HourConfirmed { hour, rows });
@@ -575,6 +747,63 @@ mod tests {
         }
         let expected: Vec<String> = (0..300).map(|i| format!("{i:05}")).collect();
         assert_eq!(zips, expected, "every row once, in order");
+    }
+
+    #[test]
+    fn the_index_knows_each_hours_generation_as_reading_it_computes_it() {
+        use std::io::Write;
+
+        const HEADER: &str = "zip_code,state,time,temp_c,pressure_mb,humidity,precip_mm";
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, lines: &[&str]| {
+            let path = dir.path().join(name);
+            let mut file = std::fs::File::create(&path).unwrap();
+            for line in lines {
+                writeln!(file, "{line}").unwrap();
+            }
+            path
+        };
+        let a = write(
+            "a.csv",
+            &[
+                HEADER,
+                "1,CA,2023-09-19 06:00,1,1000,50,0",
+                "2,CA,2023-09-19 05:00,2,1000,50,0",
+                "3,CA,bad,2,1000,50,0",
+                // A duplicate within a file, and one of a row in the other file.
+                "2,CA,2023-09-19 05:00,7,1000,50,0",
+                "4,NY,2023-09-19 05:30,5,1000,50,0",
+            ],
+        );
+        let b = write(
+            "b.csv",
+            &[
+                "state,zip_code,time,temp_c,pressure_mb,humidity,precip_mm",
+                "NY,4,2023-09-19 05:00,3,1000,50,0",
+                "CA,1,2023-09-19 06:00,9,1000,50,0",
+                "CA,5,2023-09-19 06:10,9,1000,50,0",
+            ],
+        );
+        let paths = [a, b];
+        let mut rejects = Rejects::new(dir.path().join("rejects.csv"));
+        let max = row::DEFAULT_MAX_ABS_VALUE;
+        let index = InputIndex::build(&paths, max, 7, &mut rejects).unwrap();
+        let hours: Vec<HourKey> = index.hours().collect();
+        assert_eq!(hours.len(), 2);
+        for hour in hours {
+            let rows = index.read_hour(hour, &mut rejects).unwrap();
+            let (_, generation) = encode_batches(hour, rows, 7);
+            assert_eq!(index.generation(hour), Some(generation), "{hour}");
+        }
+        assert_eq!(rejects.count(), 3, "the bad row and both duplicates");
+        let other = InputIndex::build(&paths, max, 8, &mut rejects).unwrap();
+        let five = "2023-09-19T05".parse().unwrap();
+        assert_ne!(
+            other.generation(five),
+            index.generation(five),
+            "the batch size is part of the generation"
+        );
+        assert_eq!(index.generation("2023-09-19T07".parse().unwrap()), None);
     }
 
     #[test]

@@ -117,6 +117,32 @@ impl PendingHours {
         );
     }
 
+    /// Whether `hour` is pending with `generation` (streamed, not yet confirmed).
+    pub fn holds(&self, hour: HourKey, generation: Generation) -> bool {
+        self.hours
+            .get(&hour)
+            .is_some_and(|pending| pending.generation == generation)
+    }
+
+    /// The input was indexed again: drops every hour whose generation is not `current`'s
+    /// for it any more (edited, or gone from the input), whose reports can no longer
+    /// confirm it, and returns them. They are streamed again with their new content.
+    pub fn retain_current(
+        &mut self,
+        current: impl Fn(HourKey) -> Option<Generation>,
+    ) -> Vec<HourKey> {
+        let stale: Vec<HourKey> = self
+            .hours
+            .iter()
+            .filter(|(hour, pending)| current(**hour) != Some(pending.generation))
+            .map(|(hour, _)| *hour)
+            .collect();
+        stale.iter().for_each(|hour| {
+            self.hours.remove(hour);
+        });
+        stale
+    }
+
     /// Every batch of `hour` and its first announcement are queued.
     pub fn queued(&mut self, hour: HourKey) {
         if let Some(pending) = self.hours.get_mut(&hour) {
@@ -326,6 +352,31 @@ mod tests {
         assert!(pending.is_empty());
         assert_eq!(pending.take_due(t0 + EVERY * 9, true), []);
         assert_eq!(pending.on_reported(h, 1000, G), Confirmation::NotPending);
+    }
+
+    #[test]
+    fn reindexing_drops_exactly_the_hours_whose_generation_changed() {
+        let t0 = Instant::now();
+        let (mut pending, h) = one_queued(t0);
+        let (six, seven) = (hour("2023-09-19T06"), hour("2023-09-19T07"));
+        pending.start(six, batches(1), 5, G, t0);
+        pending.start(seven, batches(1), 5, G, t0);
+        assert!(pending.holds(h, G) && !pending.holds(h, Generation::from_bits(1)));
+        assert!(!pending.has_room());
+        let new = Generation::from_bits(43);
+        let dropped = pending.retain_current(|hour| match hour {
+            hour if hour == six => Some(new),
+            hour if hour == seven => None,
+            _ => Some(G),
+        });
+        assert_eq!(dropped, [six, seven], "one edited, one gone from the input");
+        assert!(pending.holds(h, G) && !pending.holds(six, new) && pending.has_room());
+        assert_eq!(pending.on_reported(six, 5, G), Confirmation::NotPending);
+        assert_eq!(pending.resend(six, 0, t0), Resend::NotPending);
+        assert_eq!(
+            pending.on_reported(h, 1000, G),
+            Confirmation::Confirmed { rows: 1000 }
+        );
     }
 
     #[test]
