@@ -109,7 +109,6 @@ async fn an_edited_value_streams_its_hour_again_after_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the ingester to delete an hour's old rows"]
 async fn a_removed_row_streams_its_hour_again_and_is_gone_from_influxdb() {
     let stack = Stack::start();
     let input = stack.generate(30, 1, 22);
