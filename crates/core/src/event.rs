@@ -110,13 +110,15 @@ pub struct EventParseError {
     source: serde_json::Error,
 }
 
+/// Where an event record starts in a line.
+const RECORD_START: &str = "{\"at_ms\":";
+
 /// Reads one line of a log or events file: `None` if it is not an event line (a log line),
-/// else the record.
+/// else the record. The record may follow other text on its line: another thread (a
+/// panic's backtrace) can write to stderr without ending its line first.
 pub fn parse_line(line: &str) -> Option<Result<EventRecord, EventParseError>> {
     let line = line.trim();
-    if !line.starts_with("{\"at_ms\":") {
-        return None;
-    }
+    let line = &line[line.find(RECORD_START)?..];
     Some(
         serde_json::from_str(line).map_err(|source| EventParseError {
             line: line.chars().take(200).collect(),
@@ -362,5 +364,8 @@ mod tests {
         );
         let unknown = parse_line(r#"{"at_ms":1,"event":"no_such_event"}"#).unwrap();
         assert!(unknown.is_err());
+        let glued = r#"  43: tokio::runtime::task::raw::poll{"at_ms":7,"event":"task_failed","task":"t","how":"h"}"#;
+        let record = parse_line(glued).unwrap().unwrap();
+        assert_eq!(record.at_ms, 7, "a record after a torn line of another writer");
     }
 }
