@@ -156,3 +156,58 @@ async fn a_file_edited_under_a_running_streamer_is_indexed_again() {
     assert!(log.contains("An input file changed"), "{log}");
     assert_stored_exactly(&stack, &read_csv(&input)).await;
 }
+
+/// Waits until the ingester has received at least `count` batches in all.
+fn wait_for_batches(stack: &Stack, count: usize) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let events =
+            weathervane_harness::events::events_of(&stack.log_path(Role::Ingester)).unwrap();
+        let received = events
+            .iter()
+            .filter(|r| matches!(r.event, Event::BatchReceived { .. }))
+            .count();
+        if received >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {received} batches received"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_size_changed_while_influxdb_hangs_credits_no_old_batch_to_a_new_slot() {
+    let mut stack = Stack::start();
+    let input = stack.generate(30, 1, 27);
+    let state = stack.dir().join("streamer-state");
+    // The first streamer's batches of 7 rows wait in the ingester: InfluxDB hangs.
+    stack.influx.pause().unwrap();
+    let mut first = streamer(&stack, &input, &state, &["--batch-size", "7"]);
+    first.start().unwrap();
+    tokio::task::block_in_place(|| wait_for_batches(&stack, 8));
+    first.stop();
+    // Restarted with batches of 11 while InfluxDB still hangs, then InfluxDB comes back
+    // with both layouts queued.
+    let mut second = streamer(&stack, &input, &state, &["--batch-size", "11"]);
+    second.start().unwrap();
+    tokio::task::block_in_place(|| {
+        std::thread::sleep(Duration::from_secs(2));
+        stack.influx.resume().unwrap();
+        let status = second.wait_timeout(TIMEOUT).unwrap();
+        let tail = |log: String| -> String {
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
+            lines[lines.len().saturating_sub(12)..].join("\n")
+        };
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the second streamer did not finish: {status:?}\nstreamer:\n{}\ningester:\n{}\nprocessor:\n{}",
+            tail(stack.log(&second)),
+            tail(stack.role_log(Role::Ingester)),
+            tail(stack.role_log(Role::Processor)),
+        );
+    });
+    assert_stored_exactly(&stack, &read_csv(&input)).await;
+}

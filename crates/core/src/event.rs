@@ -366,6 +366,9 @@ mod tests {
         assert!(unknown.is_err());
         let glued = r#"  43: tokio::runtime::task::raw::poll{"at_ms":7,"event":"task_failed","task":"t","how":"h"}"#;
         let record = parse_line(glued).unwrap().unwrap();
-        assert_eq!(record.at_ms, 7, "a record after a torn line of another writer");
+        assert_eq!(
+            record.at_ms, 7,
+            "a record after a torn line of another writer"
+        );
     }
 }

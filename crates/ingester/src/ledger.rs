@@ -119,6 +119,11 @@ impl Ledger {
         batches_of_hour
     }
 
+    /// The generation of `hour` the ledger follows now (the latest the streamer sent).
+    pub fn generation(&self, hour: HourKey) -> Option<Generation> {
+        self.hours.get(&hour).map(|h| h.generation)
+    }
+
     pub fn on_batch(
         &mut self,
         hour: HourKey,

@@ -357,13 +357,21 @@ fn body_of(chunks: &[WriteChunk], piece: &[LineId]) -> Vec<u8> {
 
 impl Target<WriteChunk> for InfluxTarget {
     async fn deliver(&mut self, queued: &[WriteChunk]) -> Delivery {
+        // A chunk of an hour's older content (the input changed while it waited) is
+        // dropped: it must neither be written over the new content nor make the hour ready
+        // for its generation again (that would delete the new rows).
+        let followed = |c: &WriteChunk| {
+            self.state.ledger.lock().unwrap().generation(c.hour) == Some(c.generation)
+        };
         // The first write of an hour's generation deletes the hour's old rows if InfluxDB
         // holds another generation of it (see `rewrite`).
-        for chunk in queued {
+        for chunk in queued.iter().filter(|c| followed(c)) {
             let prepared = self
                 .state
                 .rewrites
-                .prepare(&self.influx, chunk.hour, chunk.generation)
+                .prepare(&self.influx, chunk.hour, chunk.generation, || {
+                    followed(chunk)
+                })
                 .await;
             if let Err(error) = prepared {
                 return self.retry(error);
@@ -371,19 +379,11 @@ impl Target<WriteChunk> for InfluxTarget {
         }
         let rewrites = &self.state.rewrites;
         let _writing = rewrites.writing().await;
-        // A chunk of an hour's older content (the input changed while it waited) must not
-        // be written over the new one.
-        if queued
-            .iter()
-            .all(|c| rewrites.is_current(c.hour, c.generation))
-        {
+        let current = |c: &WriteChunk| rewrites.is_current(c.hour, c.generation) && followed(c);
+        if queued.iter().all(current) {
             return self.write(queued).await;
         }
-        let current: Vec<WriteChunk> = queued
-            .iter()
-            .filter(|c| rewrites.is_current(c.hour, c.generation))
-            .cloned()
-            .collect();
+        let current: Vec<WriteChunk> = queued.iter().filter(|c| current(c)).cloned().collect();
         if current.is_empty() {
             return Delivery::Done;
         }

@@ -36,18 +36,21 @@ struct CountRecord {
 
 impl Rewrites {
     /// Makes InfluxDB ready for rows of `generation` of `hour` (once per hour and
-    /// generation); an error means InfluxDB did not answer, and the caller retries.
+    /// generation), unless `still_followed` says, once no write is in flight, that a newer
+    /// generation has come meanwhile. An error means InfluxDB did not answer, and the
+    /// caller retries.
     pub async fn prepare(
         &self,
         influx: &InfluxClient,
         hour: HourKey,
         generation: Generation,
+        still_followed: impl Fn() -> bool,
     ) -> Result<(), InfluxError> {
         if self.is_current(hour, generation) {
             return Ok(());
         }
         let _alone = self.gate.write().await;
-        if self.is_current(hour, generation) {
+        if self.is_current(hour, generation) || !still_followed() {
             return Ok(());
         }
         clear_other_generation(influx, hour, generation).await?;

@@ -302,6 +302,9 @@ impl Run<'_> {
         for step in &scenario.steps {
             self.wait_for(scenario, step).await?;
             let phase = self.progress.describe();
+            // InfluxDB may answer from the moment its resume begins: an answer that comes
+            // while the action is still being applied came after the outage.
+            let applying = Instant::now();
             tokio::task::block_in_place(|| stack.apply(step.action, step.target))
                 .with_context(|| format!("{} {}", step.action.name(), step.target.name()))?;
             self.fired.push(FiredStep {
@@ -313,7 +316,7 @@ impl Run<'_> {
                 Target::Influxdb => {
                     influx_down = step.action.is_fault();
                     if !influx_down {
-                        self.influx_restored.push(Instant::now());
+                        self.influx_restored.push(applying);
                     }
                 }
                 Target::Api => api_down = step.action.is_fault(),
