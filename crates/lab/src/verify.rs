@@ -11,13 +11,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use serde::Deserialize;
 use serde_json::Value;
 use weathervane_core::HourKey;
 use weathervane_core::config::InfluxArgs;
-use weathervane_core::influx::{InfluxClient, InfluxError, Series};
-use weathervane_core::report::{self, ExtremePair, HourReport, MetricValues};
+use weathervane_core::influx::InfluxClient;
+use weathervane_core::report::{self, HourReport, MetricValues};
 use weathervane_core::row::{CsvSource, Metric, NUMERIC_COLUMNS};
-use weathervane_core::schema::{STATE_EXTREMES, WEATHER_AVERAGES, WEATHER_DATA, ZIP_CODE_EXTREMES};
+use weathervane_core::schema::{
+    AverageFields, STATE_EXTREMES, StateExtremeFields, WEATHER_AVERAGES, WEATHER_DATA,
+    ZIP_CODE_EXTREMES, ZipExtremeFields,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
@@ -74,194 +78,217 @@ fn read_input(paths: &[PathBuf]) -> anyhow::Result<BTreeMap<HourKey, HourInput>>
     Ok(hours)
 }
 
-/// Rows of every series, keyed by `(time, tag values...)` for the given tags.
-fn keyed(
-    series: &[Series],
-    tags: &[&str],
-) -> BTreeMap<(i64, Vec<String>), BTreeMap<String, Value>> {
-    let mut rows = BTreeMap::new();
-    for s in series {
-        for values in &s.values {
-            let record: BTreeMap<String, Value> = s
-                .columns
-                .iter()
-                .cloned()
-                .zip(values.iter().cloned())
-                .collect();
-            let time = record
-                .get("time")
-                .and_then(Value::as_i64)
-                .unwrap_or_default();
-            let key = tags
-                .iter()
-                .map(|t| {
-                    record
-                        .get(*t)
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned()
-                })
-                .collect();
-            rows.insert((time, key), record);
-        }
-    }
-    rows
-}
-
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
-fn number(record: &BTreeMap<String, Value>, field: &str) -> f64 {
-    record
-        .get(field)
-        .and_then(Value::as_f64)
-        .unwrap_or(f64::NAN)
+/// A `weather_averages` point as InfluxDB answers it.
+#[derive(Deserialize)]
+struct StoredAverage {
+    time: i64,
+    state: String,
+    #[serde(flatten)]
+    fields: AverageFields,
 }
 
-fn text<'a>(record: &'a BTreeMap<String, Value>, field: &str) -> &'a str {
-    record
-        .get(field)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
+/// A `zip_code_extremes` point as InfluxDB answers it.
+#[derive(Deserialize)]
+struct StoredZipExtreme {
+    time: i64,
+    state: String,
+    #[serde(flatten)]
+    fields: ZipExtremeFields,
 }
 
-fn pair_matches(record: &BTreeMap<String, Value>, holder: &str, pair: &ExtremePair) -> bool {
-    text(record, &format!("max_{holder}")) == pair.max.holder
-        && text(record, &format!("min_{holder}")) == pair.min.holder
-        && close(number(record, "max_value"), pair.max.value)
-        && close(number(record, "min_value"), pair.min.value)
+/// A `state_extremes` point as InfluxDB answers it.
+#[derive(Deserialize)]
+struct StoredStateExtreme {
+    time: i64,
+    #[serde(flatten)]
+    fields: StateExtremeFields,
 }
 
-/// Checks InfluxDB against the input files.
+/// What InfluxDB holds for the input's hours: per hour the row count and column sums,
+/// and every report point, keyed by time and tags.
+#[derive(Default)]
+struct Stored {
+    /// Hour start → the `rows` count and each numeric column's sum.
+    rows: BTreeMap<i64, BTreeMap<String, Value>>,
+    averages: BTreeMap<(i64, String), AverageFields>,
+    zip_extremes: BTreeMap<(i64, String, String), ZipExtremeFields>,
+    state_extremes: BTreeMap<(i64, String), StateExtremeFields>,
+}
+
+impl Stored {
+    async fn read(
+        influx: &InfluxClient,
+        hours: &BTreeMap<HourKey, HourInput>,
+    ) -> anyhow::Result<Self> {
+        let mut stored = Stored::default();
+        let (Some(first), Some(last)) = (hours.keys().next(), hours.keys().next_back()) else {
+            return Ok(stored);
+        };
+        let sums: Vec<String> = NUMERIC_COLUMNS
+            .iter()
+            .map(|c| format!("SUM({c}) AS {c}"))
+            .collect();
+        // One hour per query: summing every column of a whole full-scale day at once takes
+        // InfluxDB 1.x minutes and gigabytes.
+        for hour in hours.keys() {
+            let statement = format!(
+                "SELECT COUNT(temp_c) AS rows, {} FROM {WEATHER_DATA} WHERE time >= '{}' AND time < '{}'",
+                sums.join(", "),
+                hour.rfc3339(),
+                hour.next().rfc3339()
+            );
+            let answer: Vec<BTreeMap<String, Value>> = records(influx, &statement).await?;
+            if let Some(record) = answer.into_iter().next() {
+                stored.rows.insert(hour.start_secs(), record);
+            }
+        }
+        let range = format!(
+            "time >= '{}' AND time < '{}'",
+            first.rfc3339(),
+            last.next().rfc3339()
+        );
+        let select = |measurement: &str| format!("SELECT * FROM {measurement} WHERE {range}");
+        for a in records::<StoredAverage>(influx, &select(WEATHER_AVERAGES)).await? {
+            stored.averages.insert((a.time, a.state), a.fields);
+        }
+        for z in records::<StoredZipExtreme>(influx, &select(ZIP_CODE_EXTREMES)).await? {
+            let key = (z.time, z.state, z.fields.metric.clone());
+            stored.zip_extremes.insert(key, z.fields);
+        }
+        for e in records::<StoredStateExtreme>(influx, &select(STATE_EXTREMES)).await? {
+            stored
+                .state_extremes
+                .insert((e.time, e.fields.metric.clone()), e.fields);
+        }
+        Ok(stored)
+    }
+}
+
+/// The rows `statement` selects, typed (none if the database does not exist: the check
+/// runs, and fails).
+async fn records<T: serde::de::DeserializeOwned>(
+    influx: &InfluxClient,
+    statement: &str,
+) -> anyhow::Result<Vec<T>> {
+    influx
+        .query_records(statement)
+        .await
+        .with_context(|| statement.to_owned())
+}
+
 pub async fn verify(inputs: &[PathBuf], influx: &InfluxClient) -> anyhow::Result<Verdict> {
     let hours = tokio::task::block_in_place(|| read_input(inputs))?;
+    let stored = Stored::read(influx, &hours).await?;
     let mut verdict = Verdict {
         hours: hours.len(),
         ..Verdict::default()
     };
-    let (Some(first), Some(last)) = (hours.keys().next(), hours.keys().next_back()) else {
-        return Ok(verdict);
-    };
-    let range = format!(
-        "time >= '{}' AND time < '{}'",
-        first.rfc3339(),
-        last.next().rfc3339()
-    );
-    let sums: Vec<String> = NUMERIC_COLUMNS
-        .iter()
-        .map(|c| format!("SUM({c}) AS {c}"))
-        .collect();
-    // A database that does not exist holds nothing: the check runs, and fails.
-    let query = |statement: String| async move {
-        match influx.query(&statement).await {
-            Err(InfluxError::DatabaseNotFound { .. }) => Ok(Vec::new()),
-            answer => answer.with_context(|| statement.clone()),
-        }
-    };
-    // One hour per query: summing every column of a whole full-scale day at once takes
-    // InfluxDB 1.x minutes and gigabytes.
-    let mut stored = BTreeMap::new();
-    for hour in hours.keys() {
-        let statement = format!(
-            "SELECT COUNT(temp_c) AS rows, {} FROM {WEATHER_DATA} WHERE time >= '{}' AND time < '{}'",
-            sums.join(", "),
-            hour.rfc3339(),
-            hour.next().rfc3339()
-        );
-        if let Some(record) = keyed(&query(statement).await?, &[]).into_values().next() {
-            stored.insert(hour.start_secs(), record);
-        }
-    }
-    let averages = keyed(
-        &query(format!("SELECT * FROM {WEATHER_AVERAGES} WHERE {range}")).await?,
-        &["state"],
-    );
-    let zip_extremes = keyed(
-        &query(format!("SELECT * FROM {ZIP_CODE_EXTREMES} WHERE {range}")).await?,
-        &["state", "metric"],
-    );
-    let state_extremes = keyed(
-        &query(format!("SELECT * FROM {STATE_EXTREMES} WHERE {range}")).await?,
-        &["metric"],
-    );
-
     for (hour, input) in &hours {
-        let time = hour.start_secs();
-        verdict.rows_expected += input.rows.len() as u64;
         let before = verdict.problems.len();
-        let counts = stored.get(&time);
-        let rows_stored = counts.map_or(0.0, |c| number(c, "rows")) as u64;
-        verdict.rows_stored += rows_stored;
-        if rows_stored != input.rows.len() as u64 {
-            verdict.problems.push(format!(
-                "{hour}: {rows_stored} rows stored, {} in the input",
-                input.rows.len()
-            ));
-        } else if let Some(counts) = counts {
-            for (column, sum) in NUMERIC_COLUMNS.iter().zip(&input.sums) {
-                let got = counts.get(*column).and_then(Value::as_f64).unwrap_or(0.0);
-                if (got - sum).abs() > 1e-6 * sum.abs().max(1.0) {
-                    verdict.problems.push(format!(
-                        "{hour}: stored {column} values sum to {got}, the input's to {sum}"
-                    ));
-                }
-            }
-        }
-        let expected: HourReport = report::compute(
-            *hour,
-            input
-                .rows
-                .iter()
-                .map(|(s, z, m)| (s.as_str(), z.as_str(), *m)),
-        );
-        for average in &expected.averages {
-            let ok = averages
-                .get(&(time, vec![average.state.clone()]))
-                .is_some_and(|r| {
-                    number(r, "count") as u64 == average.count
-                        && Metric::ALL
-                            .iter()
-                            .zip(average.means)
-                            .all(|(m, mean)| close(number(r, &format!("avg_{}", m.name())), mean))
-                });
-            if !ok {
-                verdict.problems.push(format!(
-                    "{hour}: average of {} missing or wrong",
-                    average.state
-                ));
-            }
-        }
-        for (state, pairs) in &expected.zip_extremes {
-            for (metric, pair) in Metric::ALL.iter().zip(pairs) {
-                let key = (time, vec![state.clone(), metric.name().to_owned()]);
-                if !zip_extremes
-                    .get(&key)
-                    .is_some_and(|r| pair_matches(r, "zip_code", pair))
-                {
-                    verdict.problems.push(format!(
-                        "{hour}: {} zip-code extremes of {state} missing or wrong",
-                        metric.name()
-                    ));
-                }
-            }
-        }
-        for (metric, pair) in Metric::ALL.iter().zip(&expected.state_extremes) {
-            if !state_extremes
-                .get(&(time, vec![metric.name().to_owned()]))
-                .is_some_and(|r| pair_matches(r, "state", pair))
-            {
-                verdict.problems.push(format!(
-                    "{hour}: {} state extremes missing or wrong",
-                    metric.name()
-                ));
-            }
-        }
+        check_rows(&mut verdict, *hour, input, &stored);
+        check_reports(&mut verdict, *hour, input, &stored);
         if verdict.problems.len() == before {
             verdict.hours_correct += 1;
         }
     }
     Ok(verdict)
+}
+
+/// Are exactly the input's rows of `hour` stored (count, and every column's sum)?
+fn check_rows(verdict: &mut Verdict, hour: HourKey, input: &HourInput, stored: &Stored) {
+    verdict.rows_expected += input.rows.len() as u64;
+    let counts = stored.rows.get(&hour.start_secs());
+    let rows_stored = counts
+        .and_then(|c| c.get("rows"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    verdict.rows_stored += rows_stored;
+    if rows_stored != input.rows.len() as u64 {
+        verdict.problems.push(format!(
+            "{hour}: {rows_stored} rows stored, {} in the input",
+            input.rows.len()
+        ));
+        return;
+    }
+    let Some(counts) = counts else { return };
+    for (column, sum) in NUMERIC_COLUMNS.iter().zip(&input.sums) {
+        let got = counts.get(*column).and_then(Value::as_f64).unwrap_or(0.0);
+        if (got - sum).abs() > 1e-6 * sum.abs().max(1.0) {
+            verdict.problems.push(format!(
+                "{hour}: stored {column} values sum to {got}, the input's to {sum}"
+            ));
+        }
+    }
+}
+
+/// Are `hour`'s reports the ones its input rows give?
+fn check_reports(verdict: &mut Verdict, hour: HourKey, input: &HourInput, stored: &Stored) {
+    let time = hour.start_secs();
+    let expected: HourReport = report::compute(
+        hour,
+        input
+            .rows
+            .iter()
+            .map(|(s, z, m)| (s.as_str(), z.as_str(), *m)),
+    );
+    for average in &expected.averages {
+        let want = AverageFields::from(average);
+        let ok = stored
+            .averages
+            .get(&(time, average.state.clone()))
+            .is_some_and(|got| {
+                got.count == want.count
+                    && got
+                        .means()
+                        .iter()
+                        .zip(want.means())
+                        .all(|(g, w)| close(*g, w))
+            });
+        if !ok {
+            verdict.problems.push(format!(
+                "{hour}: average of {} missing or wrong",
+                average.state
+            ));
+        }
+    }
+    for (state, pairs) in &expected.zip_extremes {
+        for (metric, pair) in Metric::ALL.iter().zip(pairs) {
+            let want = ZipExtremeFields::new(*metric, pair);
+            let key = (time, state.clone(), metric.name().to_owned());
+            let ok = stored.zip_extremes.get(&key).is_some_and(|got| {
+                (&got.max_zip_code, &got.min_zip_code) == (&want.max_zip_code, &want.min_zip_code)
+                    && close(got.max_value, want.max_value)
+                    && close(got.min_value, want.min_value)
+            });
+            if !ok {
+                verdict.problems.push(format!(
+                    "{hour}: {} zip-code extremes of {state} missing or wrong",
+                    metric.name()
+                ));
+            }
+        }
+    }
+    for (metric, pair) in Metric::ALL.iter().zip(&expected.state_extremes) {
+        let want = StateExtremeFields::new(*metric, pair);
+        let ok = stored
+            .state_extremes
+            .get(&(time, metric.name().to_owned()))
+            .is_some_and(|got| {
+                (&got.max_state, &got.min_state) == (&want.max_state, &want.min_state)
+                    && close(got.max_value, want.max_value)
+                    && close(got.min_value, want.min_value)
+            });
+        if !ok {
+            verdict.problems.push(format!(
+                "{hour}: {} state extremes missing or wrong",
+                metric.name()
+            ));
+        }
+    }
 }
 
 /// Checks the database named by `args` against its input files.
