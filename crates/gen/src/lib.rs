@@ -675,41 +675,11 @@ impl Station {
 
     /// Advances the station by one hour and appends its row (with `\n`) to `line`.
     fn row(&mut self, hour: &Hour<'_>, region: &Region, line: &mut Vec<u8>) {
-        let r = &mut self.rng;
         let local = (hour.utc_hour + self.lon_hours).rem_euclid(24.0);
         let shape = diurnal(local);
         let is_day = (6.0..18.0).contains(&local);
-
-        // Random processes.
-        self.temp = ar1(self.temp, 0.95, 1.0, r);
-        self.humidity = ar1(self.humidity, 0.9, 6.0, r);
-        self.pressure = ar1(self.pressure, 0.97, 1.0, r);
-        self.cloud = ar1(self.cloud, 0.9, 22.0, r);
-        self.wind = ar1(self.wind, 0.88, 5.0, r);
-        let pull = ((self.wind_prevailing - self.wind_degree + 540.0).rem_euclid(360.0)) - 180.0;
-        self.wind_degree = (self.wind_degree + 0.05 * pull + 15.0 * gauss(r)).rem_euclid(360.0);
-        let pressure_anomaly = region.pressure + self.pressure;
-        if self.raining {
-            if unit(r) < 0.18 {
-                self.raining = false;
-            } else {
-                self.rain_rate =
-                    (0.8 * self.rain_rate + 0.2 * (0.2 + 3.0 * unit(r).powi(3))).max(0.05);
-            }
-        } else {
-            let factor = if pressure_anomaly < -3.0 {
-                2.5
-            } else if pressure_anomaly > 4.0 {
-                0.3
-            } else {
-                1.0
-            };
-            if unit(r) < self.rain_start * factor {
-                self.raining = true;
-                self.rain_rate = 0.2 + 4.0 * unit(r).powi(3);
-            }
-        }
-        let raining = self.raining;
+        let (pressure_anomaly, raining) = self.step_weather(region);
+        let r = &mut self.rng;
 
         // Precipitation and cloud.
         let precip_mm = if raining {
@@ -814,44 +784,126 @@ impl Station {
             0.0
         };
 
-        // The row.
+        let observation = Observation {
+            temp_c,
+            is_day,
+            wind_kph,
+            wind_degree,
+            pressure_mb,
+            precip_mm,
+            snow_cm,
+            humidity,
+            cloud,
+            feelslike_c,
+            windchill_c,
+            heatindex_c,
+            dewpoint_c,
+            chance_of_rain,
+            chance_of_snow,
+            vis_km,
+            gust_kph,
+            uv,
+        };
+        self.write_row(hour, &observation, line);
+    }
+
+    /// Advances the station's random processes by an hour; returns the pressure anomaly
+    /// and whether it rains.
+    fn step_weather(&mut self, region: &Region) -> (f64, bool) {
+        let r = &mut self.rng;
+        self.temp = ar1(self.temp, 0.95, 1.0, r);
+        self.humidity = ar1(self.humidity, 0.9, 6.0, r);
+        self.pressure = ar1(self.pressure, 0.97, 1.0, r);
+        self.cloud = ar1(self.cloud, 0.9, 22.0, r);
+        self.wind = ar1(self.wind, 0.88, 5.0, r);
+        let pull = ((self.wind_prevailing - self.wind_degree + 540.0).rem_euclid(360.0)) - 180.0;
+        self.wind_degree = (self.wind_degree + 0.05 * pull + 15.0 * gauss(r)).rem_euclid(360.0);
+        let pressure_anomaly = region.pressure + self.pressure;
+        if self.raining {
+            if unit(r) < 0.18 {
+                self.raining = false;
+            } else {
+                self.rain_rate =
+                    (0.8 * self.rain_rate + 0.2 * (0.2 + 3.0 * unit(r).powi(3))).max(0.05);
+            }
+        } else {
+            let factor = if pressure_anomaly < -3.0 {
+                2.5
+            } else if pressure_anomaly > 4.0 {
+                0.3
+            } else {
+                1.0
+            };
+            if unit(r) < self.rain_start * factor {
+                self.raining = true;
+                self.rain_rate = 0.2 + 4.0 * unit(r).powi(3);
+            }
+        }
+
+        (pressure_anomaly, self.raining)
+    }
+
+    /// Appends the row of `observation` in the 37-column layout.
+    fn write_row(&self, hour: &Hour<'_>, o: &Observation, line: &mut Vec<u8>) {
         line.extend_from_slice(&self.head);
         line.extend_from_slice(hour.time);
         line.extend_from_slice(&self.place);
-        put_fixed(line, temp_c, 1);
-        put_sep_fixed(line, c_to_f(temp_c), 1);
-        put_sep_int(line, i64::from(is_day));
-        put_sep_fixed(line, wind_kph / 1.609, 1);
-        put_sep_fixed(line, wind_kph, 1);
-        put_sep_int(line, i64::from(wind_degree));
+        put_fixed(line, o.temp_c, 1);
+        put_sep_fixed(line, c_to_f(o.temp_c), 1);
+        put_sep_int(line, i64::from(o.is_day));
+        put_sep_fixed(line, o.wind_kph / 1.609, 1);
+        put_sep_fixed(line, o.wind_kph, 1);
+        put_sep_int(line, i64::from(o.wind_degree));
         line.push(b',');
-        line.extend_from_slice(compass(wind_degree).as_bytes());
-        put_sep_fixed(line, pressure_mb, 1);
-        put_sep_fixed(line, pressure_mb * 0.02953, 2);
-        put_sep_fixed(line, precip_mm, 2);
-        put_sep_fixed(line, precip_mm / 25.4, 2);
-        put_sep_fixed(line, snow_cm, 2);
-        put_sep_int(line, humidity as i64);
-        put_sep_int(line, cloud as i64);
-        put_sep_fixed(line, feelslike_c, 1);
-        put_sep_fixed(line, c_to_f(feelslike_c), 1);
-        put_sep_fixed(line, windchill_c, 1);
-        put_sep_fixed(line, c_to_f(windchill_c), 1);
-        put_sep_fixed(line, heatindex_c, 1);
-        put_sep_fixed(line, c_to_f(heatindex_c), 1);
-        put_sep_fixed(line, dewpoint_c, 1);
-        put_sep_fixed(line, c_to_f(dewpoint_c), 1);
-        put_sep_int(line, i64::from(chance_of_rain >= 50.0));
-        put_sep_int(line, chance_of_rain as i64);
-        put_sep_int(line, i64::from(chance_of_snow >= 50.0));
-        put_sep_int(line, chance_of_snow as i64);
-        put_sep_fixed(line, vis_km, 1);
-        put_sep_fixed(line, vis_km / 1.609, 1);
-        put_sep_fixed(line, gust_kph / 1.609, 1);
-        put_sep_fixed(line, gust_kph, 1);
-        put_sep_int(line, uv as i64);
+        line.extend_from_slice(compass(o.wind_degree).as_bytes());
+        put_sep_fixed(line, o.pressure_mb, 1);
+        put_sep_fixed(line, o.pressure_mb * 0.02953, 2);
+        put_sep_fixed(line, o.precip_mm, 2);
+        put_sep_fixed(line, o.precip_mm / 25.4, 2);
+        put_sep_fixed(line, o.snow_cm, 2);
+        put_sep_int(line, o.humidity as i64);
+        put_sep_int(line, o.cloud as i64);
+        put_sep_fixed(line, o.feelslike_c, 1);
+        put_sep_fixed(line, c_to_f(o.feelslike_c), 1);
+        put_sep_fixed(line, o.windchill_c, 1);
+        put_sep_fixed(line, c_to_f(o.windchill_c), 1);
+        put_sep_fixed(line, o.heatindex_c, 1);
+        put_sep_fixed(line, c_to_f(o.heatindex_c), 1);
+        put_sep_fixed(line, o.dewpoint_c, 1);
+        put_sep_fixed(line, c_to_f(o.dewpoint_c), 1);
+        put_sep_int(line, i64::from(o.chance_of_rain >= 50.0));
+        put_sep_int(line, o.chance_of_rain as i64);
+        put_sep_int(line, i64::from(o.chance_of_snow >= 50.0));
+        put_sep_int(line, o.chance_of_snow as i64);
+        put_sep_fixed(line, o.vis_km, 1);
+        put_sep_fixed(line, o.vis_km / 1.609, 1);
+        put_sep_fixed(line, o.gust_kph / 1.609, 1);
+        put_sep_fixed(line, o.gust_kph, 1);
+        put_sep_int(line, o.uv as i64);
         line.push(b'\n');
     }
+}
+
+/// One station's hour, as the generator computed it (before formatting).
+struct Observation {
+    temp_c: f64,
+    is_day: bool,
+    wind_kph: f64,
+    wind_degree: u32,
+    pressure_mb: f64,
+    precip_mm: f64,
+    snow_cm: f64,
+    humidity: f64,
+    cloud: f64,
+    feelslike_c: f64,
+    windchill_c: f64,
+    heatindex_c: f64,
+    dewpoint_c: f64,
+    chance_of_rain: f64,
+    chance_of_snow: f64,
+    vis_km: f64,
+    gust_kph: f64,
+    uv: f64,
 }
 
 // ---------------------------------------------------------------------------------------
