@@ -11,7 +11,6 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use weathervane_core::HourKey;
 use weathervane_core::schema;
@@ -56,15 +55,6 @@ async fn report_hour(
         }
     };
     latest.ok_or_else(|| AppError::NotFound(format!("no report for hour {hour:02} yet")))
-}
-
-/// The records `statement` selects, typed; an answer of another shape is an internal
-/// error (logged with the statement), not a wrong report.
-async fn records<T: DeserializeOwned>(
-    state: &AppState,
-    statement: &str,
-) -> Result<Vec<T>, AppError> {
-    Ok(state.influx.query_records(statement).await?)
 }
 
 /// The answer under `key` from the cache, or computed by `answer` and cached.
@@ -112,7 +102,9 @@ async fn avg_answer(
     code: String,
     hour: HourKey,
 ) -> Result<AverageAnswer, AppError> {
-    let record = records(state, &schema::average_query(&code, hour))
+    let record = state
+        .influx
+        .query_records(&schema::average_query(&code, hour))
         .await?
         .into_iter()
         .next()
@@ -139,7 +131,12 @@ async fn extremes_answer(
     code: String,
     hour: HourKey,
 ) -> Result<ExtremesAnswer, AppError> {
-    let sides = Sides::from_zip(records(state, &schema::zip_extremes_query(&code, hour)).await?);
+    let sides = Sides::from_zip(
+        state
+            .influx
+            .query_records(&schema::zip_extremes_query(&code, hour))
+            .await?,
+    );
     if !sides.is_complete() {
         return Err(AppError::NotFound(format!(
             "no report for state {code} at {hour}"
@@ -169,7 +166,12 @@ async fn state_extremes_answer(
     state: &AppState,
     hour: HourKey,
 ) -> Result<StateExtremesAnswer, AppError> {
-    let sides = Sides::from_states(records(state, &schema::state_extremes_query(hour)).await?);
+    let sides = Sides::from_states(
+        state
+            .influx
+            .query_records(&schema::state_extremes_query(hour))
+            .await?,
+    );
     if !sides.is_complete() {
         return Err(AppError::NotFound(format!("no report at {hour}")));
     }

@@ -69,6 +69,18 @@ enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    /// The outcome of a check: PASS is done, anything else a FAIL.
+    #[cfg(feature = "lab")]
+    fn of_check(passed: bool) -> Self {
+        if passed {
+            Outcome::Done
+        } else {
+            Outcome::Failed
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init();
@@ -165,21 +177,13 @@ mod lab {
     pub async fn verify(args: verify::VerifyArgs) -> anyhow::Result<Outcome> {
         let verdict = verify::run(args).await?;
         print!("{verdict}");
-        Ok(if verdict.passed() {
-            Outcome::Done
-        } else {
-            Outcome::Failed
-        })
+        Ok(Outcome::of_check(verdict.passed()))
     }
 
     pub async fn replay(args: replay::ReplayArgs) -> anyhow::Result<Outcome> {
         let verdict = replay::run(args).await?;
         print!("{verdict}");
-        Ok(if verdict.passed() {
-            Outcome::Done
-        } else {
-            Outcome::Failed
-        })
+        Ok(Outcome::of_check(verdict.passed()))
     }
 
     pub async fn bench(args: bench::BenchArgs) -> anyhow::Result<()> {

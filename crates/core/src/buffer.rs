@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -132,20 +131,6 @@ pub enum Delivery {
 /// Where a flusher delivers: InfluxDB, a Redis channel.
 pub trait Target<T> {
     fn deliver(&mut self, items: &[T]) -> impl Future<Output = Delivery> + Send;
-}
-
-/// Runs [`flush`] as a task of its own, which owns `target`.
-pub fn spawn_flush<T, D>(
-    queue: Arc<BoundedQueue<T>>,
-    max_items: usize,
-    shutdown: CancellationToken,
-    mut target: D,
-) -> JoinHandle<()>
-where
-    T: Send + Sync + 'static,
-    D: Target<T> + Send + 'static,
-{
-    tokio::spawn(async move { flush(&queue, max_items, &shutdown, &mut target).await })
 }
 
 /// Runs [`flush`] as a task of `supervisor`'s, named after the queue, which owns `target`.

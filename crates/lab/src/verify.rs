@@ -82,6 +82,16 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
+/// The same holders of the max and min, with values equal up to rounding.
+fn same_extremes(
+    holders: [&String; 2],
+    values: [f64; 2],
+    want_holders: [&String; 2],
+    want_values: [f64; 2],
+) -> bool {
+    holders == want_holders && values.iter().zip(want_values).all(|(v, w)| close(*v, w))
+}
+
 /// A `weather_averages` point as InfluxDB answers it.
 #[derive(Deserialize)]
 struct StoredAverage {
@@ -260,9 +270,12 @@ fn check_reports(verdict: &mut Verdict, hour: HourKey, input: &HourInput, stored
             let want = ZipExtremeFields::new(*metric, pair);
             let key = (time, state.clone(), metric.name().to_owned());
             let ok = stored.zip_extremes.get(&key).is_some_and(|got| {
-                (&got.max_zip_code, &got.min_zip_code) == (&want.max_zip_code, &want.min_zip_code)
-                    && close(got.max_value, want.max_value)
-                    && close(got.min_value, want.min_value)
+                same_extremes(
+                    [&got.max_zip_code, &got.min_zip_code],
+                    [got.max_value, got.min_value],
+                    [&want.max_zip_code, &want.min_zip_code],
+                    [want.max_value, want.min_value],
+                )
             });
             if !ok {
                 verdict.problems.push(format!(
@@ -278,9 +291,12 @@ fn check_reports(verdict: &mut Verdict, hour: HourKey, input: &HourInput, stored
             .state_extremes
             .get(&(time, metric.name().to_owned()))
             .is_some_and(|got| {
-                (&got.max_state, &got.min_state) == (&want.max_state, &want.min_state)
-                    && close(got.max_value, want.max_value)
-                    && close(got.min_value, want.min_value)
+                same_extremes(
+                    [&got.max_state, &got.min_state],
+                    [got.max_value, got.min_value],
+                    [&want.max_state, &want.min_state],
+                    [want.max_value, want.min_value],
+                )
             });
         if !ok {
             verdict.problems.push(format!(
