@@ -30,9 +30,7 @@ fn memory(pid: u32, field: &str) -> Option<u64> {
 fn bound(role: Role, input_rows: u64) -> u64 {
     const BASE: u64 = 96 << 20;
     let buffers = match role {
-        Role::Streamer => {
-            input_rows * 100 + MAX_PENDING_HOURS * STATIONS * 600 + BUFFER_ROWS * 400 * 2
-        }
+        Role::Streamer => input_rows * 100 + BUFFER_ROWS * 400 * 2,
         Role::Ingester => BUFFER_ROWS * 500 * 2,
         Role::Processor => STATIONS * 1_000,
         Role::Api => 0,

@@ -1,11 +1,12 @@
 //! The streamer's view of its input: an index from hour to where that hour's rows are in
-//! the files, built in one pass, so an hour can be read (and read again for a resend)
-//! without holding the whole input in memory, and each hour's generation known without
-//! reading it. Rejected rows go to the rejects file.
+//! the files and how they are cut into batches, built in one pass, so any one batch can be
+//! read (to stream it, or again for a resend) without holding an hour in memory, and each
+//! hour's generation known without reading it. Rejected rows go to the rejects file.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -14,6 +15,8 @@ use xxhash_rust::xxh3::xxh3_64;
 use weathervane_core::generation::GenerationDigest;
 use weathervane_core::row::{CsvError, CsvSource, RowError, RowLocation};
 use weathervane_core::{Generation, HourKey, WeatherRow};
+
+use crate::batches;
 
 /// Rows that could not be used, written as CSV `file,line,reason`. The file is appended
 /// to and survives restarts; a reject already in it (the same file, line and reason, from
@@ -181,17 +184,27 @@ pub struct Changed {
     pub what: String,
 }
 
-/// One hour of the index: where its rows are, and its generation.
+/// One hour of the index: where its rows are, how they are cut into batches, and its
+/// generation.
 struct IndexedHour {
-    /// (file index, location), in file order.
+    /// (file index, location) of each row to stream, in file order.
     locations: Vec<(usize, RowLocation)>,
-    /// The digest of the rows [`InputIndex::read_hour`] returns for the hour, in that
-    /// order, and of the batch size: the generation `encode_batches` computes when the
-    /// hour is read, known without reading it.
+    /// Each batch: a range of `locations`.
+    batches: Vec<Range<u32>>,
+    /// The digest of the hour's rows in that order and of the batch size: what the rows
+    /// read back must digest to.
     generation: Generation,
 }
 
-/// Where each hour's rows are, and each hour's generation.
+/// An hour as indexed: how many rows and batches it has, and its generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HourPlan {
+    pub rows: u64,
+    pub batches: u32,
+    pub generation: Generation,
+}
+
+/// Where each hour's rows are, and each hour's batches and generation.
 pub struct InputIndex {
     paths: Vec<PathBuf>,
     /// Each file's identity, taken just before it was read: any change made while or
@@ -203,8 +216,7 @@ pub struct InputIndex {
 }
 
 /// The stations (zip code and time) already seen: a second row for one would overwrite
-/// the first in InfluxDB, so it is not published. The one rule both the index (for the
-/// generation) and [`InputIndex::read_hour`] (for the rows) apply, so they agree.
+/// the first in InfluxDB, so it is rejected.
 #[derive(Default)]
 struct Stations(HashSet<(String, i64)>);
 
@@ -215,18 +227,26 @@ impl Stations {
     }
 }
 
+/// An hour while the input is being indexed.
+struct HourBeingIndexed {
+    locations: Vec<(usize, RowLocation)>,
+    /// Each row's [`batches::encoded_size`], for cutting the hour into batches.
+    sizes: Vec<u32>,
+    digest: GenerationDigest,
+}
+
 impl InputIndex {
     /// Reads every file once. A file that cannot be opened or has a bad header is an
-    /// error; a bad row is recorded in `rejects` and skipped. Each hour's generation is
-    /// computed for batches of `batch_size`.
+    /// error; a bad row, or a second row for a station and time, is recorded in `rejects`
+    /// and skipped. Each hour is cut into batches of `batch_size` rows (see
+    /// [`batches::plan`]), and its generation computed for them.
     pub fn build(
         paths: &[PathBuf],
         max_abs_value: f64,
         batch_size: u32,
         rejects: &mut Rejects,
     ) -> Result<Self, CsvError> {
-        let mut hours: BTreeMap<HourKey, (Vec<(usize, RowLocation)>, GenerationDigest)> =
-            BTreeMap::new();
+        let mut hours: BTreeMap<HourKey, HourBeingIndexed> = BTreeMap::new();
         let mut stations = Stations::default();
         let mut identities = Vec::with_capacity(paths.len());
         for (file, path) in paths.iter().enumerate() {
@@ -236,32 +256,44 @@ impl InputIndex {
             })?);
             let mut source = CsvSource::open(path)?.with_max_abs_value(max_abs_value);
             while let Some(result) = source.next_row() {
-                match result {
-                    Ok((location, row)) => {
-                        let (locations, digest) = hours
-                            .entry(row.hour())
-                            .or_insert_with(|| (Vec::new(), GenerationDigest::new(batch_size)));
-                        locations.push((file, location));
-                        // A duplicate is rejected when its hour is read.
-                        if stations.first(&row) {
-                            digest.add(&row);
-                        }
+                let (location, row) = match result {
+                    Ok(read) => read,
+                    Err(error) => {
+                        rejects.record(&error);
+                        continue;
                     }
-                    Err(error) => rejects.record(&error),
+                };
+                if !stations.first(&row) {
+                    rejects.record(&RowError {
+                        path: path.clone(),
+                        line: location.position.line(),
+                        reason: format!(
+                            "duplicate: zip_code {} already has a row at {}",
+                            row.zip_code,
+                            row.time_utc()
+                        ),
+                    });
+                    continue;
                 }
+                let hour = hours.entry(row.hour()).or_insert_with(|| HourBeingIndexed {
+                    locations: Vec::new(),
+                    sizes: Vec::new(),
+                    digest: GenerationDigest::new(batch_size),
+                });
+                hour.locations.push((file, location));
+                hour.sizes.push(batches::encoded_size(&row));
+                hour.digest.add(&row);
             }
         }
         let hours = hours
             .into_iter()
-            .map(|(hour, (locations, digest))| {
-                let generation = digest.finish();
-                (
-                    hour,
-                    IndexedHour {
-                        locations,
-                        generation,
-                    },
-                )
+            .map(|(key, hour)| {
+                let indexed = IndexedHour {
+                    batches: batches::plan(&hour.sizes, batch_size),
+                    generation: hour.digest.finish(),
+                    locations: hour.locations,
+                };
+                (key, indexed)
             })
             .collect();
         Ok(Self {
@@ -308,24 +340,30 @@ impl InputIndex {
         self.hours.get(&hour).map(|indexed| indexed.generation)
     }
 
+    /// `hour` as indexed (`None` if the input has no rows in it).
+    pub fn plan(&self, hour: HourKey) -> Option<HourPlan> {
+        self.hours.get(&hour).map(|indexed| HourPlan {
+            rows: indexed.locations.len() as u64,
+            batches: indexed.batches.len() as u32,
+            generation: indexed.generation,
+        })
+    }
+
     pub fn row_count(&self) -> usize {
         self.hours.values().map(|h| h.locations.len()).sum()
     }
 
-    /// The rows of `hour` in input order, without a second row for a station (zip code)
-    /// already seen in that hour: such a row would overwrite the first in InfluxDB, so it
-    /// is rejected instead.
-    pub fn read_hour(
-        &self,
-        hour: HourKey,
-        rejects: &mut Rejects,
-    ) -> Result<Vec<WeatherRow>, CsvError> {
+    /// The rows of `batch` of `hour`, read from the input (empty if there is no such
+    /// batch). A row that no longer reads as it did (the file changed) is an error.
+    pub fn read_batch(&self, hour: HourKey, batch: u32) -> Result<Vec<WeatherRow>, CsvError> {
         let Some(indexed) = self.hours.get(&hour) else {
             return Ok(Vec::new());
         };
-        let locations = &indexed.locations;
+        let Some(range) = indexed.batches.get(batch as usize) else {
+            return Ok(Vec::new());
+        };
+        let locations = &indexed.locations[range.start as usize..range.end as usize];
         let mut sources: Vec<Option<CsvSource>> = self.paths.iter().map(|_| None).collect();
-        let mut stations = Stations::default();
         let mut rows = Vec::with_capacity(locations.len());
         for (file, location) in locations {
             let source = match &mut sources[*file] {
@@ -334,20 +372,7 @@ impl InputIndex {
                     CsvSource::open(&self.paths[*file])?.with_max_abs_value(self.max_abs_value),
                 ),
             };
-            let row = source.read_at(location)?;
-            if stations.first(&row) {
-                rows.push(row);
-            } else {
-                rejects.record(&RowError {
-                    path: self.paths[*file].clone(),
-                    line: location.position.line(),
-                    reason: format!(
-                        "duplicate: zip_code {} already has a row at {}",
-                        row.zip_code,
-                        row.time_utc()
-                    ),
-                });
-            }
+            rows.push(source.read_at(location)?);
         }
         Ok(rows)
     }
@@ -508,16 +533,15 @@ mod tests {
             &mut rejects,
         )
         .unwrap();
-        assert_eq!(rejects.count(), 1);
-        assert_eq!(index.row_count(), 4);
+        assert_eq!(rejects.count(), 2, "the bad row and the duplicate");
+        assert_eq!(index.row_count(), 3);
         let hours: Vec<String> = index.hours().map(|h| h.to_string()).collect();
         assert_eq!(hours, ["2023-09-19T05", "2023-09-19T06"]);
         let five = index
-            .read_hour("2023-09-19T05".parse().unwrap(), &mut rejects)
+            .read_batch("2023-09-19T05".parse().unwrap(), 0)
             .unwrap();
         let zips: Vec<&str> = five.iter().map(|r| r.zip_code.as_str()).collect();
         assert_eq!(zips, ["2", "4"], "the second row for zip 2 is a duplicate");
-        assert_eq!(rejects.count(), 2);
         let text = std::fs::read_to_string(rejects.path()).unwrap();
         assert!(
             text.contains("a.csv,4,") && text.contains("b.csv,3,duplicate"),

@@ -8,6 +8,7 @@
 //! re-drives whatever was lost downstream (a message published into a gap, a killed
 //! ingester or processor).
 
+mod batches;
 mod confirmed;
 mod input;
 mod pending;
@@ -30,10 +31,10 @@ use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourRepor
 use weathervane_core::row::{self, CsvError};
 use weathervane_core::shutdown::sleep_or_cancel;
 use weathervane_core::supervise::{Supervisor, TaskError, TaskExit, TaskFailed};
-use weathervane_core::{Generation, HourKey, WeatherRow};
+use weathervane_core::{HourKey, WeatherRow};
 
 use crate::confirmed::ConfirmedHours;
-use crate::input::{Changed, InputIndex, Rejects};
+use crate::input::{Changed, HourPlan, InputIndex, Rejects};
 use crate::pending::{Announcement, Confirmation, PendingHours, Resend};
 
 /// Bytes a buffered row weighs, for turning `--buffer-rows` into a byte cap.
@@ -418,53 +419,66 @@ enum Streamed {
     Stale(Changed),
 }
 
-/// Reads `hour`, marks it pending and queues its batches, then its announcement.
+/// Marks `hour` pending, then reads, encodes and queues its batches one at a time (so
+/// the streamer holds at most one batch of it, beyond what the outbound queue holds),
+/// then its announcement, once the rows read digest to the generation indexed.
 async fn stream_hour(state: &Arc<StreamerState>, hour: HourKey) -> Result<Streamed, StreamerError> {
     let batch_interval = Duration::from_secs_f64(state.options.batch_interval);
-    let HourBatches {
-        batches,
-        rows,
-        generation,
-    } = match read_batches(state.clone(), hour).await? {
-        Ok(read) => read,
-        Err(change) => return Ok(Streamed::Stale(change)),
-    };
-    let batches = Arc::new(batches);
-    if batches.is_empty() {
+    // One snapshot for the whole hour: its batch ranges and row locations belong together.
+    let index = state.index();
+    let Some(plan) = index.plan(hour) else {
         return Ok(Streamed::Empty);
-    }
-    state
-        .pending
-        .lock()
-        .unwrap()
-        .start(hour, batches.clone(), rows, generation, Instant::now());
-    for (batch, payload) in batches.iter().enumerate() {
-        let message = Outbound::new(
-            Channel::Data {
-                batch: batch as u32,
-                hour,
-            },
-            payload.clone(),
-        );
+    };
+    state.pending.lock().unwrap().start(
+        hour,
+        plan.batches,
+        plan.rows,
+        plan.generation,
+        Instant::now(),
+    );
+    let mut digest = GenerationDigest::new(state.options.batch_size);
+    for batch in 0..plan.batches {
+        let payload = match read_batch(index.clone(), hour, batch, plan, false).await? {
+            Ok(BatchRead { rows, payload }) => {
+                rows.iter().for_each(|row| digest.add(row));
+                payload
+            }
+            Err(change) => {
+                state.pending.lock().unwrap().forget(hour);
+                return Ok(Streamed::Stale(change));
+            }
+        };
+        let message = Outbound::new(Channel::Data { batch, hour }, payload);
         let bytes = message.bytes();
         state.outbound.push(message, bytes).await;
-        if !batch_interval.is_zero() && batch + 1 < batches.len() {
+        if !batch_interval.is_zero() && batch + 1 < plan.batches {
             tokio::time::sleep(batch_interval).await;
         }
     }
+    if digest.finish() != plan.generation {
+        state.pending.lock().unwrap().forget(hour);
+        return match index.changed()? {
+            // The batches already queued carry a generation that is never announced; the
+            // hour's new content replaces them downstream.
+            Some(change) => Ok(Streamed::Stale(change)),
+            // Changed and put back within the modification time's resolution, or a bug:
+            // fail rather than index again and again; a restart indexes anew.
+            None => Err(StreamerError::ReadsDifferently { hour }),
+        };
+    }
     let announcement = announcement(Announcement {
         hour,
-        batches: batches.len() as u32,
-        rows,
-        generation,
+        batches: plan.batches,
+        rows: plan.rows,
+        generation: plan.generation,
     });
     let bytes = announcement.bytes();
     state.outbound.push(announcement, bytes).await;
     state.pending.lock().unwrap().queued(hour);
     event::emit(Event::HourQueued {
         hour,
-        batches: batches.len() as u32,
-        rows,
+        batches: plan.batches,
+        rows: plan.rows,
     });
     Ok(Streamed::Queued)
 }
@@ -487,25 +501,31 @@ fn announcement(
     )
 }
 
-/// One hour, encoded for publishing.
-struct HourBatches {
-    batches: Vec<Arc<[u8]>>,
-    rows: u64,
-    generation: Generation,
+/// One batch read from the input: its rows, and the payload that carries them.
+struct BatchRead {
+    rows: Vec<WeatherRow>,
+    payload: Arc<[u8]>,
 }
 
-/// Reads `hour` from the input and encodes its batches (off the async threads: it is
-/// file reading and parsing). `Err` with what changed if the input is not what was
-/// indexed any more (changed since it was last checked): what was read is not used.
-async fn read_batches(
-    state: Arc<StreamerState>,
+/// Reads `batch` of `hour` (as `plan`ned by `index`) from the input and encodes it, off
+/// the async threads (it is file reading and parsing). With `check_files`, also looks at
+/// the input files afterwards (a resend has no digest of the hour to check against).
+/// `Err` with what changed if the input is not what was indexed any more: nothing read
+/// is used.
+async fn read_batch(
+    index: Arc<InputIndex>,
     hour: HourKey,
-) -> Result<Result<HourBatches, Changed>, StreamerError> {
+    batch: u32,
+    plan: HourPlan,
+    check_files: bool,
+) -> Result<Result<BatchRead, Changed>, StreamerError> {
     tokio::task::spawn_blocking(move || {
-        let index = state.index();
-        let read = index.read_hour(hour, &mut state.rejects.lock().unwrap());
-        let rows = match read {
-            Ok(rows) => rows,
+        let rows = match index.read_batch(hour, batch) {
+            Ok(rows) if !check_files => rows,
+            Ok(rows) => match index.changed()? {
+                Some(change) => return Ok(Err(change)),
+                None => rows,
+            },
             Err(error) => {
                 return match index.changed()? {
                     Some(change) => Ok(Err(change)),
@@ -513,82 +533,11 @@ async fn read_batches(
                 };
             }
         };
-        let count = rows.len() as u64;
-        let (batches, generation) = encode_batches(hour, rows, state.options.batch_size);
-        if index.generation(hour) != Some(generation) {
-            return match index.changed()? {
-                Some(change) => Ok(Err(change)),
-                // Changed and put back within the modification time's resolution, or a
-                // bug: fail rather than index again and again; a restart indexes anew.
-                None => Err(StreamerError::ReadsDifferently { hour }),
-            };
-        }
-        Ok(Ok(HourBatches {
-            batches,
-            rows: count,
-            generation,
-        }))
+        let payload = BatchEnvelope::encode_rows(hour, batch, plan.batches, plan.generation, &rows);
+        Ok(Ok(BatchRead { rows, payload }))
     })
     .await
-    .expect("reading an hour does not panic")
-}
-
-/// Splits an hour's rows into batches of at most `batch_size` rows, smaller where rows are
-/// large so a batch stays under [`payload::BATCH_BYTES_TARGET`], larger where the hour
-/// would otherwise have more than [`payload::MAX_BATCHES_PER_HOUR`] batches.
-///
-/// The hour's generation is the digest of its rows in this order and of `batch_size`.
-fn encode_batches(
-    hour: HourKey,
-    rows: Vec<WeatherRow>,
-    batch_size: u32,
-) -> (Vec<Arc<[u8]>>, Generation) {
-    let mut digest = GenerationDigest::new(batch_size);
-    rows.iter().for_each(|row| digest.add(row));
-    let generation = digest.finish();
-    let batch_size = (batch_size as usize)
-        .max(rows.len().div_ceil(payload::MAX_BATCHES_PER_HOUR as usize))
-        .min(payload::MAX_ROWS_PER_BATCH);
-    let bounds = batch_bounds(&rows, batch_size, payload::BATCH_BYTES_TARGET);
-    let batches = bounds.len() as u32;
-    let encoded = bounds
-        .into_iter()
-        .zip(0..)
-        .map(|(range, batch)| {
-            BatchEnvelope::encode_rows(hour, batch, batches, generation, &rows[range])
-        })
-        .collect();
-    (encoded, generation)
-}
-
-/// Consecutive ranges of `rows`, each of at most `batch_size` rows and, unless it is a
-/// single row, at most `max_bytes` by [`encoded_size`].
-fn batch_bounds(
-    rows: &[WeatherRow],
-    batch_size: usize,
-    max_bytes: usize,
-) -> Vec<std::ops::Range<usize>> {
-    let mut bounds = Vec::with_capacity(rows.len().div_ceil(batch_size));
-    let (mut start, mut bytes) = (0, 0);
-    for (index, row) in rows.iter().enumerate() {
-        let size = encoded_size(row);
-        if index > start && (index - start == batch_size || bytes + size > max_bytes) {
-            bounds.push(start..index);
-            (start, bytes) = (index, 0);
-        }
-        bytes += size;
-    }
-    if start < rows.len() {
-        bounds.push(start..rows.len());
-    }
-    bounds
-}
-
-/// An estimate of a row's JSON size, on the high side: twice its strings (escaping
-/// rarely adds more; the margin between the target and the hard limit covers worse)
-/// plus 1,200 bytes for the field names and 32 numbers.
-fn encoded_size(row: &WeatherRow) -> usize {
-    2 * (row.name.len() + row.wind_dir.len() + row.zip_code.len() + row.state.len()) + 1200
+    .expect("reading a batch does not panic")
 }
 
 async fn all_confirmed(state: &StreamerState) {
@@ -643,19 +592,41 @@ async fn listen(
     }
 }
 
+/// Answers a request for `batch` of `hour`: reads the batch from the input again, if the
+/// hour is pending, the batch exists, it was not resent within the last second, and the
+/// input still holds the generation streamed.
 async fn resend(state: &StreamerState, hour: HourKey, batch: u32) {
     let resend = state
         .pending
         .lock()
         .unwrap()
         .resend(hour, batch, Instant::now());
-    let payload = match resend {
-        Resend::Send(payload) => payload,
+    let generation = match resend {
+        Resend::Send { generation } => generation,
         Resend::NoSuchBatch { batches } => {
             tracing::warn!(hour = %hour, batch, batches, "Resend requested for a batch that does not exist; ignored.");
             return;
         }
         Resend::TooSoon | Resend::NotPending => return,
+    };
+    let index = state.index();
+    let Some(plan) = index
+        .plan(hour)
+        .filter(|plan| plan.generation == generation)
+    else {
+        // The input changed: the hour is streamed again with its new content.
+        return;
+    };
+    let payload = match read_batch(index, hour, batch, plan, true).await {
+        Ok(Ok(read)) => read.payload,
+        Ok(Err(change)) => {
+            tracing::info!(hour = %hour, batch, file = %change.path.display(), "Resend skipped: the input changed; the hour will be streamed again.");
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(hour = %hour, batch, %error, "Cannot read the batch to resend; ignored.");
+            return;
+        }
     };
     tracing::info!(hour = %hour, batch, "Resending batch on request.");
     let message = Outbound::new(Channel::Data { batch, hour }, payload);
@@ -708,49 +679,10 @@ async fn announce(state: Arc<StreamerState>, shutdown: CancellationToken) {
 
 #[cfg(test)]
 mod tests {
-    use weathervane_core::row::{Metric, NUMERIC_COLUMNS};
-
     use super::*;
 
     #[test]
-    fn large_rows_make_smaller_batches_that_stay_under_the_target() {
-        let hour: HourKey = "2023-09-19T05".parse().unwrap();
-        let mut values = [None; NUMERIC_COLUMNS.len()];
-        Metric::ALL
-            .iter()
-            .for_each(|m| values[m.index()] = Some(1.0));
-        let rows: Vec<WeatherRow> = (0..300)
-            .map(|i| WeatherRow {
-                zip_code: format!("{i:05}"),
-                state: "CA".into(),
-                name: "n".repeat(if i % 3 == 0 { 60_000 } else { 10 }),
-                time: hour.start_secs(),
-                wind_dir: String::new(),
-                values,
-            })
-            .collect();
-        let (batches, _) = encode_batches(hour, rows, 500);
-        assert!(
-            batches.len() > 1,
-            "300 rows of up to 60 KB do not fit one batch"
-        );
-        let mut zips = Vec::new();
-        for (i, body) in batches.iter().enumerate() {
-            assert!(
-                body.len() <= payload::BATCH_BYTES_TARGET,
-                "batch {i}: {} bytes",
-                body.len()
-            );
-            let batch = BatchEnvelope::decode_for("c", i as u32, hour, body).unwrap();
-            assert_eq!(batch.batches as usize, batches.len());
-            zips.extend(batch.rows.into_iter().map(|r| r.zip_code));
-        }
-        let expected: Vec<String> = (0..300).map(|i| format!("{i:05}")).collect();
-        assert_eq!(zips, expected, "every row once, in order");
-    }
-
-    #[test]
-    fn the_index_knows_each_hours_generation_as_reading_it_computes_it() {
+    fn the_index_knows_each_hours_generation_as_reading_its_batches_computes_it() {
         use std::io::Write;
 
         const HEADER: &str = "zip_code,state,time,temp_c,pressure_mb,humidity,precip_mm";
@@ -791,9 +723,24 @@ mod tests {
         let hours: Vec<HourKey> = index.hours().collect();
         assert_eq!(hours.len(), 2);
         for hour in hours {
-            let rows = index.read_hour(hour, &mut rejects).unwrap();
-            let (_, generation) = encode_batches(hour, rows, 7);
-            assert_eq!(index.generation(hour), Some(generation), "{hour}");
+            let plan = index.plan(hour).unwrap();
+            let mut digest = GenerationDigest::new(7);
+            let mut zips = Vec::new();
+            for batch in 0..plan.batches {
+                for row in index.read_batch(hour, batch).unwrap() {
+                    digest.add(&row);
+                    zips.push((row.zip_code, row.time));
+                }
+            }
+            assert_eq!(plan.generation, digest.finish(), "{hour}");
+            assert_eq!(index.generation(hour), Some(plan.generation));
+            assert_eq!(plan.rows, zips.len() as u64);
+            let unique: std::collections::HashSet<_> = zips.iter().collect();
+            assert_eq!(
+                unique.len(),
+                zips.len(),
+                "{hour}: a station and time once: {zips:?}"
+            );
         }
         assert_eq!(rejects.count(), 3, "the bad row and both duplicates");
         let other = InputIndex::build(&paths, max, 8, &mut rejects).unwrap();
@@ -804,37 +751,5 @@ mod tests {
             "the batch size is part of the generation"
         );
         assert_eq!(index.generation("2023-09-19T07".parse().unwrap()), None);
-    }
-
-    #[test]
-    fn batches_split_rows_in_order_and_say_how_many_there_are() {
-        let hour: HourKey = "2023-09-19T05".parse().unwrap();
-        let mut values = [None; NUMERIC_COLUMNS.len()];
-        Metric::ALL
-            .iter()
-            .for_each(|m| values[m.index()] = Some(1.0));
-        let rows: Vec<WeatherRow> = (0..1001)
-            .map(|i| WeatherRow {
-                zip_code: format!("{i:05}"),
-                state: "CA".into(),
-                name: String::new(),
-                time: hour.start_secs(),
-                wind_dir: String::new(),
-                values,
-            })
-            .collect();
-        let (batches, _) = encode_batches(hour, rows, 500);
-        assert_eq!(batches.len(), 3);
-        let decoded: Vec<BatchEnvelope> = batches
-            .iter()
-            .enumerate()
-            .map(|(i, b)| BatchEnvelope::decode_for("c", i as u32, hour, b).unwrap())
-            .collect();
-        assert_eq!(
-            decoded.iter().map(|b| b.rows.len()).collect::<Vec<_>>(),
-            [500, 500, 1]
-        );
-        assert!(decoded.iter().all(|b| b.batches == 3));
-        assert_eq!(decoded[1].rows[0].zip_code, "00500");
     }
 }

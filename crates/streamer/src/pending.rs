@@ -4,7 +4,6 @@
 //! and no clock reads (callers pass `now`), so every rule is unit-tested.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weathervane_core::{Generation, HourKey};
@@ -13,13 +12,10 @@ use weathervane_core::{Generation, HourKey};
 /// ingester asks again only after 2 s, so more is a flood (a stranger on the bus).
 pub const RESEND_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
-/// The encoded batches of one hour, in batch order.
-pub type Batches = Arc<Vec<Arc<[u8]>>>;
-
-/// An hour streamed but not yet confirmed.
+/// An hour streamed but not yet confirmed. Its batches are not held: a resend reads the
+/// batch from the input again, so memory does not grow with the hours in flight.
 struct PendingHour {
-    /// Kept for resends until the hour is confirmed.
-    batches: Batches,
+    batches: u32,
     rows: u64,
     /// The content streamed: only a report of this generation confirms the hour.
     generation: Generation,
@@ -53,13 +49,14 @@ pub enum Confirmation {
     NotPending,
 }
 
-/// What to resend for a request of one batch.
+/// What to do with a request for one batch.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Resend {
-    /// This payload.
-    Send(Arc<[u8]>),
+    /// Read the batch from the input and send it, if the input still holds this
+    /// generation of the hour.
+    Send { generation: Generation },
     /// The hour has only `batches` batches: ignore the request.
-    NoSuchBatch { batches: usize },
+    NoSuchBatch { batches: u32 },
     /// The batch was resent less than [`RESEND_AGAIN_AFTER`] ago: ignore the request.
     TooSoon,
     /// The hour is not pending: confirmed already (nothing is missing), or not streamed
@@ -99,7 +96,7 @@ impl PendingHours {
     pub fn start(
         &mut self,
         hour: HourKey,
-        batches: Batches,
+        batches: u32,
         rows: u64,
         generation: Generation,
         now: Instant,
@@ -143,6 +140,12 @@ impl PendingHours {
         stale
     }
 
+    /// Streaming `hour` stopped before it was queued whole (the input changed under it):
+    /// it is no longer pending, so it is streamed again, whatever its generation now.
+    pub fn forget(&mut self, hour: HourKey) {
+        self.hours.remove(&hour);
+    }
+
     /// Every batch of `hour` and its first announcement are queued.
     pub fn queued(&mut self, hour: HourKey) {
         if let Some(pending) = self.hours.get_mut(&hour) {
@@ -177,7 +180,7 @@ impl PendingHours {
                 p.announced_at = Some(now);
                 Announcement {
                     hour: *hour,
-                    batches: p.batches.len() as u32,
+                    batches: p.batches,
                     rows: p.rows,
                     generation: p.generation,
                 }
@@ -209,21 +212,23 @@ impl PendingHours {
         let Some(pending) = self.hours.get_mut(&hour) else {
             return Resend::NotPending;
         };
-        let Some(payload) = pending.batches.get(batch as usize) else {
+        if batch >= pending.batches {
             return Resend::NoSuchBatch {
-                batches: pending.batches.len(),
+                batches: pending.batches,
             };
-        };
+        }
         let index = batch as usize;
         if pending.resent_at.len() <= index {
-            pending.resent_at.resize(pending.batches.len(), None);
+            pending.resent_at.resize(pending.batches as usize, None);
         }
         let last = &mut pending.resent_at[index];
         if last.is_some_and(|at| now.duration_since(at) < RESEND_AGAIN_AFTER) {
             return Resend::TooSoon;
         }
         *last = Some(now);
-        Resend::Send(payload.clone())
+        Resend::Send {
+            generation: pending.generation,
+        }
     }
 }
 
@@ -238,15 +243,11 @@ mod tests {
         text.parse().unwrap()
     }
 
-    fn batches(count: u8) -> Batches {
-        Arc::new((0..count).map(|i| Arc::from(&[i][..])).collect())
-    }
-
     /// One hour streamed (3 batches, 1000 rows) and fully queued at `t0`.
     fn one_queued(t0: Instant) -> (PendingHours, HourKey) {
         let mut pending = PendingHours::new(3, EVERY);
         let h = hour("2023-09-19T05");
-        pending.start(h, batches(3), 1000, G, t0);
+        pending.start(h, 3, 1000, G, t0);
         pending.queued(h);
         (pending, h)
     }
@@ -256,17 +257,30 @@ mod tests {
         let t0 = Instant::now();
         let mut pending = PendingHours::new(2, EVERY);
         assert!(pending.has_room() && pending.is_empty());
-        pending.start(hour("2023-09-19T05"), batches(1), 10, G, t0);
+        pending.start(hour("2023-09-19T05"), 1, 10, G, t0);
         assert!(pending.has_room());
-        pending.start(hour("2023-09-19T06"), batches(1), 10, G, t0);
+        pending.start(hour("2023-09-19T06"), 1, 10, G, t0);
         assert!(!pending.has_room());
         pending.on_reported(hour("2023-09-19T05"), 10, G);
         assert!(pending.has_room());
 
         let mut zero = PendingHours::new(0, EVERY);
         assert!(zero.has_room(), "0 still lets one hour through");
-        zero.start(hour("2023-09-19T05"), batches(1), 10, G, t0);
+        zero.start(hour("2023-09-19T05"), 1, 10, G, t0);
         assert!(!zero.has_room());
+    }
+
+    #[test]
+    fn an_hour_forgotten_mid_stream_is_no_longer_pending_and_frees_its_slot() {
+        let t0 = Instant::now();
+        let mut pending = PendingHours::new(1, EVERY);
+        let h = hour("2023-09-19T05");
+        pending.start(h, 3, 1000, G, t0);
+        assert!(!pending.has_room() && pending.holds(h, G));
+        pending.forget(h);
+        assert!(pending.has_room() && !pending.holds(h, G) && pending.is_empty());
+        assert_eq!(pending.resend(h, 0, t0), Resend::NotPending);
+        assert_eq!(pending.on_reported(h, 1000, G), Confirmation::NotPending);
     }
 
     #[test]
@@ -274,7 +288,7 @@ mod tests {
         let t0 = Instant::now();
         let mut pending = PendingHours::new(3, EVERY);
         let h = hour("2023-09-19T05");
-        pending.start(h, batches(3), 1000, G, t0);
+        pending.start(h, 3, 1000, G, t0);
         assert_eq!(pending.take_due(t0 + EVERY * 5, true), []);
         pending.on_resubscribed();
         assert_eq!(
@@ -318,7 +332,7 @@ mod tests {
     fn a_resubscribe_makes_every_queued_hour_due_at_once() {
         let t0 = Instant::now();
         let (mut pending, _) = one_queued(t0);
-        pending.start(hour("2023-09-19T06"), batches(1), 5, G, t0);
+        pending.start(hour("2023-09-19T06"), 1, 5, G, t0);
         pending.queued(hour("2023-09-19T06"));
         assert_eq!(pending.take_due(t0, true), []);
         pending.on_resubscribed();
@@ -359,8 +373,8 @@ mod tests {
         let t0 = Instant::now();
         let (mut pending, h) = one_queued(t0);
         let (six, seven) = (hour("2023-09-19T06"), hour("2023-09-19T07"));
-        pending.start(six, batches(1), 5, G, t0);
-        pending.start(seven, batches(1), 5, G, t0);
+        pending.start(six, 1, 5, G, t0);
+        pending.start(seven, 1, 5, G, t0);
         assert!(pending.holds(h, G) && !pending.holds(h, Generation::from_bits(1)));
         assert!(!pending.has_room());
         let new = Generation::from_bits(43);
@@ -380,10 +394,10 @@ mod tests {
     }
 
     #[test]
-    fn a_resend_comes_from_memory_at_most_once_a_second_and_only_while_pending() {
+    fn a_resend_is_allowed_at_most_once_a_second_per_batch_and_only_while_pending() {
         let t0 = Instant::now();
         let (mut pending, h) = one_queued(t0);
-        assert_eq!(pending.resend(h, 1, t0), Resend::Send(Arc::from(&[1][..])));
+        assert_eq!(pending.resend(h, 1, t0), Resend::Send { generation: G });
         assert_eq!(pending.resend(h, 3, t0), Resend::NoSuchBatch { batches: 3 });
         let flood = (0..1000)
             .filter(|i| pending.resend(h, 1, t0 + Duration::from_millis(*i)) != Resend::TooSoon)
@@ -391,12 +405,12 @@ mod tests {
         assert_eq!(flood, 0, "a thousand requests within a second get nothing");
         assert_eq!(
             pending.resend(h, 0, t0),
-            Resend::Send(Arc::from(&[0][..])),
+            Resend::Send { generation: G },
             "another batch is not held back"
         );
         assert_eq!(
             pending.resend(h, 1, t0 + RESEND_AGAIN_AFTER),
-            Resend::Send(Arc::from(&[1][..]))
+            Resend::Send { generation: G }
         );
         assert_eq!(
             pending.resend(hour("2023-09-19T04"), 0, t0),
