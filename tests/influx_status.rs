@@ -302,7 +302,7 @@ async fn points_influxdb_refuses_are_dead_lettered_with_its_reason_and_the_hours
     // A string `uv` (at an hour not in the input): every row with a numeric `uv` is then
     // refused with a field-type conflict (InfluxDB 1.6's in-memory index keeps field
     // types per database). Only the rows of 2023-09-21 keep their `uv`.
-    let http = reqwest::Client::new();
+    let http = weathervane_e2e::http_client();
     let influx = local.influx.url();
     let created = http
         .post(format!("{influx}/query"))

@@ -159,7 +159,7 @@ pub async fn influx_query(
     db: &str,
     statement: &str,
 ) -> Vec<BTreeMap<String, serde_json::Value>> {
-    let body: serde_json::Value = reqwest::Client::new()
+    let body: serde_json::Value = http_client()
         .get(format!("{url}/query"))
         .query(&[("db", db), ("q", statement)])
         .send()
@@ -193,9 +193,20 @@ pub async fn influx_query(
     rows
 }
 
+/// An HTTP client (reqwest is built without a TLS provider of its own: ring is installed
+/// first, as the binary does).
+pub fn http_client() -> reqwest::Client {
+    weathervane_harness::install_tls_provider();
+    reqwest::Client::new()
+}
+
 /// GET on the API: status and JSON body.
 pub async fn api_get(addr: &str, path: &str) -> (u16, serde_json::Value) {
-    let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    let response = http_client()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     (
         status,

@@ -83,8 +83,10 @@ pub fn app(state: AppState) -> Router {
 
 /// Serves until `shutdown`, then finishes the requests in flight.
 pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), ApiError> {
+    let influx = InfluxClient::new(&config.influx, QUERY_TIMEOUT)?;
+    influx.check_certificates().await?;
     let state = AppState {
-        influx: InfluxClient::new(&config.influx, QUERY_TIMEOUT)?,
+        influx,
         cache: Arc::new(ReportCache::new(Duration::from_secs(
             config.serve.cache_ttl,
         ))),
@@ -131,13 +133,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let args = InfluxArgs {
-            url: format!("http://127.0.0.1:{port}"),
-            db: "weather".into(),
-            user: None,
-            password: None,
-            token: None,
-        };
+        let args = InfluxArgs::plain(format!("http://127.0.0.1:{port}"), "weather");
         app(AppState {
             influx: InfluxClient::new(&args, QUERY_TIMEOUT).unwrap(),
             cache: Arc::new(ReportCache::new(Duration::from_secs(10))),

@@ -84,6 +84,9 @@ impl Outcome {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init();
+    // Before any HTTP or TLS client is built (reqwest is built without a provider of its
+    // own, so that all TLS uses ring).
+    weathervane_core::tls::install_provider();
     let finishes_by_itself = cli.command.finishes_by_itself();
     let could_not_run = cli.command.could_not_run_code();
     let outcome = run(cli.command);
@@ -221,7 +224,16 @@ mod tests {
             "INFLUXDB_DB",
             "INFLUXDB_USER",
             "INFLUXDB_PASSWORD",
+            "INFLUXDB_PASSWORD_FILE",
             "INFLUXDB_TOKEN",
+            "INFLUXDB_TOKEN_FILE",
+            "INFLUXDB_CA_FILE",
+            "REDIS_USER",
+            "REDIS_PASSWORD",
+            "REDIS_PASSWORD_FILE",
+            "REDIS_CA_FILE",
+            "REDIS_CLIENT_CERT",
+            "REDIS_CLIENT_KEY",
             "API_ADDR",
         ] {
             assert!(help.contains(name), "{name} missing from `up --help`");

@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::{AsyncConnectionConfig, Client};
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::buffer::{Delivery, Target};
+use crate::config::{ConfigError, RedisArgs, redact_url};
 use crate::shutdown::sleep_or_cancel;
+use crate::tls;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -19,19 +21,106 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// there; a hung (SIGSTOPped) server keeps the socket open and says nothing.
 const IDLE_PING_AFTER: Duration = Duration::from_secs(1);
 
+/// Every URL in these errors is redacted: no password reaches a log through them.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("REDIS_URL {url:?} is not usable: {reason}")]
     Config { url: String, reason: String },
+    #[error("Redis settings: {0}")]
+    Settings(#[from] ConfigError),
+    #[error(
+        "Redis at {url} failed the TLS certificate check: {reason} (check REDIS_CA_FILE, the server's name and certificate, or the client certificate)"
+    )]
+    Certificate { url: String, reason: String },
     #[error("Redis at {url} is unavailable: {reason}")]
     Unavailable { url: String, reason: String },
 }
 
-fn open(url: &str) -> Result<Client, BusError> {
-    Client::open(url).map_err(|e| BusError::Config {
-        url: url.to_owned(),
-        reason: e.to_string(),
-    })
+/// A client for `args`: the URL's server and database, the user and password from the
+/// settings (over any in the URL), and for `rediss://` the CA and client certificate.
+fn open(args: &RedisArgs) -> Result<Client, BusError> {
+    let url = redact_url(&args.url);
+    let config_error = |reason: String| BusError::Config {
+        url: url.clone(),
+        reason,
+    };
+    // redis's parse errors quote nothing of the URL, so they are safe to show.
+    let mut info = args
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| config_error(e.to_string()))?;
+    let mut login = info.redis_settings().clone();
+    if let Some(user) = &args.user {
+        login = login.set_username(user);
+    }
+    if let Some(password) = args.password()? {
+        login = login.set_password(password.expose());
+    }
+    info = info.set_redis_settings(login);
+    let is_tls = args.url.to_ascii_lowercase().starts_with("rediss://");
+    let certificate_files = args.ca_file.is_some() || args.client_cert.is_some();
+    if !is_tls {
+        if certificate_files {
+            return Err(config_error(
+                "REDIS_CA_FILE or REDIS_CLIENT_CERT is set, but the URL is not rediss:// (TLS)"
+                    .into(),
+            ));
+        }
+        return Client::open(info).map_err(|e| config_error(e.to_string()));
+    }
+    tls::install_provider();
+    let root_cert = args
+        .ca_file
+        .as_deref()
+        .map(|path| tls::read_certificates("REDIS_CA_FILE", path))
+        .transpose()
+        .map_err(ConfigError::from)?;
+    let client_tls = tls::read_identity(
+        "REDIS_CLIENT_CERT",
+        args.client_cert.as_deref(),
+        args.client_key.as_deref(),
+    )
+    .map_err(ConfigError::from)?
+    .map(|identity| redis::ClientTlsConfig {
+        client_cert: identity.certificate,
+        client_key: identity.key,
+    });
+    let certificates = redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    };
+    Client::build_with_tls(info, certificates).map_err(|e| config_error(e.to_string()))
+}
+
+/// `Unavailable`, or `Certificate` if `error` is a failed certificate check.
+fn failure(url: &str, error: &(dyn std::error::Error + 'static)) -> BusError {
+    let (url, reason) = (url.to_owned(), error.to_string());
+    if tls::is_certificate_error(error) {
+        BusError::Certificate { url, reason }
+    } else {
+        BusError::Unavailable { url, reason }
+    }
+}
+
+/// Connects once to fail fast on what no retry fixes: a `rediss://` server whose
+/// certificate is not trusted, or that refuses ours. Redis being down, slow or refusing
+/// the login is not an error here: the roles ride out outages, even at start, and
+/// credentials may be rotated while they wait.
+pub async fn check_certificates(args: &RedisArgs) -> Result<(), BusError> {
+    let client = open(args)?;
+    let url = redact_url(&args.url);
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    let connecting = client.get_multiplexed_async_connection_with_config(&config);
+    match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, connecting).await {
+        Ok(Err(error)) => match failure(&url, &error) {
+            certificate @ BusError::Certificate { .. } => Err(certificate),
+            _ => Ok(()),
+        },
+        Err(_) | Ok(Ok(_)) => Ok(()),
+    }
 }
 
 /// Publishes messages on one connection, owned by one task.
@@ -42,11 +131,11 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Checks the URL now; connects on first use.
-    pub fn new(url: &str) -> Result<Self, BusError> {
+    /// Checks the settings now; connects on first use.
+    pub fn new(args: &RedisArgs) -> Result<Self, BusError> {
         Ok(Self {
-            client: open(url)?,
-            url: url.to_owned(),
+            client: open(args)?,
+            url: redact_url(&args.url),
             connection: None,
         })
     }
@@ -70,7 +159,7 @@ impl Publisher {
             let connection = tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, connecting)
                 .await
                 .map_err(|_| self.unavailable("connect timed out"))?
-                .map_err(|e| self.unavailable(e))?;
+                .map_err(|e| failure(&self.url, &e))?;
             self.connection = Some(connection);
         }
         let connection = self.connection.as_mut().expect("connected above");
@@ -169,11 +258,11 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Checks the URL now; connects on the first [`Subscription::next`].
-    pub fn new(url: &str, patterns: &[&'static str]) -> Result<Self, BusError> {
+    /// Checks the settings now; connects on the first [`Subscription::next`].
+    pub fn new(args: &RedisArgs, patterns: &[&'static str]) -> Result<Self, BusError> {
         Ok(Self {
-            client: open(url)?,
-            url: url.to_owned(),
+            client: open(args)?,
+            url: redact_url(&args.url),
             patterns: patterns.to_vec(),
             session: None,
             backoff: Backoff::new(),

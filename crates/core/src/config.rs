@@ -1,21 +1,106 @@
 //! Command-line and environment configuration shared by the roles. Every role flattens
 //! the groups it needs into its own `Config`; the names are the same everywhere,
 //! containers included.
+//!
+//! Secrets (passwords, tokens) are never flags, which every local user can read in `ps`:
+//! each comes from its environment variable or from the file its `*_FILE` flag or
+//! variable names (the Docker secrets convention). They are held as [`Secret`], which
+//! never prints, and URLs are shown only through [`redact_url`].
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-/// Where Redis is.
+use crate::tls::TlsError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{variable} and {file_variable} are both set; set one")]
+    SecretTwice {
+        variable: &'static str,
+        file_variable: &'static str,
+    },
+    #[error("{file_variable} {}: {source}", path.display())]
+    SecretFile {
+        file_variable: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file_variable} {} is empty", path.display())]
+    EmptySecretFile {
+        file_variable: &'static str,
+        path: PathBuf,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Where Redis is and how to log in.
 #[derive(Clone, Debug, clap::Args)]
 pub struct RedisArgs {
-    /// Redis URL, e.g. redis://127.0.0.1:6379 (redis://:password@host:port/db for auth).
+    /// Redis URL: redis://host:port/db, or rediss://host:port/db for TLS. Put the password
+    /// in REDIS_PASSWORD or REDIS_PASSWORD_FILE rather than in the URL.
     #[arg(
         id = "redis_url",
         long = "redis-url",
         env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
     )]
     pub url: String,
+    /// Redis 6+ ACL user name (the password comes from REDIS_PASSWORD or
+    /// REDIS_PASSWORD_FILE).
+    #[arg(id = "redis_user", long = "redis-user", env = "REDIS_USER")]
+    pub user: Option<String>,
+    /// File holding the Redis password (else the REDIS_PASSWORD variable, if set).
+    #[arg(
+        id = "redis_password_file",
+        long = "redis-password-file",
+        env = "REDIS_PASSWORD_FILE"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// PEM file of the CA certificate(s) to trust for rediss:// (default: the system's).
+    #[arg(id = "redis_ca_file", long = "redis-ca-file", env = "REDIS_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for rediss:// servers that ask for one (with
+    /// --redis-client-key).
+    #[arg(
+        id = "redis_client_cert",
+        long = "redis-client-cert",
+        env = "REDIS_CLIENT_CERT"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --redis-client-cert.
+    #[arg(
+        id = "redis_client_key",
+        long = "redis-client-key",
+        env = "REDIS_CLIENT_KEY"
+    )]
+    pub client_key: Option<PathBuf>,
+}
+
+impl RedisArgs {
+    /// Plain `redis://` at `url`, no login, no TLS options: for tests and tools that start
+    /// their own server.
+    pub fn plain(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            user: None,
+            password_file: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+        }
+    }
+
+    /// The password, from REDIS_PASSWORD or the password file.
+    pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
+        secret(
+            "REDIS_PASSWORD",
+            "REDIS_PASSWORD_FILE",
+            self.password_file.as_deref(),
+        )
+    }
 }
 
 /// Where InfluxDB is and how to authenticate.
@@ -32,23 +117,111 @@ pub struct InfluxArgs {
     /// Database; created if missing.
     #[arg(long = "influxdb-db", env = "INFLUXDB_DB", default_value = "weather")]
     pub db: String,
-    /// User name (InfluxDB 1.x authentication).
-    #[arg(long = "influxdb-user", env = "INFLUXDB_USER")]
+    /// User name (InfluxDB 1.x authentication, sent as HTTP Basic auth; the password
+    /// comes from INFLUXDB_PASSWORD or INFLUXDB_PASSWORD_FILE).
+    #[arg(id = "influxdb_user", long = "influxdb-user", env = "INFLUXDB_USER")]
     pub user: Option<String>,
-    /// Password (InfluxDB 1.x authentication).
+    /// File holding the InfluxDB password (else the INFLUXDB_PASSWORD variable, if set).
     #[arg(
-        long = "influxdb-password",
-        env = "INFLUXDB_PASSWORD",
-        hide_env_values = true
+        id = "influxdb_password_file",
+        long = "influxdb-password-file",
+        env = "INFLUXDB_PASSWORD_FILE"
     )]
-    pub password: Option<Secret>,
-    /// Token, sent as `Authorization: Token ...` (2.x and 3.x v1-compatibility endpoints).
+    pub password_file: Option<PathBuf>,
+    /// File holding a token, sent as `Authorization: Token ...` (2.x and 3.x
+    /// v1-compatibility endpoints; else the INFLUXDB_TOKEN variable, if set).
     #[arg(
-        long = "influxdb-token",
-        env = "INFLUXDB_TOKEN",
-        hide_env_values = true
+        id = "influxdb_token_file",
+        long = "influxdb-token-file",
+        env = "INFLUXDB_TOKEN_FILE"
     )]
-    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    /// PEM file of the CA certificate(s) to trust for https:// (default: the system's).
+    #[arg(
+        id = "influxdb_ca_file",
+        long = "influxdb-ca-file",
+        env = "INFLUXDB_CA_FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl InfluxArgs {
+    /// `url` and database `db`, no login, no TLS options: for tests and tools that start
+    /// their own server.
+    pub fn plain(url: impl Into<String>, db: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            db: db.into(),
+            user: None,
+            password_file: None,
+            token_file: None,
+            ca_file: None,
+        }
+    }
+
+    /// The password, from INFLUXDB_PASSWORD or the password file.
+    pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
+        secret(
+            "INFLUXDB_PASSWORD",
+            "INFLUXDB_PASSWORD_FILE",
+            self.password_file.as_deref(),
+        )
+    }
+
+    /// The token, from INFLUXDB_TOKEN or the token file.
+    pub fn token(&self) -> Result<Option<Secret>, ConfigError> {
+        secret(
+            "INFLUXDB_TOKEN",
+            "INFLUXDB_TOKEN_FILE",
+            self.token_file.as_deref(),
+        )
+    }
+}
+
+/// A secret from the environment variable `variable`, or from the file `file` (named by
+/// `file_variable` or its flag), trailing newline removed; setting both is an error.
+fn secret(
+    variable: &'static str,
+    file_variable: &'static str,
+    file: Option<&Path>,
+) -> Result<Option<Secret>, ConfigError> {
+    let from_env = std::env::var(variable).ok().filter(|v| !v.is_empty());
+    match (from_env, file) {
+        (Some(_), Some(_)) => Err(ConfigError::SecretTwice {
+            variable,
+            file_variable,
+        }),
+        (Some(value), None) => Ok(Some(Secret(value))),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                file_variable,
+                path: path.to_owned(),
+                source,
+            })?;
+            let value = text.trim_end_matches(['\n', '\r']);
+            if value.is_empty() {
+                return Err(ConfigError::EmptySecretFile {
+                    file_variable,
+                    path: path.to_owned(),
+                });
+            }
+            Ok(Some(Secret(value.to_owned())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// `url` with any user name and password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end], &rest[at..]),
+        None => url.to_owned(),
+    }
 }
 
 /// Caps of a role's in-memory buffers. At a cap the source is pushed back, never dropped.
@@ -66,6 +239,12 @@ pub struct Secret(String);
 impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(text: String) -> Self {
+        Secret(text)
     }
 }
 
@@ -92,6 +271,49 @@ impl fmt::Display for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_credentials() {
+        assert_eq!(
+            redact_url("redis://:hunter2@10.0.0.1:6379/0"),
+            "redis://***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("https://user:p%40ss@influx.example/?db=x"),
+            "https://***@influx.example/?db=x"
+        );
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redact_url("http://host/path@x"), "http://host/path@x");
+        assert_eq!(redact_url("localhost:8086"), "localhost:8086");
+    }
+
+    #[test]
+    fn a_secret_comes_from_its_file_without_the_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        // A variable name no test sets, so the file is the only source.
+        let read = secret("WEATHERVANE_TEST_UNSET", "X_FILE", Some(&path)).unwrap();
+        assert_eq!(read.unwrap().expose(), "s3cret");
+        std::fs::write(&path, "\n").unwrap();
+        let empty = secret("WEATHERVANE_TEST_UNSET", "X_FILE", Some(&path));
+        assert!(matches!(empty, Err(ConfigError::EmptySecretFile { .. })));
+        let missing = secret(
+            "WEATHERVANE_TEST_UNSET",
+            "X_FILE",
+            Some(&dir.path().join("no")),
+        );
+        let message = missing.unwrap_err().to_string();
+        assert!(
+            message.starts_with("X_FILE ") && message.contains("/no"),
+            "{message}"
+        );
+        assert!(
+            secret("WEATHERVANE_TEST_UNSET", "X_FILE", None)
+                .unwrap()
+                .is_none()
+        );
+    }
 
     #[test]
     fn secrets_never_print() {

@@ -8,7 +8,8 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::config::InfluxArgs;
+use crate::config::{ConfigError, InfluxArgs, Secret, redact_url};
+use crate::tls;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -54,6 +55,14 @@ pub enum InfluxError {
     /// The configuration cannot work (for example a malformed URL).
     #[error("InfluxDB configuration: {0}")]
     Config(String),
+    #[error("InfluxDB settings: {0}")]
+    Settings(#[from] ConfigError),
+    /// The server's certificate is not trusted (unknown CA, wrong name, expired), or it
+    /// refused ours: no retry can fix it.
+    #[error(
+        "InfluxDB at {url} failed the TLS certificate check: {reason} (check INFLUXDB_CA_FILE and the server's name and certificate)"
+    )]
+    Certificate { url: String, reason: String },
     /// An answer of another shape than the statement asks for.
     #[error("InfluxDB at {url} answered {statement:?} unexpectedly: {reason}")]
     UnexpectedAnswer {
@@ -196,21 +205,26 @@ struct StatementResult {
 #[derive(Clone, Debug)]
 pub struct InfluxClient {
     http: reqwest::Client,
+    /// The URL requests go to.
     base: String,
+    /// `base` as errors show it: without credentials.
+    shown: String,
     db: String,
-    user: Option<(String, String)>,
-    token: Option<String>,
+    /// Sent as HTTP Basic auth, never in the URL (which proxies and servers log).
+    user: Option<(String, Secret)>,
+    token: Option<Secret>,
 }
 
 impl InfluxClient {
     /// A client whose every request gives up after `timeout`.
     pub fn new(args: &InfluxArgs, timeout: Duration) -> Result<Self, InfluxError> {
         let base = args.url.trim_end_matches('/').to_owned();
+        let shown = redact_url(&base);
         // `localhost:8086` parses too, as scheme `localhost`, and would then fail every
         // request like an outage, forever.
         let no_scheme = || {
             InfluxError::Config(format!(
-                "INFLUXDB_URL {base:?} must start with http:// or https://, e.g. http://{base}"
+                "INFLUXDB_URL {shown:?} must start with http:// or https://, e.g. http://{shown}"
             ))
         };
         let lower = base.to_ascii_lowercase();
@@ -218,51 +232,77 @@ impl InfluxClient {
             return Err(no_scheme());
         }
         reqwest::Url::parse(&base)
-            .map_err(|e| InfluxError::Config(format!("INFLUXDB_URL {base:?}: {e}")))?;
+            .map_err(|e| InfluxError::Config(format!("INFLUXDB_URL {shown:?}: {e}")))?;
         if args.db.is_empty() || args.db.contains(['"', '\\', '\n']) {
             return Err(InfluxError::Config(format!(
                 "INFLUXDB_DB {:?} is not a usable database name",
                 args.db
             )));
         }
-        let http = reqwest::Client::builder()
+        let is_tls = lower.starts_with("https://");
+        if args.ca_file.is_some() && !is_tls {
+            return Err(InfluxError::Config(format!(
+                "INFLUXDB_CA_FILE is set, but INFLUXDB_URL {shown:?} is not https://"
+            )));
+        }
+        tls::install_provider();
+        let mut http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(timeout)
+            .timeout(timeout);
+        if let Some(path) = &args.ca_file {
+            let pem =
+                tls::read_certificates("INFLUXDB_CA_FILE", path).map_err(ConfigError::from)?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                InfluxError::Config(format!("INFLUXDB_CA_FILE {}: {e}", path.display()))
+            })?;
+            // Only the given CA: a private CA is the point of the option.
+            http = http.tls_certs_only(certificates);
+        }
+        let http = http
             .build()
-            .map_err(|e| InfluxError::Config(e.to_string()))?;
-        let user = match (&args.user, &args.password) {
-            (Some(user), password) => Some((
-                user.clone(),
-                password
-                    .as_ref()
-                    .map(|p| p.expose().to_owned())
-                    .unwrap_or_default(),
-            )),
-            (None, _) => None,
-        };
+            .map_err(|e| InfluxError::Config(e.without_url().to_string()))?;
+        let password = args.password()?;
+        let user = args.user.clone().map(|user| {
+            (
+                user,
+                password.unwrap_or_else(|| Secret::from(String::new())),
+            )
+        });
         Ok(Self {
             http,
             base,
+            shown,
             db: args.db.clone(),
             user,
-            token: args.token.as_ref().map(|t| t.expose().to_owned()),
+            token: args.token()?,
         })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some((user, password)) = &self.user {
-            request = request.query(&[("u", user), ("p", password)]);
+            request = request.basic_auth(user, Some(password.expose()));
         }
         if let Some(token) = &self.token {
-            request = request.header(reqwest::header::AUTHORIZATION, format!("Token {token}"));
+            let value = format!("Token {}", token.expose());
+            request = request.header(reqwest::header::AUTHORIZATION, value);
         }
         request
     }
 
+    /// Pings once to fail fast on what no retry fixes: an `https://` server whose
+    /// certificate is not trusted. InfluxDB being down, slow or refusing the credentials
+    /// is not an error here: the roles ride out outages, even at start.
+    pub async fn check_certificates(&self) -> Result<(), InfluxError> {
+        match self.ping().await {
+            Err(certificate @ InfluxError::Certificate { .. }) => Err(certificate),
+            _ => Ok(()),
+        }
+    }
+
     fn unavailable(&self, reason: impl ToString) -> InfluxError {
         InfluxError::Unavailable {
-            url: self.base.clone(),
+            url: self.shown.clone(),
             reason: reason.to_string(),
             retry_after: None,
         }
@@ -275,10 +315,16 @@ impl InfluxClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<(StatusCode, String), InfluxError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| self.unavailable(describe(e)))?;
+        let response = request.send().await.map_err(|e| {
+            if tls::is_certificate_error(&e) {
+                InfluxError::Certificate {
+                    url: self.shown.clone(),
+                    reason: describe(e),
+                }
+            } else {
+                self.unavailable(describe(e))
+            }
+        })?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -292,7 +338,7 @@ impl InfluxClient {
         let code = status.as_u16();
         if status.is_server_error() || matches!(code, 401 | 403 | 408 | 429) {
             return Err(InfluxError::from_answer(
-                &self.base,
+                &self.shown,
                 &self.db,
                 code,
                 &body,
@@ -311,7 +357,7 @@ impl InfluxClient {
         match status {
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
             _ => Err(InfluxError::Rejected {
-                url: self.base.clone(),
+                url: self.shown.clone(),
                 status: status.as_u16(),
                 body,
             }),
@@ -326,7 +372,7 @@ impl InfluxClient {
         let (status, body) = self.send(request).await?;
         if !status.is_success() {
             return Err(InfluxError::Rejected {
-                url: self.base.clone(),
+                url: self.shown.clone(),
                 status: status.as_u16(),
                 body,
             });
@@ -356,7 +402,7 @@ impl InfluxClient {
         match status {
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
             _ => Err(InfluxError::from_answer(
-                &self.base,
+                &self.shown,
                 &self.db,
                 status.as_u16(),
                 &body,
@@ -383,7 +429,7 @@ impl InfluxClient {
             answer => answer?,
         };
         records(&series).map_err(|error| InfluxError::UnexpectedAnswer {
-            url: self.base.clone(),
+            url: self.shown.clone(),
             statement: statement.to_owned(),
             reason: error.to_string(),
         })
@@ -409,7 +455,7 @@ impl InfluxClient {
         ]);
         let (status, body) = self.send(request).await?;
         let rejected = |body: String| InfluxError::Rejected {
-            url: self.base.clone(),
+            url: self.shown.clone(),
             status: status.as_u16(),
             body,
         };
@@ -419,7 +465,7 @@ impl InfluxClient {
         if let Some(error) = parsed.error.or(statement_error) {
             if error.contains("database not found") {
                 return Err(InfluxError::DatabaseNotFound {
-                    url: self.base.clone(),
+                    url: self.shown.clone(),
                     db: self.db.clone(),
                 });
             }
@@ -432,16 +478,24 @@ impl InfluxClient {
     }
 }
 
-/// reqwest's own message for a timeout or refused connection is terse; name the cause.
-/// The URL is left out: with InfluxDB 1.x authentication its query holds the password.
+/// reqwest's own message for a timeout or refused connection is terse; name the cause,
+/// and the innermost reason (a certificate problem hides several wrappers deep). The URL
+/// is left out: it may carry credentials.
 fn describe(error: reqwest::Error) -> String {
     let error = error.without_url();
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    let cause = causes.last().map(|c| format!(": {c}")).unwrap_or_default();
     if error.is_timeout() {
-        format!("timed out ({error})")
+        format!("timed out ({error}{cause})")
     } else if error.is_connect() {
-        format!("cannot connect ({error})")
+        format!("cannot connect ({error}{cause})")
     } else {
-        error.to_string()
+        format!("{error}{cause}")
     }
 }
 
@@ -455,13 +509,7 @@ mod tests {
     use super::*;
 
     fn args(url: &str) -> InfluxArgs {
-        InfluxArgs {
-            url: url.into(),
-            db: "weather".into(),
-            user: None,
-            password: None,
-            token: None,
-        }
+        InfluxArgs::plain(url, "weather")
     }
 
     #[test]

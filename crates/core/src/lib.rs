@@ -24,6 +24,7 @@ pub mod schema;
 pub mod shutdown;
 pub mod supervise;
 pub mod telemetry;
+pub mod tls;
 
 pub use generation::Generation;
 pub use hour::HourKey;

@@ -31,6 +31,7 @@ use nix::sys::signal::Signal;
 pub use process::ManagedProcess;
 pub use server::{InfluxServer, RedisServer};
 pub use stack::{LocalStack, LocalStackBuilder, Role};
+pub use weathervane_core::tls::install_provider as install_tls_provider;
 
 pub type Result<T, E = HarnessError> = std::result::Result<T, E>;
 

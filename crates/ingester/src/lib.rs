@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use weathervane_core::buffer::{self, BoundedQueue, Delivery, Target};
 use weathervane_core::bus::{
-    BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard,
+    self, BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard,
 };
 use weathervane_core::channel::{Channel, pattern};
 use weathervane_core::config::{BufferArgs, InfluxArgs, RedisArgs};
@@ -159,13 +159,15 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
             source,
         })?;
     tracing::info!(dead_letters = %dead_letters.path().display(), "Points InfluxDB refuses go to the dead-letter file.");
-    let subscription = Subscription::new(&config.redis.url, &[pattern::DATA, pattern::ANNOUNCE])?;
+    let subscription = Subscription::new(&config.redis, &[pattern::DATA, pattern::ANNOUNCE])?;
+    bus::check_certificates(&config.redis).await?;
+    influx.check_certificates().await?;
     let request_target = PublishTarget {
-        publisher: Publisher::new(&config.redis.url)?,
+        publisher: Publisher::new(&config.redis)?,
         unheard: Unheard::Retry,
     };
     let notice_target = PublishTarget {
-        publisher: Publisher::new(&config.redis.url)?,
+        publisher: Publisher::new(&config.redis)?,
         unheard: Unheard::Retry,
     };
     let rows = config.buffer.buffer_rows.max(1000);

@@ -45,6 +45,7 @@ pub async fn get(addr: &str, path: &str) -> anyhow::Result<(u16, Value)> {
 }
 
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    weathervane_core::tls::install_provider();
     Ok(reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?)

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use weathervane_core::buffer::{self, BoundedQueue, Delivery, Target};
 use weathervane_core::bus::{
-    BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard,
+    self, BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard,
 };
 use weathervane_core::channel::{Channel, pattern};
 use weathervane_core::config::{InfluxArgs, RedisArgs};
@@ -71,11 +71,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
     let influx = InfluxClient::new(&config.influx, QUERY_TIMEOUT)?;
-    let subscription = Subscription::new(&config.redis.url, &[pattern::STORED])?;
+    let subscription = Subscription::new(&config.redis, &[pattern::STORED])?;
+    bus::check_certificates(&config.redis).await?;
+    influx.check_certificates().await?;
     // A report nobody hears is not kept: the streamer announces the hour again and the
     // report follows.
     let reported_target = PublishTarget {
-        publisher: Publisher::new(&config.redis.url)?,
+        publisher: Publisher::new(&config.redis)?,
         unheard: Unheard::Drop,
     };
     let state = Arc::new(ProcessorState {

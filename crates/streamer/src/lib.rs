@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use weathervane_core::buffer::{self, BoundedQueue};
 use weathervane_core::bus::{
-    BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard,
+    self, BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard,
 };
 use weathervane_core::channel::{Channel, pattern};
 use weathervane_core::config::{BufferArgs, RedisArgs};
@@ -157,8 +157,9 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
     if !(options.max_abs_value > 0.0 && options.max_abs_value <= row::HARD_MAX_ABS_VALUE) {
         return Err(StreamerError::MaxAbsValue(options.max_abs_value));
     }
-    let publisher = Publisher::new(&redis.url)?;
-    let subscription = Subscription::new(&redis.url, &[pattern::REQUEST, pattern::REPORTED])?;
+    let publisher = Publisher::new(&redis)?;
+    let subscription = Subscription::new(&redis, &[pattern::REQUEST, pattern::REPORTED])?;
+    bus::check_certificates(&redis).await?;
     let state = Arc::new(StreamerState::open(options, &buffer)?);
 
     let mut supervisor = Supervisor::new();

@@ -110,13 +110,7 @@ fn start_servers() -> anyhow::Result<LocalStack> {
 }
 
 fn influx_client(stack: &LocalStack, db: &str) -> anyhow::Result<InfluxClient> {
-    let args = InfluxArgs {
-        url: stack.influx.url(),
-        db: db.to_owned(),
-        user: None,
-        password: None,
-        token: None,
-    };
+    let args = InfluxArgs::plain(stack.influx.url(), db.to_owned());
     Ok(InfluxClient::new(&args, Duration::from_secs(120))?)
 }
 
@@ -543,7 +537,8 @@ async fn api(
         states
     };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while reqwest::get(format!("http://{addr}/")).await.is_err() {
+    let http = crate::expected::http_client()?;
+    while http.get(format!("http://{addr}/")).send().await.is_err() {
         anyhow::ensure!(Instant::now() < deadline, "the API did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -419,13 +419,7 @@ async fn judge(
     outage_answers: Vec<OutageAnswer>,
 ) -> anyhow::Result<ReplayVerdict> {
     let influx = InfluxClient::new(
-        &InfluxArgs {
-            url: stack.influx_url(),
-            db: "weather".into(),
-            user: None,
-            password: None,
-            token: None,
-        },
+        &InfluxArgs::plain(stack.influx_url(), "weather"),
         Duration::from_secs(30),
     )?;
     let stored = verify::verify(std::slice::from_ref(&data.to_owned()), &influx).await?;
