@@ -1,5 +1,6 @@
 //! Input a real user may have: typo years (0023, 1600, 2300, +10000), values that would
-//! overflow a sum (two 1e308 rows in one state), a 2 MB name and a 64 MB record, among
+//! overflow a sum (two 1e308 rows in one state), a 512 KiB name, and a 2 MB and a 64 MB
+//! record (over the 1 MiB record cap, so skipped without being read whole), among
 //! good rows over several hours, streamed with `--once --max-pending-hours 1`. The
 //! streamer must finish (exit 0) with every good hour stored and reported exactly, and
 //! every bad row in the rejects file with its file, line and reason.
@@ -15,7 +16,7 @@ const TIMEOUT: Duration = Duration::from_secs(180);
 async fn bad_rows_are_rejected_with_file_line_and_reason_and_every_good_hour_is_reported() {
     let stack = Stack::start();
     let generated = stack.generate(30, 1, 23);
-    let good = read_csv(&generated);
+    let mut good = read_csv(&generated);
     // The bad rows are copies of a good row with one cell spoiled, appended after it.
     let text = std::fs::read_to_string(&generated).unwrap();
     let header = text.lines().next().unwrap().to_owned();
@@ -30,7 +31,11 @@ async fn bad_rows_are_rejected_with_file_line_and_reason_and_every_good_hour_is_
         cells.join(",")
     };
     let time = |year: &str| format!("{year}-09-19 05:00");
-    let (big_name, huge_name) = ("n".repeat(2 << 20), "h".repeat(64 << 20));
+    let (long_name, big_name, huge_name) = (
+        "l".repeat(512 << 10),
+        "n".repeat(2 << 20),
+        "h".repeat(64 << 20),
+    );
     let bad: Vec<(String, &str)> = vec![
         (
             with(&[("time", &time("0023")), ("zip_code", "90001")]),
@@ -57,12 +62,16 @@ async fn bad_rows_are_rejected_with_file_line_and_reason_and_every_good_hour_is_
             "beyond",
         ),
         (
-            with(&[("name", &big_name), ("zip_code", "90007")]),
-            "name is",
+            with(&[("name", &long_name), ("zip_code", "90007")]),
+            "name is 524288 bytes",
         ),
         (
-            with(&[("name", &huge_name), ("zip_code", "90008")]),
-            "name is",
+            with(&[("name", &big_name), ("zip_code", "90008")]),
+            "record is longer than 1048576 bytes; skipped",
+        ),
+        (
+            with(&[("name", &huge_name), ("zip_code", "90009")]),
+            "record is longer than 1048576 bytes; skipped",
         ),
     ];
     let input = stack.dir().join("hard.csv");
@@ -72,6 +81,17 @@ async fn bad_rows_are_rejected_with_file_line_and_reason_and_every_good_hour_is_
     for (row, _) in &bad {
         writeln!(file, "{row}").unwrap();
     }
+    // A good row (a station of its own) after the skipped records: it must be found where
+    // the index put it, so the offsets after them must be true.
+    let after = with(&[("zip_code", "90010")]);
+    writeln!(file, "{after}").unwrap();
+    good.push(
+        header
+            .split(',')
+            .map(str::to_owned)
+            .zip(after.split(',').map(str::to_owned))
+            .collect(),
+    );
     file.into_inner().unwrap().sync_all().unwrap();
     drop(text);
 

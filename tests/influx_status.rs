@@ -1,10 +1,12 @@
 //! How the roles take InfluxDB's answers, end to end, against the real `influxd`: a small
 //! HTTP proxy in front of it answers chosen `/write` requests with 401, 429 (with
-//! `Retry-After: 1`), 503 and 413 (raw-row bodies over a size) and passes everything else
-//! through; nothing is lost, nothing is dead-lettered and every hour is confirmed once
-//! the proxy passes again. Then a point InfluxDB itself refuses (a field-type conflict)
-//! ends in the dead-letter file with InfluxDB's reason while the rest is stored and every
-//! hour is still declared stored, with the reduced count.
+//! `Retry-After: 1`), 503 and 413 (raw-row bodies over a size, and the processor's report
+//! bodies over another) and passes everything else through; nothing is lost, nothing is
+//! dead-lettered, every hour is confirmed once the proxy passes again, and every hour's
+//! reports, written in pieces, are stored before the record that declares them complete.
+//! Then a point InfluxDB itself refuses (a field-type conflict) ends in the dead-letter
+//! file with InfluxDB's reason while the rest is stored and every hour is still declared
+//! stored, with the reduced count.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
@@ -22,25 +24,37 @@ const TIMEOUT: Duration = Duration::from_secs(180);
 
 /// What the proxy does to `/write` requests, in order: the first `unauthorized` get a 401,
 /// the next `too_many` a 429 with `Retry-After: 1`, the next `unavailable` a 503; after
-/// that a body of raw rows over `max_row_body` bytes gets a 413 and the rest pass.
+/// that a body of raw rows over `max_row_body` bytes, or any other body (the processor's
+/// reports) over `max_report_body` bytes, gets a 413 and the rest pass.
 #[derive(Clone, Copy)]
 struct Faults {
     unauthorized: usize,
     too_many: usize,
     unavailable: usize,
     max_row_body: usize,
+    max_report_body: usize,
 }
 
 /// What the proxy saw and answered.
 #[derive(Debug, Default)]
 struct Seen {
-    /// Arrival of every `/write`, with the status the proxy answered itself (0: passed).
-    writes: Vec<(Instant, u16)>,
+    /// Arrival of every `/write`, with the status the proxy answered itself (0: passed)
+    /// and whether it was a report write (not raw rows).
+    writes: Vec<(Instant, u16, bool)>,
+    /// The bodies of the report writes passed to InfluxDB, in order.
+    reports: Vec<String>,
 }
 
 impl Seen {
     fn count(&self, status: u16) -> usize {
-        self.writes.iter().filter(|(_, s)| *s == status).count()
+        self.writes.iter().filter(|(_, s, _)| *s == status).count()
+    }
+
+    fn count_reports(&self, status: u16) -> usize {
+        self.writes
+            .iter()
+            .filter(|(_, s, report)| *s == status && *report)
+            .count()
     }
 }
 
@@ -127,6 +141,12 @@ fn serve(
     if path.starts_with("/write") {
         let mut seen = seen.lock().unwrap();
         let n = seen.writes.len();
+        let report = !body.starts_with(b"weather_data");
+        let limit = if report {
+            faults.max_report_body
+        } else {
+            faults.max_row_body
+        };
         let response = if n < faults.unauthorized {
             Some((401, answer(401, "", r#"{"error":"authorization failed"}"#)))
         } else if n < faults.unauthorized + faults.too_many {
@@ -136,7 +156,7 @@ fn serve(
             ))
         } else if n < faults.unauthorized + faults.too_many + faults.unavailable {
             Some((503, answer(503, "", r#"{"error":"unavailable"}"#)))
-        } else if body.starts_with(b"weather_data") && body.len() > faults.max_row_body {
+        } else if body.len() > limit {
             Some((
                 413,
                 answer(413, "", r#"{"error":"Request Entity Too Large"}"#),
@@ -144,8 +164,15 @@ fn serve(
         } else {
             None
         };
-        seen.writes
-            .push((Instant::now(), response.as_ref().map_or(0, |(s, _)| *s)));
+        seen.writes.push((
+            Instant::now(),
+            response.as_ref().map_or(0, |(s, _)| *s),
+            report,
+        ));
+        if report && response.is_none() {
+            seen.reports
+                .push(String::from_utf8_lossy(&body).into_owned());
+        }
         if let Some((_, response)) = response {
             drop(seen);
             client.write_all(response.as_bytes())?;
@@ -169,6 +196,39 @@ fn serve(
     client.shutdown(Shutdown::Both)
 }
 
+/// Checks the report writes InfluxDB got, in order: for every hour (line timestamp), each
+/// report series (measurement and tags) of that hour in any write came before the first
+/// `hour_generations` line of the hour, and in a write that record is the last line.
+fn assert_reports_stored_before_their_record(bodies: &[String]) {
+    let mut before_record: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut all: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut recorded: BTreeSet<&str> = BTreeSet::new();
+    for body in bodies {
+        let lines: Vec<&str> = body.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let series = line.split(' ').next().unwrap();
+            let time = line.rsplit(' ').next().unwrap();
+            if series == "hour_generations" {
+                assert_eq!(i + 1, lines.len(), "the record is the last line: {body}");
+                recorded.insert(time);
+            } else {
+                all.entry(time).or_default().insert(series);
+                if !recorded.contains(time) {
+                    before_record.entry(time).or_default().insert(series);
+                }
+            }
+        }
+    }
+    assert!(!recorded.is_empty(), "no record was written");
+    for time in &recorded {
+        assert_eq!(
+            before_record.get(time),
+            all.get(time),
+            "reports of {time} written after its record"
+        );
+    }
+}
+
 /// The dead-letter file's lines after the header.
 fn dead_letters(path: &Path) -> Vec<BTreeMap<String, String>> {
     if !path.exists() {
@@ -188,6 +248,9 @@ async fn refused_credentials_429_503_and_413_lose_nothing_and_every_hour_is_conf
         too_many: 2,
         unavailable: 3,
         max_row_body: 3000,
+        // Far under an hour's report write (an average and 4 zip-code extremes per state,
+        // 4 state extremes and the record, over 100 bytes each), over any one line.
+        max_report_body: 1500,
     };
     let proxy = Proxy::start(local.influx.port(), faults);
     let dead = local.dir().join("dead-letters.csv");
@@ -222,6 +285,24 @@ async fn refused_credentials_429_503_and_413_lose_nothing_and_every_hour_is_conf
     assert_stored_exactly(&stack, &rows).await;
     assert!(dead_letters(&dead).is_empty(), "nothing is dead-lettered");
 
+    // Every hour has its record, with its row count as counted here from the input.
+    let records: BTreeMap<String, u64> = stack
+        .query("SELECT * FROM hour_generations")
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                hour_of(&r["time"].as_str().unwrap().replace('T', " ")),
+                r["rows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for row in &rows {
+        *want.entry(hour_of(&row["time"])).or_default() += 1;
+    }
+    assert_eq!(records, want, "the hour_generations records");
+
     let seen = proxy.seen.lock().unwrap();
     assert_eq!(
         (seen.count(401), seen.count(429), seen.count(503)),
@@ -229,14 +310,20 @@ async fn refused_credentials_429_503_and_413_lose_nothing_and_every_hour_is_conf
         "{seen:?}"
     );
     assert!(
-        seen.count(413) > 0,
-        "some requests were too large: {seen:?}"
+        seen.count(413) > seen.count_reports(413),
+        "some row writes were too large: {seen:?}"
     );
+    let hours: BTreeSet<String> = rows.iter().map(|r| hour_of(&r["time"])).collect();
+    assert!(
+        seen.count_reports(413) >= hours.len(),
+        "report writes were too large, at least once per hour: {seen:?}"
+    );
+    assert_reports_stored_before_their_record(&seen.reports);
     // Only the ingester writes until it has stored an hour, so the write after each 429
     // is its retry: never sooner than the Retry-After second.
-    for (i, (at, status)) in seen.writes.iter().enumerate() {
+    for (i, (at, status, _)) in seen.writes.iter().enumerate() {
         if *status == 429 {
-            let (next, _) = seen.writes[i + 1];
+            let (next, _, _) = seen.writes[i + 1];
             assert!(
                 next.duration_since(*at) >= Duration::from_millis(950),
                 "retried {:?} after a 429 with Retry-After: 1",

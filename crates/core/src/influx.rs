@@ -2,6 +2,8 @@
 //! InfluxDB 1.x and by the v1-compatibility endpoints of 2.x and 3.x. Every request has a
 //! connect timeout and a total timeout, so a hung server fails like a dead one.
 
+use std::future::Future;
+use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
@@ -393,6 +395,14 @@ impl InfluxClient {
         }
     }
 
+    /// Like [`Self::write`], but a write InfluxDB (or a proxy) finds too large (413) is
+    /// written in pieces instead, in order (see [`write_in_pieces`]): the last line is
+    /// stored last, so a line that declares the ones before it complete stays true.
+    /// [`InfluxError::TooLarge`] only if one line alone is too large.
+    pub async fn write_split_on_too_large(&self, lines: &[u8]) -> Result<(), InfluxError> {
+        write_in_pieces(lines, |piece| self.write(piece)).await
+    }
+
     async fn write_once(&self, lines: &[u8]) -> Result<(), InfluxError> {
         let request = self
             .request(reqwest::Method::POST, "/write")
@@ -476,6 +486,67 @@ impl InfluxClient {
         }
         Ok(parsed.results.into_iter().flat_map(|r| r.series).collect())
     }
+}
+
+/// Writes `lines` (line protocol, `\n` after each line) through `write`, first whole; a
+/// piece answered [`InfluxError::TooLarge`] is split in two at a line end (see [`halves`])
+/// and the first half is written, split further as needed, before the second, so the
+/// lines are stored in their order. Stops at the first other error (the caller retries
+/// the whole write: writes are idempotent), or at a single line too large.
+///
+/// A newline only ever ends a line here: line protocol has no way to escape one in a tag,
+/// and the callers' string fields hold none.
+pub async fn write_in_pieces<'a, F, Fut>(lines: &'a [u8], mut write: F) -> Result<(), InfluxError>
+where
+    F: FnMut(&'a [u8]) -> Fut,
+    Fut: Future<Output = Result<(), InfluxError>>,
+{
+    // The pieces still to write, the next on top.
+    let mut todo = Vec::new();
+    todo.push(0..lines.len());
+    while let Some(piece) = todo.pop() {
+        match write(&lines[piece.clone()]).await {
+            Ok(()) => {}
+            Err(InfluxError::TooLarge { url, body }) => match halves(lines, piece) {
+                Some((first, second)) => {
+                    todo.push(second);
+                    todo.push(first);
+                }
+                None => return Err(InfluxError::TooLarge { url, body }),
+            },
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// The two halves of `piece` (a range of whole lines of `lines`), split after the `\n`
+/// nearest its middle byte so each half holds whole lines; `None` if it holds one line.
+pub fn halves(lines: &[u8], piece: Range<usize>) -> Option<(Range<usize>, Range<usize>)> {
+    let middle = piece.start + piece.len() / 2;
+    // A split point is just after a newline, and strictly inside the piece.
+    let inside = piece.start + 1..piece.end;
+    let at_or_after = lines[middle..piece.end]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| middle + i + 1)
+        .filter(|at| inside.contains(at));
+    let before = lines[piece.start..middle]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map(|i| piece.start + i + 1)
+        .filter(|at| inside.contains(at));
+    let at = match (before, at_or_after) {
+        (Some(before), Some(after)) => {
+            if middle - before <= after - middle {
+                before
+            } else {
+                after
+            }
+        }
+        (one, other) => one.or(other)?,
+    };
+    Some((piece.start..at, at..piece.end))
 }
 
 /// reqwest's own message for a timeout or refused connection is terse; name the cause,
@@ -601,5 +672,127 @@ mod tests {
         assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-1", now), None);
+    }
+
+    #[test]
+    fn halves_split_after_the_newline_nearest_the_middle() {
+        let lines = b"aa\nbbbb\nc\n";
+        // Middle byte 5: the line ends at 3 and 8 are 2 and 3 away.
+        assert_eq!(halves(lines, 0..10), Some((0..3, 3..10)));
+        // Middle byte 6: only 8 is inside (the newline at 2 is outside the piece).
+        assert_eq!(halves(lines, 3..10), Some((3..8, 8..10)));
+        assert_eq!(halves(lines, 8..10), None, "one line");
+        assert_eq!(halves(lines, 0..3), None, "one line");
+        assert_eq!(
+            halves(b"aa\nbb", 0..5),
+            Some((0..3, 3..5)),
+            "no last newline"
+        );
+        assert_eq!(halves(b"", 0..0), None);
+    }
+
+    fn too_large() -> InfluxError {
+        InfluxError::TooLarge {
+            url: "u".into(),
+            body: "Request Entity Too Large".into(),
+        }
+    }
+
+    /// Writes `lines` through a server that answers 413 to a body over `limit` bytes,
+    /// returning the result and the bodies it stored, in order.
+    async fn write_with_limit(
+        lines: &[u8],
+        limit: usize,
+    ) -> (Result<(), InfluxError>, Vec<Vec<u8>>) {
+        let stored = std::cell::RefCell::new(Vec::new());
+        let result = write_in_pieces(lines, |piece| {
+            let answer = if piece.len() > limit {
+                Err(too_large())
+            } else {
+                stored.borrow_mut().push(piece.to_vec());
+                Ok(())
+            };
+            async move { answer }
+        })
+        .await;
+        (result, stored.into_inner())
+    }
+
+    #[tokio::test]
+    async fn a_write_too_large_is_stored_in_pieces_in_order_with_the_last_line_last() {
+        let mut lines = Vec::new();
+        for i in 0..37 {
+            lines.extend_from_slice(
+                format!("report,state=S{i} v={}\n", "9".repeat(i % 7)).as_bytes(),
+            );
+        }
+        let marker = b"hour_generations generation=\"abc\",rows=37i 1695099600\n";
+        lines.extend_from_slice(marker);
+        let longest = lines
+            .split_inclusive(|&b| b == b'\n')
+            .map(<[u8]>::len)
+            .max()
+            .unwrap();
+
+        let (result, stored) = write_with_limit(&lines, lines.len()).await;
+        assert!(result.is_ok());
+        assert_eq!(
+            stored,
+            vec![lines.clone()],
+            "a write that fits is one write"
+        );
+
+        for limit in [longest, longest + 1, 200, lines.len() / 2, lines.len() - 1] {
+            let (result, stored) = write_with_limit(&lines, limit).await;
+            assert!(result.is_ok(), "limit {limit}: {result:?}");
+            assert!(stored.len() > 1, "limit {limit}");
+            assert_eq!(
+                stored.concat(),
+                lines,
+                "limit {limit}: every line once, in order"
+            );
+            assert!(
+                stored
+                    .iter()
+                    .all(|piece| piece.len() <= limit && piece.ends_with(b"\n"))
+            );
+            assert!(stored.last().unwrap().ends_with(marker), "limit {limit}");
+        }
+    }
+
+    #[tokio::test]
+    async fn one_line_too_large_alone_is_too_large_after_the_lines_before_it() {
+        let lines = b"a 1\nb 2\nccccccccccccccccc 3\nd 4\n";
+        let (result, stored) = write_with_limit(lines, 8).await;
+        assert!(
+            matches!(result, Err(InfluxError::TooLarge { .. })),
+            "{result:?}"
+        );
+        assert_eq!(
+            stored.concat(),
+            b"a 1\nb 2\n",
+            "what comes before it is stored"
+        );
+    }
+
+    #[tokio::test]
+    async fn another_error_midway_stops_the_write_for_a_retry() {
+        let lines = b"a 1\nb 2\nc 3\nd 4\n";
+        let mut calls = 0;
+        let result = write_in_pieces(lines, |_| {
+            calls += 1;
+            let answer = match calls {
+                1 => Err(too_large()),
+                _ => Err(InfluxError::Unavailable {
+                    url: "u".into(),
+                    reason: "503".into(),
+                    retry_after: None,
+                }),
+            };
+            async move { answer }
+        })
+        .await;
+        assert!(result.unwrap_err().is_retriable());
+        assert_eq!(calls, 2);
     }
 }

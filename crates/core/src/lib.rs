@@ -1,5 +1,5 @@
 //! What every WeatherVane role shares, and nothing role-specific: the row schema and CSV
-//! reading ([`row`]), hours ([`hour`]) and their content generations ([`generation`]),
+//! reading ([`row`], its record length cap in [`record_cap`]), hours ([`hour`]) and their content generations ([`generation`]),
 //! channel names ([`channel`]), message payloads ([`payload`]), configuration ([`config`]), bounded FIFO buffers with their flush
 //! backoff ([`buffer`], [`backoff`]), the Redis and InfluxDB clients ([`bus`],
 //! [`influx`]), the report math ([`report`]), the pipeline's milestones as typed events
@@ -18,6 +18,7 @@ pub mod generation;
 pub mod hour;
 pub mod influx;
 pub mod payload;
+pub mod record_cap;
 pub mod report;
 pub mod row;
 pub mod schema;

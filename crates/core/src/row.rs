@@ -1,14 +1,17 @@
 //! The row schema (one station, one hour) and reading it from CSV files: column mapping by
-//! header name, per-row validation with file and line in every error.
+//! header name, per-row validation with file and line in every error, and skipping a record
+//! too long to be a row (with [`crate::record_cap`]) without losing the place.
 
 use std::fmt;
 use std::fs::File;
+use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::HourKey;
+use crate::record_cap::RecordCap;
 
 /// The input layout (WeatherAPI hourly style), in the order `weathervane gen` writes it.
 /// Files may order their columns differently; columns are found by name.
@@ -97,6 +100,13 @@ pub const FIRST_YEAR: i32 = 1678;
 pub const LAST_YEAR: i32 = 2261;
 /// InfluxDB 1.x refuses string fields longer than 64 KiB.
 pub const MAX_STRING_FIELD_BYTES: usize = 65_535;
+/// The longest record (row) read into memory: a record longer than this is rejected without
+/// being read whole. Far above any row that could pass the checks (its two string fields are
+/// at most [`MAX_STRING_FIELD_BYTES`] each, its numbers are short), so only a broken or
+/// hostile file meets it, and a 64 MB one-field line costs 1 MiB of memory, not 64 MB.
+pub const MAX_RECORD_BYTES: u64 = 1 << 20;
+/// The field delimiter of input files.
+const DELIMITER: u8 = b',';
 /// The largest magnitude any stage accepts: sums of up to 10^200 such values stay finite,
 /// so no report can overflow. The streamer's own limit (`--max-abs-value`) is tighter.
 pub const HARD_MAX_ABS_VALUE: f64 = 1e100;
@@ -386,18 +396,30 @@ impl ColumnMap {
 /// One CSV input file, read row by row.
 pub struct CsvSource {
     path: PathBuf,
-    reader: csv::Reader<File>,
+    reader: csv::Reader<RecordCap<File>>,
     columns: ColumnMap,
     record: csv::StringRecord,
 }
 
 impl CsvSource {
     pub fn open(path: &Path) -> Result<Self, CsvError> {
+        Self::open_with_max_record_bytes(path, MAX_RECORD_BYTES)
+    }
+
+    /// Opens `path` rejecting records (the header too) longer than `max` bytes instead of
+    /// [`MAX_RECORD_BYTES`]. The cap is set at opening because the first read already takes
+    /// in many records.
+    pub fn open_with_max_record_bytes(path: &Path, max: u64) -> Result<Self, CsvError> {
         let file = File::open(path).map_err(|source| CsvError::Open {
             path: path.to_owned(),
             source,
         })?;
-        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+        // RecordCap parses as this reader does only while both use the same settings: the
+        // defaults, and the delimiter given to both.
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .delimiter(DELIMITER)
+            .from_reader(RecordCap::new(file, DELIMITER, max));
         let header_error = |reason: String| CsvError::Header {
             path: path.to_owned(),
             reason,
@@ -422,12 +444,18 @@ impl CsvSource {
     /// The next row with where it starts, or the error that rejected it; `None` at the end.
     pub fn next_row(&mut self) -> Option<Result<(RowLocation, WeatherRow), RowError>> {
         let position = self.reader.position().clone();
+        let result = self.reader.read_record(&mut self.record);
+        if result.is_err()
+            && let Some(error) = self.skip_oversized(&position)
+        {
+            return Some(Err(error));
+        }
         let row_error = |line: u64, reason: String| RowError {
             path: self.path.clone(),
             line,
             reason,
         };
-        match self.reader.read_record(&mut self.record) {
+        match result {
             Ok(false) => None,
             Ok(true) => {
                 let start = self.record.position().cloned().unwrap_or(position);
@@ -450,6 +478,46 @@ impl CsvSource {
                 Some(Err(row_error(line, error.to_string())))
             }
         }
+    }
+
+    /// After a failed read: if it failed because the record starting at `start` is longer
+    /// than the cap, skips the rest of it, moves the csv reader to the next record (with its
+    /// true byte offset and line, so later locations stay right), and returns the error for
+    /// the skipped record.
+    fn skip_oversized(&mut self, start: &csv::Position) -> Option<RowError> {
+        let max = self.reader.get_ref().max();
+        let row_error = |reason: String| RowError {
+            path: self.path.clone(),
+            line: start.line(),
+            reason,
+        };
+        let skipped = match self.reader.get_mut().skip_oversized() {
+            Ok(skipped) => skipped?,
+            // The csv reader stays stopped by the failed read: the file ends here.
+            Err(error) => {
+                return Some(row_error(format!(
+                    "record is longer than {max} bytes, and reading on past it failed: {error}"
+                )));
+            }
+        };
+        // The csv reader was handed every byte before the record and none of it beyond the
+        // cap, so it stands at the record's start.
+        debug_assert_eq!(skipped.start, start.byte());
+        let mut next = csv::Position::new();
+        next.set_byte(skipped.next)
+            .set_line(start.line() + skipped.newlines)
+            // Exact as well: the skipped record counts as one, as it would have if read.
+            .set_record(start.record() + 1);
+        // `seek_raw` always seeks; `seek` would skip seeking if the offsets matched, which
+        // would leave the failed state in place.
+        if let Err(error) = self.reader.seek_raw(SeekFrom::Start(skipped.next), next) {
+            return Some(row_error(format!(
+                "record is longer than {max} bytes, and seeking past it failed: {error}"
+            )));
+        }
+        Some(row_error(format!(
+            "record is longer than {max} bytes; skipped"
+        )))
     }
 
     /// Reads the row that starts at `location` (from an earlier [`Self::next_row`]).
@@ -652,6 +720,165 @@ mod tests {
         assert_eq!(source.read_at(&second_at).unwrap().zip_code, "02135");
         assert_eq!(source.read_at(&first_at).unwrap().zip_code, "02134");
         assert_eq!(source.read_at(&second_at).unwrap().zip_code, "02135");
+    }
+
+    /// Writes `records` (each ending in `terminator` unless it is the last of an
+    /// unterminated file) and returns the file with each record's start: byte offset and
+    /// 1-based line, counted here from the text itself.
+    fn file_of_records(
+        records: &[String],
+        terminator: &str,
+        last_terminated: bool,
+    ) -> (tempfile::NamedTempFile, Vec<(u64, u64)>) {
+        let mut text = String::new();
+        let mut starts = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            starts.push((text.len() as u64, text.matches('\n').count() as u64 + 1));
+            text.push_str(record);
+            if index + 1 < records.len() || last_terminated {
+                text.push_str(terminator);
+            }
+        }
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        (file, starts)
+    }
+
+    /// Where the csv crate alone (no cap) says each record starts.
+    fn positions_without_cap(path: &Path) -> Vec<csv::Position> {
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(false)
+            .from_path(path)
+            .unwrap();
+        reader
+            .byte_records()
+            .map(|record| record.unwrap().position().unwrap().clone())
+            .collect()
+    }
+
+    /// `GOOD` with another zip code (to tell rows apart) and another name cell.
+    fn good_row(zip: u32, name: &str) -> String {
+        GOOD.replace("02134", &format!("{zip:05}"))
+            .replace("Allston", name)
+    }
+
+    /// A quoted name of exactly `len` bytes, quotes included, full of newlines and commas.
+    fn quoted_name(len: usize) -> String {
+        let inner: String = "ab,\ncd,".chars().cycle().take(len - 2).collect();
+        format!("\"{inner}\"")
+    }
+
+    /// Reads a file of good rows and records longer than `max`, and checks that each long
+    /// one is an error at its start line, each good row comes out at its true line and byte
+    /// offset (as counted from the text and as the csv crate alone finds them), and
+    /// `read_at` finds every good row again.
+    fn check_oversized_records_are_skipped(max: u64, terminator: &str) {
+        let max_len = max as usize;
+        // The longest row under the cap: the record with its terminator is `max` bytes, the
+        // name a quoted field with newlines and commas in it.
+        let at_cap = {
+            let without_name = good_row(10, "").len() + terminator.len();
+            good_row(10, &quoted_name(max_len - without_name))
+        };
+        assert_eq!(at_cap.len() + terminator.len(), max_len);
+        // At the real cap the name is far too long for InfluxDB: the row is read and then
+        // rejected by that rule, not by the cap.
+        let at_cap_good = max_len - good_row(10, "").len() <= MAX_STRING_FIELD_BYTES;
+        let one_field = |zip| good_row(zip, &"h".repeat(3 * max_len));
+        let quoted = |zip| good_row(zip, &quoted_name(3 * max_len));
+        // (record, whether it is a good row)
+        let records: Vec<(String, bool)> = vec![
+            (header(), false),
+            (good_row(1, "first"), true),
+            (one_field(90001), false),
+            (good_row(2, "after the one-field record"), true),
+            (quoted(90002), false),
+            (one_field(90003), false),
+            (good_row(3, "after two in a row"), true),
+            (at_cap, at_cap_good),
+            (good_row(4, "after the row at the cap"), true),
+            (quoted(90004), false),
+        ];
+        let texts: Vec<String> = records.iter().map(|(text, _)| text.clone()).collect();
+        for last_terminated in [true, false] {
+            let (file, starts) = file_of_records(&texts, terminator, last_terminated);
+            let oracle = positions_without_cap(file.path());
+            assert_eq!(oracle.len(), records.len());
+            let mut source = CsvSource::open_with_max_record_bytes(file.path(), max).unwrap();
+            let results: Vec<_> = std::iter::from_fn(|| source.next_row()).collect();
+            assert_eq!(results.len(), records.len() - 1, "one result per record");
+            let mut found = Vec::new();
+            for (index, result) in results.into_iter().enumerate() {
+                let (record, good) = &records[index + 1];
+                let (mut byte, mut line) = starts[index + 1];
+                if terminator == "\r\n" {
+                    // The csv parser ends a record at its '\r', so the next one starts at the
+                    // '\n', on the line before.
+                    (byte, line) = (byte - 1, line - 1);
+                }
+                let context = format!("record {} ({max}, {terminator:?})", index + 1);
+                if *good {
+                    let (location, row) = result.unwrap_or_else(|e| panic!("{context}: {e}"));
+                    let zip = record.split(',').next().unwrap();
+                    assert_eq!(row.zip_code, zip, "{context}");
+                    assert_eq!(location.position.byte(), byte, "{context}");
+                    assert_eq!(location.position.line(), line, "{context}");
+                    assert_eq!(location.position, oracle[index + 1], "{context}");
+                    found.push((location, row));
+                } else {
+                    let error = result
+                        .err()
+                        .unwrap_or_else(|| panic!("{context}: accepted"));
+                    if record.len() + terminator.len() <= max_len {
+                        assert!(error.reason.starts_with("name is "), "{context}: {error}");
+                    } else {
+                        assert_eq!(
+                            error.reason,
+                            format!("record is longer than {max} bytes; skipped"),
+                            "{context}"
+                        );
+                    }
+                    assert_eq!(error.line, line, "{context}");
+                    assert_eq!(error.line, oracle[index + 1].line(), "{context}");
+                    assert_eq!(error.path, file.path(), "{context}");
+                }
+            }
+            assert_eq!(found.len(), 4 + usize::from(at_cap_good));
+            for (location, row) in found.iter().rev() {
+                assert_eq!(&source.read_at(location).unwrap(), row);
+            }
+        }
+    }
+
+    #[test]
+    fn records_over_the_cap_are_errors_and_later_rows_keep_their_places() {
+        // Under, at and over the csv reader's 8 KiB buffer: a record may be found too long
+        // inside the same read as the end of the record before it, or reads later.
+        for max in [1_000, 4_096, 20_000] {
+            check_oversized_records_are_skipped(max, "\n");
+            check_oversized_records_are_skipped(max, "\r\n");
+        }
+    }
+
+    #[test]
+    fn the_real_cap_rejects_a_3_mib_record_and_keeps_a_row_just_under_it() {
+        check_oversized_records_are_skipped(MAX_RECORD_BYTES, "\n");
+        assert_eq!(
+            MAX_RECORD_BYTES, 1_048_576,
+            "as the reason in the README says"
+        );
+    }
+
+    #[test]
+    fn a_header_over_the_cap_is_a_header_error() {
+        let header = format!("{},{}", header(), "x".repeat(MAX_RECORD_BYTES as usize));
+        let file = file_with(&[&header, GOOD]);
+        let error = CsvSource::open(file.path()).err().unwrap().to_string();
+        assert!(
+            error.ends_with("bad header: record is longer than 1048576 bytes"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The processor: on `weather_channel:processor:<hour>` it reads that hour's rows
 //! back from InfluxDB with one InfluxQL query, checks that exactly the announced number
 //! of rows is there, computes the reports (state averages, zip-code and state extremes)
-//! and writes them with one request, then publishes `weather_channel:reported:<hour>`.
+//! and writes them with one request (in pieces, in order, if InfluxDB finds it too large),
+//! then publishes `weather_channel:reported:<hour>`.
 //!
 //! It never computes a report from an hour the ingester has not declared complete, and
 //! keeps nothing on disk: reports are idempotent, so a restarted processor simply waits
@@ -130,6 +131,13 @@ async fn listen(
     }
 }
 
+/// The reports of an hour and, as the last line, the record of which content they come
+/// from: stored last, it declares the reports before it complete even when the write is
+/// split.
+fn report_lines(report: &HourReport, job: ReportJob) -> Vec<u8> {
+    schema::encode_hour_generation(report::encode(report), job.hour, job.generation, job.rows)
+}
+
 /// Computes and stores the reports of one hour.
 struct ReportTarget {
     influx: InfluxClient,
@@ -221,14 +229,10 @@ impl ReportTarget {
         if !report.is_finite() {
             return Err(JobError::NotFinite);
         }
-        // The reports and the record of which content they come from, in one write.
-        let lines = schema::encode_hour_generation(
-            report::encode(&report),
-            job.hour,
-            job.generation,
-            job.rows,
-        );
-        self.influx.write(&lines).await?;
+        // In one write; in pieces, in order, if InfluxDB (or a proxy) finds it too large.
+        self.influx
+            .write_split_on_too_large(&report_lines(&report, job))
+            .await?;
         self.delete_vanished_states(&report).await?;
         Ok(report)
     }
@@ -373,6 +377,42 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("temp_c")
+        );
+    }
+
+    #[test]
+    fn the_hour_generation_record_is_the_last_line_of_the_report_write() {
+        let hour: weathervane_core::HourKey = "2023-09-19T05".parse().unwrap();
+        let rows = [
+            ("CA", "90001", [20.0, 1010.0, 40.0, 0.0]),
+            ("CA", "90002", [22.0, 1012.0, 42.0, 0.5]),
+            ("NY", "10001", [15.0, 1020.0, 80.0, 1.0]),
+            ("TX", "73301", [30.0, 1005.0, 30.0, 0.0]),
+        ];
+        let job = ReportJob {
+            hour,
+            rows: rows.len() as u64,
+            refused: 0,
+            generation: weathervane_core::Generation::from_bits(0xabc),
+        };
+        let report = report::compute(hour, rows.iter().map(|(s, z, v)| (*s, *z, *v)));
+        let lines = report_lines(&report, job);
+        let text = String::from_utf8(lines).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // 3 states: an average and 4 zip-code extremes each, 4 state extremes, the record.
+        assert_eq!(lines.len(), 3 + 3 * 4 + 4 + 1, "{text}");
+        let last = lines.last().unwrap();
+        assert!(
+            last.starts_with("hour_generations ")
+                && last.contains("\"0000000000000abc\"")
+                && last.contains("rows=4i"),
+            "{last}"
+        );
+        assert!(
+            lines[..lines.len() - 1]
+                .iter()
+                .all(|line| !line.starts_with("hour_generations")),
+            "{text}"
         );
     }
 }
