@@ -8,6 +8,9 @@ use std::path::Path;
 use weathervane_harness::events::{Event, events_of};
 use weathervane_harness::{LocalStack, ManagedProcess, Role};
 
+mod certificates;
+pub use certificates::TestCertificates;
+
 /// The four report metrics.
 pub const METRICS: [&str; 4] = ["temp_c", "pressure_mb", "humidity", "precip_mm"];
 
@@ -159,7 +162,16 @@ pub async fn influx_query(
     db: &str,
     statement: &str,
 ) -> Vec<BTreeMap<String, serde_json::Value>> {
-    let body: serde_json::Value = http_client()
+    influx_query_with(&http_client(), url, db, statement).await
+}
+
+async fn influx_query_with(
+    http: &reqwest::Client,
+    url: &str,
+    db: &str,
+    statement: &str,
+) -> Vec<BTreeMap<String, serde_json::Value>> {
+    let body: serde_json::Value = http
         .get(format!("{url}/query"))
         .query(&[("db", db), ("q", statement)])
         .send()
@@ -219,6 +231,8 @@ pub async fn api_get(addr: &str, path: &str) -> (u16, serde_json::Value) {
 /// (`weathervane_harness::LocalStack`, which it derefs to).
 pub struct Stack {
     local: LocalStack,
+    /// Asks InfluxDB (trusting the test CA when InfluxDB serves https).
+    http: reqwest::Client,
 }
 
 pub const DB: &str = weathervane_harness::stack::DB;
@@ -232,13 +246,28 @@ impl Stack {
             .role(Role::Api)
             .start()
             .unwrap();
-        Self { local }
+        Self::with(local)
     }
 
     /// A stack around a [`LocalStack`] the caller built (for roles wired differently, for
     /// example through a proxy).
     pub fn with(local: LocalStack) -> Self {
-        Self { local }
+        Self {
+            local,
+            http: http_client(),
+        }
+    }
+
+    /// Like [`Self::with`], for a stack whose InfluxDB serves https with a certificate
+    /// signed by the CA in `ca` (PEM).
+    pub fn with_ca(local: LocalStack, ca: &Path) -> Self {
+        weathervane_harness::install_tls_provider();
+        let pem = std::fs::read(ca).unwrap();
+        let http = reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+            .build()
+            .unwrap();
+        Self { local, http }
     }
 
     /// A streamer for `input` with extra arguments, not yet started.
@@ -278,7 +307,7 @@ impl Stack {
     }
 
     pub async fn query(&self, statement: &str) -> Vec<BTreeMap<String, serde_json::Value>> {
-        influx_query(&self.influx.url(), DB, statement).await
+        influx_query_with(&self.http, &self.influx.url(), DB, statement).await
     }
 
     pub fn log(&self, process: &ManagedProcess) -> String {

@@ -29,7 +29,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 pub use process::ManagedProcess;
-pub use server::{InfluxServer, RedisServer};
+pub use server::{InfluxServer, RedisServer, ServerTls};
 pub use stack::{LocalStack, LocalStackBuilder, Role};
 pub use weathervane_core::tls::install_provider as install_tls_provider;
 

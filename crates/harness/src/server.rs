@@ -44,6 +44,27 @@ static INFLUX: Probe = Probe {
     answered: |port| matches!(http(port, "GET", "/ping", "", PROBE_TIMEOUT), Ok((204, _))),
 };
 
+/// An `https://` influxd: the harness speaks no TLS, so "ready" is "accepts connections"
+/// (influxd opens its HTTP listener last, once it can serve). Clients still ride out the
+/// moment after.
+static INFLUX_HTTPS: Probe = Probe {
+    program: "influxd",
+    request: "TCP connect",
+    timeout: Duration::from_secs(30),
+    answered: |port| connect(port, PROBE_TIMEOUT).is_ok(),
+};
+
+/// Certificate files (PEM) for a server's TLS listener.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub certificate: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// The CA client certificates must be signed by.
+    pub ca: std::path::PathBuf,
+    /// Refuse clients without a certificate signed by `ca` (Redis only).
+    pub require_client_certificate: bool,
+}
+
 /// The common half of both servers: the process, its port and its dir.
 #[derive(Debug)]
 struct Daemon {
@@ -228,22 +249,57 @@ pub(crate) fn http(
 #[derive(Debug)]
 pub struct RedisServer {
     daemon: Daemon,
+    /// With TLS, the port of its TLS listener (the plain one stays, for the probe).
+    tls_port: Option<u16>,
 }
 
 impl RedisServer {
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// With `tls`, also listens for TLS on a port of its own, which [`Self::url`] names.
+    pub fn start_with(tls: Option<&ServerTls>) -> Result<Self> {
+        let tls_port = tls.map(|_| free_port()).transpose()?;
         let daemon = Daemon::launch(&REDIS, |dir, port| {
-            Ok(ManagedProcess::new("redis-server", "redis-server", dir)
+            let mut process = ManagedProcess::new("redis-server", "redis-server", dir)
                 .args("--bind 127.0.0.1 --loglevel warning --appendonly no --port".split(' '))
                 .arg(port.to_string())
                 // An empty `--save` turns RDB snapshots off.
                 .args(["--save", "", "--dir"])
-                .arg(dir))
+                .arg(dir);
+            if let (Some(tls), Some(tls_port)) = (tls, tls_port) {
+                let clients = if tls.require_client_certificate {
+                    "yes"
+                } else {
+                    "no"
+                };
+                process = process
+                    .arg("--tls-port")
+                    .arg(tls_port.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(&tls.certificate)
+                    .arg("--tls-key-file")
+                    .arg(&tls.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.ca)
+                    .args(["--tls-auth-clients", clients]);
+            }
+            Ok(process)
         })?;
-        Ok(Self { daemon })
+        Ok(Self { daemon, tls_port })
     }
 
+    /// `rediss://` to the TLS listener if it has one, else `redis://`.
     pub fn url(&self) -> String {
+        match self.tls_port {
+            Some(port) => format!("rediss://127.0.0.1:{port}"),
+            None => self.plain_url(),
+        }
+    }
+
+    /// `redis://` to the plain listener, which a TLS server keeps too.
+    pub fn plain_url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.daemon.port)
     }
 }
@@ -252,35 +308,58 @@ impl RedisServer {
 #[derive(Debug)]
 pub struct InfluxServer {
     daemon: Daemon,
+    https: bool,
 }
 
 impl InfluxServer {
     pub fn start() -> Result<Self> {
-        let daemon = Daemon::launch(&INFLUX, |dir, http_port| {
+        Self::start_with(None)
+    }
+
+    /// With `tls`, serves `https://` only (InfluxDB 1.x has one HTTP listener).
+    pub fn start_with(tls: Option<&ServerTls>) -> Result<Self> {
+        let probe = if tls.is_some() {
+            &INFLUX_HTTPS
+        } else {
+            &INFLUX
+        };
+        let daemon = Daemon::launch(probe, |dir, http_port| {
             let config = dir.join("influxd.conf");
-            fs::write(&config, influx_config(dir, http_port, free_port()?)).map_err(|source| {
-                HarnessError::WriteConfig {
-                    path: config.clone(),
-                    source,
-                }
+            let text = influx_config(dir, http_port, free_port()?, tls);
+            fs::write(&config, text).map_err(|source| HarnessError::WriteConfig {
+                path: config.clone(),
+                source,
             })?;
             Ok(ManagedProcess::new("influxd", "influxd", dir)
                 .args(["run", "-config"])
                 .arg(&config))
         })?;
-        Ok(Self { daemon })
+        Ok(Self {
+            daemon,
+            https: tls.is_some(),
+        })
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.daemon.port)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.daemon.port)
     }
 }
 
 /// Keys follow `influxd config` of the installed 1.6.7, which ignores unknown keys silently.
-fn influx_config(dir: &Path, http_port: u16, rpc_port: u16) -> String {
+fn influx_config(dir: &Path, http_port: u16, rpc_port: u16, tls: Option<&ServerTls>) -> String {
     // A Debug-quoted string is a valid TOML basic string for the paths tempfile creates.
-    let path = |sub: &str| format!("{:?}", dir.join(sub).display().to_string());
+    let quoted = |path: &Path| format!("{:?}", path.display().to_string());
+    let path = |sub: &str| quoted(&dir.join(sub));
     let (meta, data, wal) = (path("meta"), path("data"), path("wal"));
+    let https = match tls {
+        Some(tls) => format!(
+            "https-enabled = true\n  https-certificate = {}\n  https-private-key = {}",
+            quoted(&tls.certificate),
+            quoted(&tls.key)
+        ),
+        None => String::new(),
+    };
     format!(
         r#"# The Debian 1.6.7 build spells it reporting-enabled; reporting-disabled is ignored.
 reporting-enabled = false
@@ -302,6 +381,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 [http]
   bind-address = "127.0.0.1:{http_port}"
   log-enabled = false
+  {https}
 
 # No _internal database, subscriptions or CQs competing with the pipeline under test.
 [monitor]

@@ -9,7 +9,9 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::{HarnessError, InfluxServer, ManagedProcess, RedisServer, Result, free_port};
+use crate::{
+    HarnessError, InfluxServer, ManagedProcess, RedisServer, Result, ServerTls, free_port,
+};
 
 /// The database every role of a local stack uses.
 pub const DB: &str = "weather";
@@ -50,6 +52,8 @@ type Customize = Box<dyn FnOnce(ManagedProcess) -> ManagedProcess>;
 #[derive(Default)]
 pub struct LocalStackBuilder {
     log_dir: Option<PathBuf>,
+    redis_tls: Option<ServerTls>,
+    influx_tls: Option<ServerTls>,
     env: Vec<(OsString, OsString)>,
     roles: Vec<(Role, Customize)>,
 }
@@ -59,6 +63,19 @@ impl LocalStackBuilder {
     /// owns and deletes.
     pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.log_dir = Some(dir.into());
+        self
+    }
+
+    /// Redis also listens for TLS, and the roles are wired to that listener (`rediss://`);
+    /// the caller gives them the CA (and client certificate) through [`Self::env`].
+    pub fn redis_tls(mut self, tls: ServerTls) -> Self {
+        self.redis_tls = Some(tls);
+        self
+    }
+
+    /// InfluxDB serves `https://` only, and the roles are wired to it.
+    pub fn influx_tls(mut self, tls: ServerTls) -> Self {
+        self.influx_tls = Some(tls);
         self
     }
 
@@ -101,8 +118,8 @@ impl LocalStackBuilder {
         };
         let mut stack = LocalStack {
             roles: Vec::new(),
-            redis: RedisServer::start()?,
-            influx: InfluxServer::start()?,
+            redis: RedisServer::start_with(self.redis_tls.as_ref())?,
+            influx: InfluxServer::start_with(self.influx_tls.as_ref())?,
             api_addr: format!("127.0.0.1:{}", free_port()?),
             env: self.env,
             dir,
