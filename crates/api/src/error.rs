@@ -28,6 +28,8 @@ pub enum AppError {
     Unavailable,
     #[error("the API is already answering {limit} requests, its limit; try again shortly")]
     Busy { limit: usize },
+    #[error("the API has {limit} connections open, its limit; try again shortly")]
+    TooManyConnections { limit: usize },
     #[error("the request took longer than {0:?} to answer; try again shortly")]
     TimedOut(Duration),
     #[error("internal error")]
@@ -61,9 +63,10 @@ impl AppError {
             AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AppError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::QueryTooLong { .. } => StatusCode::URI_TOO_LONG,
-            AppError::Unavailable | AppError::Busy { .. } | AppError::TimedOut(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            AppError::Unavailable
+            | AppError::Busy { .. }
+            | AppError::TooManyConnections { .. }
+            | AppError::TimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::Status(status) => *status,
         }
@@ -78,7 +81,10 @@ impl IntoResponse for AppError {
         )
             .into_response();
         // Overload passes by itself: say when to come back, so clients need not guess.
-        if matches!(self, AppError::Busy { .. } | AppError::TimedOut(_)) {
+        if matches!(
+            self,
+            AppError::Busy { .. } | AppError::TooManyConnections { .. } | AppError::TimedOut(_)
+        ) {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),

@@ -12,6 +12,7 @@ mod error;
 mod limits;
 mod params;
 mod reports;
+mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,11 +27,13 @@ use weathervane_core::influx::{InfluxClient, InfluxError};
 pub use crate::cache::ReportCache;
 pub use crate::error::AppError;
 pub use crate::limits::{Limits, MAX_BODY_BYTES};
+pub use crate::server::serve;
 
 /// Long enough for a loaded InfluxDB, short enough that a client gets its 503 quickly.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long requests in flight may take after shutdown begins.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+/// How long requests in flight may take after shutdown begins: a request waiting on a
+/// hung InfluxDB must not hold the process past its 2 s to exit.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ApiConfig {
@@ -107,22 +110,16 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), A
         })?;
     let addr = listener.local_addr().map_err(ApiError::Serve)?;
     tracing::info!(%addr, "API listening.");
-    let server = axum::serve(listener, app(state, &config.serve.limits))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    // Requests in flight get a moment to finish; one waiting on a hung InfluxDB must not
-    // hold the process past its 2 s to exit.
-    let grace_over = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        served = server => served.map_err(ApiError::Serve),
-        _ = grace_over => {
-            tracing::warn!("Requests still in flight after the shutdown grace period; closing.");
-            Ok(())
-        }
-    }
+    let limits = &config.serve.limits;
+    serve(
+        listener,
+        app(state, limits),
+        limits,
+        shutdown,
+        SHUTDOWN_GRACE,
+    )
+    .await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -154,6 +151,8 @@ mod tests {
                 cache: Arc::new(ReportCache::new(Duration::from_secs(10))),
             },
             &Limits {
+                header_timeout: Duration::from_secs(10),
+                max_connections: 16,
                 request_timeout: Duration::from_secs(5),
                 max_requests: 8,
                 max_query_bytes: 1024,
@@ -240,6 +239,8 @@ mod tests {
     fn the_limits_have_their_documented_defaults_and_refuse_zero() {
         use clap::Parser;
         let limits = Cli::try_parse_from(["api"]).unwrap().serve.limits;
+        assert_eq!(limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(limits.max_connections, 1024);
         assert_eq!(limits.request_timeout, Duration::from_secs(5));
         assert_eq!(limits.max_requests, 64);
         assert_eq!(limits.max_query_bytes, 1024);
@@ -248,7 +249,12 @@ mod tests {
             .serve
             .limits;
         assert_eq!(limits.request_timeout, Duration::from_millis(250));
-        for flag in ["--request-timeout", "--max-requests"] {
+        for flag in [
+            "--header-timeout",
+            "--max-connections",
+            "--request-timeout",
+            "--max-requests",
+        ] {
             let error = Cli::try_parse_from(["api", flag, "0"]).unwrap_err();
             assert!(error.to_string().contains(flag), "{error}");
         }

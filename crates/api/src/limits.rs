@@ -1,6 +1,6 @@
-//! What keeps clients, one or many, from exhausting the API at the request level: the
-//! limits (flags with env fallbacks) and the layers around the routes that enforce them.
-//! A query string is bounded, a body is refused, requests in flight are limited (past the
+//! What keeps clients, one or many, from exhausting the API: the limits (flags with env
+//! fallbacks), and the layers around the routes that enforce those of a request (the
+//! server, `server`, enforces those of a connection). A query string is bounded, a body is refused, requests in flight are limited (past the
 //! limit a request is answered 503 at once, not queued, so a flood cannot pile up waiting
 //! requests) and each has a time limit. Every error status, including those of axum's
 //! router (405) and tower-http (413), comes back as the API's JSON error.
@@ -24,6 +24,14 @@ pub const MAX_BODY_BYTES: usize = 1024;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct Limits {
+    /// Seconds a client has to send a request's line and headers, on a new connection or
+    /// between requests on a kept-alive one, before the connection is closed.
+    #[arg(long, env = "API_HEADER_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub header_timeout: Duration,
+    /// Connections open at once (each costs a file descriptor and up to 16 KiB); past
+    /// that a new connection is answered 503 and closed.
+    #[arg(long, env = "API_MAX_CONNECTIONS", default_value_t = 1024, value_parser = at_least_one)]
+    pub max_connections: usize,
     /// Seconds a request may take before it is answered 503 (two InfluxDB queries of at
     /// most 2 s each fit in the default).
     #[arg(long, env = "API_REQUEST_TIMEOUT", default_value = "5", value_parser = seconds)]
@@ -147,6 +155,8 @@ mod tests {
 
     fn limits() -> Limits {
         Limits {
+            header_timeout: Duration::from_secs(10),
+            max_connections: 16,
             request_timeout: Duration::from_secs(5),
             max_requests: 2,
             max_query_bytes: 64,
