@@ -426,3 +426,50 @@ async fn shutdown_closes_every_connection_within_the_grace_period() {
     );
     eprintln!("shutdown with 10 stalled and 1 idle connection took {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_idles_no_longer_than_the_header_timeout_and_heads_are_bounded() {
+    let header_timeout = Duration::from_secs(1);
+    let api = Api::start(
+        Limits {
+            header_timeout,
+            ..limits()
+        },
+        closed_port(),
+    )
+    .await;
+    let mut idle = TcpStream::connect(&api.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: api\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(1), idle.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let answered = Instant::now();
+    let closed = closed_after(idle, answered, header_timeout + Duration::from_secs(1))
+        .await
+        .expect("an idle kept-alive connection stayed open");
+    assert!(
+        closed >= header_timeout - Duration::from_millis(100),
+        "{closed:?}"
+    );
+
+    // A head of 20 KiB (over the 16 KiB read) is refused before it reaches the app.
+    let mut big = TcpStream::connect(&api.addr).await.unwrap();
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: api\r\nX-Pad: {}\r\n\r\n",
+        "x".repeat(20 * 1024)
+    );
+    // The server may close before reading it all; what matters is what it answers.
+    let _ = big.write_all(head.as_bytes()).await;
+    let mut bytes = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), big.read_to_end(&mut bytes)).await;
+    assert!(
+        bytes.starts_with(b"HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+}
