@@ -1,10 +1,16 @@
 //! `AppError`: every failure of a request, mapped to a status and a JSON body. Internal
 //! details are logged, not shown.
 
+use std::time::Duration;
+
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use weathervane_core::influx::InfluxError;
+
+/// What a client told to come back later (503 for overload) should wait, in seconds: long
+/// enough that a retrying crowd does not keep the limit full, short for a single client.
+const RETRY_AFTER_SECS: &str = "1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -12,10 +18,25 @@ pub enum AppError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("method {0} is not allowed; the API answers GET only")]
+    MethodNotAllowed(Method),
+    #[error("the request has a body of more than {limit} bytes; no endpoint takes a body")]
+    BodyTooLarge { limit: usize },
+    #[error("the query string is {length} bytes, more than the {limit} accepted")]
+    QueryTooLong { length: usize, limit: usize },
     #[error("InfluxDB is unavailable; try again shortly")]
     Unavailable,
+    #[error("the API is already answering {limit} requests, its limit; try again shortly")]
+    Busy { limit: usize },
+    #[error("the API has {limit} connections open, its limit; try again shortly")]
+    TooManyConnections { limit: usize },
+    #[error("the request took longer than {0:?} to answer; try again shortly")]
+    TimedOut(Duration),
     #[error("internal error")]
     Internal,
+    /// Any other error status, from a layer that answers without a body of ours.
+    #[error("{}", .0.canonical_reason().unwrap_or("error").to_lowercase())]
+    Status(StatusCode),
 }
 
 impl From<InfluxError> for AppError {
@@ -34,18 +55,41 @@ impl From<InfluxError> for AppError {
     }
 }
 
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        let status = match self {
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::QueryTooLong { .. } => StatusCode::URI_TOO_LONG,
+            AppError::Unavailable
+            | AppError::Busy { .. }
+            | AppError::TooManyConnections { .. }
+            | AppError::TimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        (
-            status,
+            AppError::Status(status) => *status,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status(),
             Json(serde_json::json!({ "error": self.to_string() })),
         )
-            .into_response()
+            .into_response();
+        // Overload passes by itself: say when to come back, so clients need not guess.
+        if matches!(
+            self,
+            AppError::Busy { .. } | AppError::TooManyConnections { .. } | AppError::TimedOut(_)
+        ) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }

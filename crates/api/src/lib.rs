@@ -1,15 +1,18 @@
 //! The HTTP API: `/`, `/avg`, `/extremes`, `/state_extremes` over the reports in
 //! InfluxDB. Every parameter is validated before it reaches InfluxQL; errors are JSON
-//! `{"error": ...}` with 400 (bad parameter), 404 (no such report) or 503 (InfluxDB
-//! unreachable, answered within the query timeout).
+//! `{"error": ...}` with 400 (bad parameter), 404 (no such report or endpoint), 405, 413,
+//! 414 (past a limit, see `limits`) or 503 (InfluxDB unreachable, answered within the
+//! query timeout, or the API at its request limit or past its request timeout).
 //!
 //! It reads reports only: it never talks to Redis and never writes.
 
 mod answer;
 mod cache;
 mod error;
+mod limits;
 mod params;
 mod reports;
+mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,11 +26,14 @@ use weathervane_core::influx::{InfluxClient, InfluxError};
 
 pub use crate::cache::ReportCache;
 pub use crate::error::AppError;
+pub use crate::limits::{Limits, MAX_BODY_BYTES};
+pub use crate::server::serve;
 
 /// Long enough for a loaded InfluxDB, short enough that a client gets its 503 quickly.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long requests in flight may take after shutdown begins.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+/// How long requests in flight may take after shutdown begins: a request waiting on a
+/// hung InfluxDB must not hold the process past its 2 s to exit.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ApiConfig {
@@ -48,6 +54,8 @@ pub struct ServeOptions {
     /// (0 = always ask).
     #[arg(long, env = "API_CACHE_TTL", default_value_t = 10)]
     pub cache_ttl: u64,
+    #[command(flatten)]
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +77,12 @@ pub struct AppState {
     pub cache: Arc<ReportCache>,
 }
 
-pub fn app(state: AppState) -> Router {
+/// The routes behind the request limits.
+pub fn app(state: AppState, limits: &Limits) -> Router {
+    limits::protect(routes(state), limits)
+}
+
+fn routes(state: AppState) -> Router {
     Router::new()
         .route("/", get(|| async { "WeatherVane API is online.\n" }))
         .route("/avg", get(reports::avg))
@@ -99,22 +112,16 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), A
         })?;
     let addr = listener.local_addr().map_err(ApiError::Serve)?;
     tracing::info!(%addr, "API listening.");
-    let server = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    // Requests in flight get a moment to finish; one waiting on a hung InfluxDB must not
-    // hold the process past its 2 s to exit.
-    let grace_over = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        served = server => served.map_err(ApiError::Serve),
-        _ = grace_over => {
-            tracing::warn!("Requests still in flight after the shutdown grace period; closing.");
-            Ok(())
-        }
-    }
+    let limits = &config.serve.limits;
+    serve(
+        listener,
+        app(state, limits),
+        limits,
+        shutdown,
+        SHUTDOWN_GRACE,
+    )
+    .await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -134,17 +141,27 @@ mod tests {
             .unwrap()
             .port();
         let args = InfluxArgs::plain(format!("http://127.0.0.1:{port}"), "weather");
-        app(AppState {
-            influx: InfluxClient::new(&args, QUERY_TIMEOUT).unwrap(),
-            cache: Arc::new(ReportCache::new(Duration::from_secs(10))),
-        })
+        app(
+            AppState {
+                influx: InfluxClient::new(&args, QUERY_TIMEOUT).unwrap(),
+                cache: Arc::new(ReportCache::new(Duration::from_secs(10))),
+            },
+            &Limits {
+                header_timeout: Duration::from_secs(10),
+                max_connections: 16,
+                request_timeout: Duration::from_secs(5),
+                max_requests: 8,
+                max_query_bytes: 1024,
+            },
+        )
     }
 
     async fn get(uri: &str) -> (StatusCode, serde_json::Value) {
-        let response = app_without_influx()
-            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        send(Request::get(uri).body(Body::empty()).unwrap()).await
+    }
+
+    async fn send(request: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let response = app_without_influx().oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (
@@ -206,5 +223,54 @@ mod tests {
         let (status, body) = get("/nope").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body["error"].is_string());
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeOptions,
+    }
+
+    #[test]
+    fn the_limits_have_their_documented_defaults_and_refuse_zero() {
+        use clap::Parser;
+        let limits = Cli::try_parse_from(["api"]).unwrap().serve.limits;
+        assert_eq!(limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(limits.max_connections, 1024);
+        assert_eq!(limits.request_timeout, Duration::from_secs(5));
+        assert_eq!(limits.max_requests, 64);
+        assert_eq!(limits.max_query_bytes, 1024);
+        let limits = Cli::try_parse_from(["api", "--request-timeout", "0.25"])
+            .unwrap()
+            .serve
+            .limits;
+        assert_eq!(limits.request_timeout, Duration::from_millis(250));
+        for flag in [
+            "--header-timeout",
+            "--max-connections",
+            "--request-timeout",
+            "--max-requests",
+        ] {
+            let error = Cli::try_parse_from(["api", flag, "0"]).unwrap_err();
+            assert!(error.to_string().contains(flag), "{error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_route_is_behind_the_limits() {
+        for uri in ["/", "/avg", "/extremes", "/state_extremes", "/nope"] {
+            let (status, body) = send(Request::delete(uri).body(Body::empty()).unwrap()).await;
+            let expected = if uri == "/nope" {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::METHOD_NOT_ALLOWED
+            };
+            assert_eq!(status, expected, "{uri}");
+            assert!(body["error"].is_string(), "{uri}: {body}");
+        }
+        let long = format!("/avg?state=CA&hour=5&pad={}", "x".repeat(1024));
+        let (status, body) = get(&long).await;
+        assert_eq!(status, StatusCode::URI_TOO_LONG);
+        assert!(body["error"].as_str().unwrap().contains("1024"), "{body}");
     }
 }

@@ -1,5 +1,6 @@
 //! The report endpoints: validate, find the hour, answer from the cache or ask InfluxDB,
-//! shape the JSON.
+//! shape the JSON. "No such report" is cached like an answer (briefly, see `cache`), so
+//! only the first of many requests for a missing report reaches InfluxDB.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -13,10 +14,11 @@ use chrono::NaiveDate;
 use serde::Serialize;
 use serde_json::Value;
 use weathervane_core::HourKey;
+use weathervane_core::influx::InfluxError;
 use weathervane_core::schema;
 
 use crate::answer::{AverageAnswer, ExtremesAnswer, Sides, StateExtremesAnswer};
-use crate::cache::latest_at;
+use crate::cache::{Cached, latest_at};
 use crate::params::{self, RawParams};
 use crate::{AppError, AppState};
 
@@ -41,7 +43,11 @@ async fn report_hour(
     let latest = match state.cache.latest_reported(hour) {
         Some(latest) => latest,
         None => {
-            let series = state.influx.query(&schema::reported_hours_query()).await?;
+            // No database yet means no hour reported yet, an answer to cache like any other.
+            let series = match state.influx.query(&schema::reported_hours_query()).await {
+                Err(InfluxError::DatabaseNotFound { .. }) => Vec::new(),
+                series => series?,
+            };
             let hours: BTreeSet<HourKey> = series
                 .iter()
                 .flat_map(|s| &s.values)
@@ -57,19 +63,28 @@ async fn report_hour(
     latest.ok_or_else(|| AppError::NotFound(format!("no report for hour {hour:02} yet")))
 }
 
-/// The answer under `key` from the cache, or computed by `answer` and cached.
+/// The answer under `key` from the cache, or computed by `answer` and cached; a 404 is
+/// cached too (errors that may pass, such as an unreachable InfluxDB, are not).
 async fn cached(
     state: &AppState,
     key: String,
     answer: impl Future<Output = Result<impl Serialize, AppError>>,
 ) -> Result<Response, AppError> {
     let body = match state.cache.get(&key) {
-        Some(body) => body,
-        None => {
-            let body = Bytes::from(serde_json::to_vec(&answer.await?).expect("answers serialize"));
-            state.cache.put(key, body.clone());
-            body
-        }
+        Some(Cached::Answer(body)) => body,
+        Some(Cached::Missing(message)) => return Err(AppError::NotFound(message)),
+        None => match answer.await {
+            Ok(answer) => {
+                let body = Bytes::from(serde_json::to_vec(&answer).expect("answers serialize"));
+                state.cache.put(key, body.clone());
+                body
+            }
+            Err(AppError::NotFound(message)) => {
+                state.cache.put_missing(key, message.clone());
+                return Err(AppError::NotFound(message));
+            }
+            Err(error) => return Err(error),
+        },
     };
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
