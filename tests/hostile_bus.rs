@@ -1,7 +1,8 @@
 //! Well-formed but hostile messages on the bus, published by a stranger while a real input
 //! streams: announcements of u32::MAX, 0 and 10^7 batches, row counts no batches could
 //! hold, a batch whose body is another hour's, a batch whose rows lie outside its hour, a
-//! flood of 1,000 requests for one batch and a channel name with a newline. Every role
+//! flood of 1,000 requests for one batch, a channel name with a newline and a report from
+//! another deployment. Every role
 //! stays up with bounded memory, nothing forges a log line, and the real input is stored
 //! and reported exactly.
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use weathervane_e2e::{Stack, assert_stored_exactly, read_csv};
 use weathervane_harness::Role;
+use weathervane_harness::events::Event;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -24,6 +26,15 @@ fn peak_rss_mib(pid: u32) -> u64 {
     kib / 1024
 }
 
+/// `body` as a message of this deployment (the default id) or of `deployment`.
+fn from(deployment: &str, body: &str) -> String {
+    format!(r#"{{"deployment":"{deployment}","body":{body}}}"#)
+}
+
+fn ours(body: &str) -> String {
+    from("default", body)
+}
+
 /// A batch body for `hour` (as its envelope says) with one row at `time` (epoch seconds).
 fn batch_body(hour: &str, time: i64) -> String {
     let mut values = vec!["null"; 32];
@@ -31,10 +42,10 @@ fn batch_body(hour: &str, time: i64) -> String {
     for index in [2, 8, 13, 10] {
         values[index] = "1.0";
     }
-    format!(
+    ours(&format!(
         r#"{{"hour":"{hour}","batch":0,"batches":1,"rows":[{{"zip_code":"99999","state":"ZZ","name":"stranger","time":{time},"wind_dir":"N","values":[{}]}}]}}"#,
         values.join(",")
-    )
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,19 +60,19 @@ async fn no_message_on_the_bus_crashes_a_role_or_changes_what_is_stored() {
     let hostile: Vec<(String, String)> = vec![
         (
             format!("weather_channel:announce:{h0}"),
-            r#"{"batches":4294967295,"rows":1}"#.into(),
+            ours(r#"{"batches":4294967295,"rows":1}"#),
         ),
         (
             format!("weather_channel:announce:{h0}"),
-            r#"{"batches":0,"rows":0}"#.into(),
+            ours(r#"{"batches":0,"rows":0}"#),
         ),
         (
             format!("weather_channel:announce:{h1}"),
-            r#"{"batches":10000000,"rows":10000000}"#.into(),
+            ours(r#"{"batches":10000000,"rows":10000000}"#),
         ),
         (
             format!("weather_channel:announce:{h1}"),
-            r#"{"batches":3,"rows":2}"#.into(),
+            ours(r#"{"batches":3,"rows":2}"#),
         ),
         (
             format!("weather_channel:data:0:{h0}"),
@@ -76,6 +87,11 @@ async fn no_message_on_the_bus_crashes_a_role_or_changes_what_is_stored() {
             "{}".into(),
         ),
     ];
+    // Another deployment's processor "reports" hour 0 with every row: refused.
+    let foreign_report = (
+        format!("weather_channel:reported:{h0}"),
+        from("other-site", r#"{"rows":40,"refused":0,"states":1}"#),
+    );
     let publish = |channel: String, body: String| {
         let mut connection = connection.clone();
         async move {
@@ -128,8 +144,12 @@ async fn no_message_on_the_bus_crashes_a_role_or_changes_what_is_stored() {
     for (channel, body) in hostile {
         publish(channel, body).await;
     }
-    for _ in 0..1000 {
-        publish(format!("weather_channel:request:0:{h0}"), String::new()).await;
+    for i in 0..1000 {
+        publish(format!("weather_channel:request:0:{h0}"), ours("null")).await;
+        if i % 100 == 0 {
+            let (channel, body) = foreign_report.clone();
+            publish(channel, body).await;
+        }
     }
 
     let status = tokio::task::block_in_place(|| streamer.wait_timeout(TIMEOUT).unwrap());
@@ -145,6 +165,15 @@ async fn no_message_on_the_bus_crashes_a_role_or_changes_what_is_stored() {
         let peak = peak_rss_mib(process.pid().unwrap());
         assert!(peak < 256, "{role} peaked at {peak} MiB");
     }
+    let foreign = stack
+        .events(&streamer)
+        .into_iter()
+        .filter(|event| matches!(event, Event::MessageRejected { reason, .. } if reason.contains("from deployment \"other-site\"")))
+        .count();
+    assert!(
+        foreign >= 1,
+        "the foreign report was neither refused nor counted"
+    );
     let ingester_log = stack.role_log(Role::Ingester);
     assert!(
         !ingester_log.lines().any(|l| l.starts_with("FORGED")),

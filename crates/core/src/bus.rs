@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::buffer::{Delivery, Target};
+use crate::channel::Pattern;
 use crate::config::{ConfigError, RedisArgs, redact_url};
 use crate::shutdown::sleep_or_cancel;
 use crate::tls;
@@ -187,9 +188,9 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(channel: impl ToString, payload: impl Into<std::sync::Arc<[u8]>>) -> Self {
+    pub fn new(channel: String, payload: impl Into<std::sync::Arc<[u8]>>) -> Self {
         Self {
-            channel: channel.to_string(),
+            channel,
             payload: payload.into(),
         }
     }
@@ -250,7 +251,7 @@ pub enum BusEvent {
 pub struct Subscription {
     client: Client,
     url: String,
-    patterns: Vec<&'static str>,
+    patterns: Vec<String>,
     session: Option<(PubSubSink, PubSubStream)>,
     backoff: Backoff,
     /// When the current outage began, for the "recovered after" log line.
@@ -258,12 +259,16 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Checks the settings now; connects on the first [`Subscription::next`].
-    pub fn new(args: &RedisArgs, patterns: &[&'static str]) -> Result<Self, BusError> {
+    /// Checks the settings now; connects on the first [`Subscription::next`]. The
+    /// patterns are in the deployment's namespace.
+    pub fn new(args: &RedisArgs, patterns: &[Pattern]) -> Result<Self, BusError> {
         Ok(Self {
             client: open(args)?,
             url: redact_url(&args.url),
-            patterns: patterns.to_vec(),
+            patterns: patterns
+                .iter()
+                .map(|p| p.in_namespace(&args.namespace))
+                .collect(),
             session: None,
             backoff: Backoff::new(),
             lost_at: None,
@@ -279,7 +284,7 @@ impl Subscription {
         .map_err(|_| "connect timed out".to_owned())?
         .map_err(|e| e.to_string())?;
         for pattern in &self.patterns {
-            tokio::time::timeout(RESPONSE_TIMEOUT, pubsub.psubscribe(*pattern))
+            tokio::time::timeout(RESPONSE_TIMEOUT, pubsub.psubscribe(pattern.as_str()))
                 .await
                 .map_err(|_| format!("PSUBSCRIBE {pattern} timed out"))?
                 .map_err(|e| format!("PSUBSCRIBE {pattern}: {e}"))?;

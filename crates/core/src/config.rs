@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crate::channel::{Deployment, DeploymentId, Namespace};
 use crate::tls::TlsError;
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,24 @@ pub struct RedisArgs {
         env = "REDIS_CLIENT_KEY"
     )]
     pub client_key: Option<PathBuf>,
+    /// Prefix of every channel name (`<namespace>:data:...`): deployments sharing one
+    /// Redis each use their own.
+    #[arg(
+        id = "channel_namespace",
+        long = "channel-namespace",
+        env = "WEATHERVANE_NAMESPACE",
+        default_value = Namespace::DEFAULT
+    )]
+    pub namespace: Namespace,
+    /// This deployment's id, carried in every message; a message with another is refused
+    /// (and counted), even where namespaces or ACLs were set up wrong.
+    #[arg(
+        id = "deployment",
+        long = "deployment",
+        env = "WEATHERVANE_DEPLOYMENT",
+        default_value = DeploymentId::DEFAULT
+    )]
+    pub deployment: DeploymentId,
 }
 
 impl RedisArgs {
@@ -90,6 +109,16 @@ impl RedisArgs {
             ca_file: None,
             client_cert: None,
             client_key: None,
+            namespace: Namespace::default(),
+            deployment: DeploymentId::default(),
+        }
+    }
+
+    /// The namespace and id this deployment's messages have.
+    pub fn deployment(&self) -> Deployment {
+        Deployment {
+            namespace: self.namespace.clone(),
+            id: self.deployment.clone(),
         }
     }
 

@@ -1,10 +1,12 @@
-//! Message bodies, as JSON (readable in `redis-cli`). Every decode checks the body
-//! against its channel, so a message that says one thing in its name and another in its
-//! body is rejected rather than stored under the wrong hour.
+//! Message bodies, as JSON (readable in `redis-cli`): `{"deployment": <id>, "body":
+//! {...}}`. Every decode checks the deployment id against ours and the body against its
+//! channel, so a message from another deployment, or that says one thing in its name and
+//! another in its body, is rejected rather than stored under the wrong hour.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::channel::DeploymentId;
 use crate::{Generation, HourKey, WeatherRow};
 
 /// Most batches an hour may have: 100,000 batches of 500 rows is 50 million stations.
@@ -77,24 +79,66 @@ pub struct PayloadError {
     pub reason: String,
 }
 
-pub fn encode<T: Serialize>(payload: &T) -> Vec<u8> {
-    serde_json::to_vec(payload).expect("payload types always serialize")
+/// A message body as sent: who sends it, and what it says.
+#[derive(Serialize)]
+struct Sent<'a, T> {
+    deployment: &'a str,
+    body: &'a T,
 }
 
-pub fn decode<T: DeserializeOwned>(channel: &str, body: &[u8]) -> Result<T, PayloadError> {
-    if body.len() > MAX_PAYLOAD_BYTES {
-        return Err(PayloadError {
-            channel: channel.to_owned(),
-            reason: format!(
-                "{} bytes, more than the {MAX_PAYLOAD_BYTES} a message may have",
-                body.len()
-            ),
-        });
-    }
-    serde_json::from_slice(body).map_err(|error| PayloadError {
+/// A message body as received.
+#[derive(Deserialize)]
+struct Received<T> {
+    deployment: String,
+    body: T,
+}
+
+/// Only the sender of a message whose body could not be read, for a better reason.
+#[derive(Deserialize)]
+struct Sender {
+    deployment: String,
+}
+
+pub fn encode<T: Serialize>(deployment: &DeploymentId, payload: &T) -> Vec<u8> {
+    let sent = Sent {
+        deployment: deployment.as_str(),
+        body: payload,
+    };
+    serde_json::to_vec(&sent).expect("payload types always serialize")
+}
+
+/// Decodes a message of `deployment` on `channel`; one from another deployment is an
+/// error that says so.
+pub fn decode<T: DeserializeOwned>(
+    channel: &str,
+    body: &[u8],
+    deployment: &DeploymentId,
+) -> Result<T, PayloadError> {
+    let error = |reason: String| PayloadError {
         channel: channel.to_owned(),
-        reason: error.to_string(),
-    })
+        reason,
+    };
+    if body.len() > MAX_PAYLOAD_BYTES {
+        return Err(error(format!(
+            "{} bytes, more than the {MAX_PAYLOAD_BYTES} a message may have",
+            body.len()
+        )));
+    }
+    let foreign = |sender: &str| {
+        error(format!(
+            "from deployment {sender:?}, not this one ({deployment}); refused"
+        ))
+    };
+    match serde_json::from_slice::<Received<T>>(body) {
+        Ok(received) if received.deployment == deployment.as_str() => Ok(received.body),
+        Ok(received) => Err(foreign(&received.deployment)),
+        Err(parse) => match serde_json::from_slice::<Sender>(body) {
+            Ok(sender) if sender.deployment != deployment.as_str() => {
+                Err(foreign(&sender.deployment))
+            }
+            _ => Err(error(parse.to_string())),
+        },
+    }
 }
 
 /// Whether `batches` and `rows` can describe one hour: 1 to [`MAX_BATCHES_PER_HOUR`]
@@ -118,8 +162,12 @@ fn check_counts(batches: u32, rows: Option<u64>) -> Result<(), String> {
 
 impl HourAnnouncement {
     /// Decodes an announcement and checks that its counts can describe one hour.
-    pub fn decode_for(channel: &str, body: &[u8]) -> Result<Self, PayloadError> {
-        let announcement: Self = decode(channel, body)?;
+    pub fn decode_for(
+        channel: &str,
+        body: &[u8],
+        deployment: &DeploymentId,
+    ) -> Result<Self, PayloadError> {
+        let announcement: Self = decode(channel, body, deployment)?;
         check_counts(announcement.batches, Some(announcement.rows)).map_err(|reason| {
             PayloadError {
                 channel: channel.to_owned(),
@@ -144,20 +192,21 @@ impl BatchEnvelope {
     /// Encodes batch `batch` of `batches` of `hour`, holding `rows`, without copying
     /// the rows into an envelope: the same bytes as [`encode`] of the envelope.
     pub fn encode_rows(
+        deployment: &DeploymentId,
         hour: HourKey,
         batch: u32,
         batches: u32,
         generation: Generation,
         rows: &[WeatherRow],
     ) -> std::sync::Arc<[u8]> {
-        encode(&BorrowedBatch {
+        let batch = BorrowedBatch {
             hour,
             batch,
             batches,
             generation,
             rows,
-        })
-        .into()
+        };
+        encode(deployment, &batch).into()
     }
 
     /// Decodes a batch and checks it against the `batch` and `hour` of its channel and
@@ -167,8 +216,9 @@ impl BatchEnvelope {
         batch: u32,
         hour: HourKey,
         body: &[u8],
+        deployment: &DeploymentId,
     ) -> Result<Self, PayloadError> {
-        let envelope: Self = decode(channel, body)?;
+        let envelope: Self = decode(channel, body, deployment)?;
         let error = |reason: String| PayloadError {
             channel: channel.to_owned(),
             reason,
@@ -211,6 +261,10 @@ mod tests {
     use super::*;
     use crate::row::NUMERIC_COLUMNS;
 
+    fn ours() -> DeploymentId {
+        DeploymentId::default()
+    }
+
     fn row(zip: &str, time: i64) -> WeatherRow {
         let mut values = [None; NUMERIC_COLUMNS.len()];
         for metric in crate::row::Metric::ALL {
@@ -236,11 +290,11 @@ mod tests {
             generation: "00000000000000ff".parse().unwrap(),
             rows: vec![row("02134", hour.start_secs())],
         };
-        let body = encode(&envelope);
-        let decoded = BatchEnvelope::decode_for("c", 1, hour, &body).unwrap();
+        let body = encode(&ours(), &envelope);
+        let decoded = BatchEnvelope::decode_for("c", 1, hour, &body, &ours()).unwrap();
         assert_eq!(decoded, envelope);
         assert_eq!(
-            &*BatchEnvelope::encode_rows(hour, 1, 3, envelope.generation, &envelope.rows),
+            &*BatchEnvelope::encode_rows(&ours(), hour, 1, 3, envelope.generation, &envelope.rows),
             &body[..]
         );
         assert!(
@@ -253,14 +307,15 @@ mod tests {
     #[test]
     fn counts_no_hour_can_have_are_rejected_before_anything_is_allocated() {
         let announce = |batches: u32, rows: u64| {
-            HourAnnouncement::decode_for(
-                "a",
-                &encode(&HourAnnouncement {
+            let body = encode(
+                &ours(),
+                &HourAnnouncement {
                     batches,
                     rows,
                     generation: Generation::default(),
-                }),
-            )
+                },
+            );
+            HourAnnouncement::decode_for("a", &body, &ours())
         };
         assert!(announce(4, 2000).is_ok());
         for (batches, rows, reason) in [
@@ -274,17 +329,20 @@ mod tests {
             assert!(error.contains(reason), "{batches}/{rows}: {error}");
         }
         let hour: HourKey = "2023-09-19T05".parse().unwrap();
-        let empty = encode(&BatchEnvelope {
-            hour,
-            batch: 0,
-            batches: 1,
-            generation: Generation::default(),
-            rows: vec![],
-        });
-        let error = BatchEnvelope::decode_for("d", 0, hour, &empty).unwrap_err();
+        let empty = encode(
+            &ours(),
+            &BatchEnvelope {
+                hour,
+                batch: 0,
+                batches: 1,
+                generation: Generation::default(),
+                rows: vec![],
+            },
+        );
+        let error = BatchEnvelope::decode_for("d", 0, hour, &empty, &ours()).unwrap_err();
         assert!(error.to_string().contains("0 rows"), "{error}");
         let huge = vec![b' '; MAX_PAYLOAD_BYTES + 1];
-        let error = decode::<HourStored>("p", &huge).unwrap_err();
+        let error = decode::<HourStored>("p", &huge, &ours()).unwrap_err();
         assert!(error.to_string().contains("more than the"), "{error}");
     }
 
@@ -292,13 +350,16 @@ mod tests {
     fn mismatches_and_garbage_are_rejected_with_the_channel_named() {
         let hour: HourKey = "2023-09-19T05".parse().unwrap();
         let ok = |batch, batches, time| {
-            encode(&BatchEnvelope {
-                hour,
-                batch,
-                batches,
-                generation: Generation::default(),
-                rows: vec![row("1", time)],
-            })
+            encode(
+                &ours(),
+                &BatchEnvelope {
+                    hour,
+                    batch,
+                    batches,
+                    generation: Generation::default(),
+                    rows: vec![row("1", time)],
+                },
+            )
         };
         let cases: [(Vec<u8>, &str); 4] = [
             (b"{not json".to_vec(), "key must be a string"),
@@ -307,14 +368,47 @@ mod tests {
             (ok(1, 3, hour.start_secs() + 3600), "not in hour"),
         ];
         for (body, why) in cases {
-            let error =
-                BatchEnvelope::decode_for("weather_channel:data:1:2023-09-19T05", 1, hour, &body)
-                    .unwrap_err();
+            let error = BatchEnvelope::decode_for(
+                "weather_channel:data:1:2023-09-19T05",
+                1,
+                hour,
+                &body,
+                &ours(),
+            )
+            .unwrap_err();
             let text = error.to_string();
             assert!(
                 text.contains(why) && text.contains("weather_channel:data:1"),
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_message_from_another_deployment_is_refused_and_says_whose_it_is() {
+        let reported = HourReported {
+            rows: 10,
+            refused: 0,
+            states: 1,
+            generation: Generation::default(),
+        };
+        let theirs: DeploymentId = "site-b".parse().unwrap();
+        let body = encode(&theirs, &reported);
+        assert_eq!(
+            decode::<HourReported>("r", &body, &theirs).unwrap(),
+            reported
+        );
+        let error = decode::<HourReported>("r", &body, &ours()).unwrap_err();
+        assert!(
+            error.to_string().contains("from deployment \"site-b\""),
+            "{error}"
+        );
+        // Even when its body is not one we could read.
+        let odd = br#"{"deployment":"site-b","body":{"rows":"many"}}"#;
+        let error = decode::<HourReported>("r", odd, &ours()).unwrap_err();
+        assert!(error.to_string().contains("site-b"), "{error}");
+        // And a message without one is not ours either.
+        let bare = br#"{"rows":10,"refused":0,"states":1}"#;
+        assert!(decode::<HourReported>("r", bare, &ours()).is_err());
     }
 }

@@ -29,7 +29,7 @@ use weathervane_core::buffer::{self, BoundedQueue, Delivery, Target};
 use weathervane_core::bus::{
     self, BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard,
 };
-use weathervane_core::channel::{Channel, pattern};
+use weathervane_core::channel::{Channel, Deployment, Pattern};
 use weathervane_core::config::{BufferArgs, InfluxArgs, RedisArgs};
 use weathervane_core::event::{self, Event};
 use weathervane_core::influx::{InfluxClient, InfluxError};
@@ -109,6 +109,8 @@ impl WriteChunk {
 }
 
 struct IngesterState {
+    /// Where and as whom messages go, and whose messages are taken.
+    deployment: Deployment,
     ledger: Mutex<Ledger>,
     /// Old rows of hours whose content changed are deleted before new ones are written.
     rewrites: Rewrites,
@@ -131,7 +133,8 @@ impl IngesterState {
             batches: batches.clone(),
         });
         for batch in batches {
-            let message = Outbound::new(Channel::Request { batch, hour }, &b""[..]);
+            let channel = Channel::Request { batch, hour }.name(&self.deployment.namespace);
+            let message = Outbound::new(channel, payload::encode(&self.deployment.id, &()));
             let bytes = message.bytes();
             self.requests.push(message, bytes).await;
         }
@@ -139,12 +142,15 @@ impl IngesterState {
 
     async fn notify_stored(&self, hour: HourKey, rows: HourRows, generation: Generation) {
         let message = Outbound::new(
-            Channel::Stored { hour },
-            payload::encode(&HourStored {
-                rows: rows.stored,
-                refused: rows.refused,
-                generation,
-            }),
+            Channel::Stored { hour }.name(&self.deployment.namespace),
+            payload::encode(
+                &self.deployment.id,
+                &HourStored {
+                    rows: rows.stored,
+                    refused: rows.refused,
+                    generation,
+                },
+            ),
         );
         let bytes = message.bytes();
         self.notices.push(message, bytes).await;
@@ -159,7 +165,7 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
             source,
         })?;
     tracing::info!(dead_letters = %dead_letters.path().display(), "Points InfluxDB refuses go to the dead-letter file.");
-    let subscription = Subscription::new(&config.redis, &[pattern::DATA, pattern::ANNOUNCE])?;
+    let subscription = Subscription::new(&config.redis, &[Pattern::Data, Pattern::Announce])?;
     bus::check_certificates(&config.redis).await?;
     influx.check_certificates().await?;
     let request_target = PublishTarget {
@@ -172,6 +178,7 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
     };
     let rows = config.buffer.buffer_rows.max(1000);
     let state = Arc::new(IngesterState {
+        deployment: config.redis.deployment(),
         ledger: Mutex::new(Ledger::default()),
         rewrites: Rewrites::default(),
         writes: Arc::new(BoundedQueue::new(
@@ -243,9 +250,10 @@ async fn handle(
     channel: &str,
     body: &[u8],
 ) -> Result<(), Box<dyn std::error::Error>> {
-    match Channel::parse(channel)? {
+    let Deployment { namespace, id } = &state.deployment;
+    match Channel::parse(channel, namespace)? {
         Channel::Data { batch, hour } => {
-            let envelope = BatchEnvelope::decode_for(channel, batch, hour, body)?;
+            let envelope = BatchEnvelope::decode_for(channel, batch, hour, body, id)?;
             let verdict = state.ledger.lock().unwrap().on_batch(
                 hour,
                 batch,
@@ -282,7 +290,7 @@ async fn handle(
             state.request(hour, verdict.request).await;
         }
         Channel::Announce { hour } => {
-            let announcement = HourAnnouncement::decode_for(channel, body)?;
+            let announcement = HourAnnouncement::decode_for(channel, body, id)?;
             let verdict = state.ledger.lock().unwrap().on_announce(
                 hour,
                 announcement.batches,

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use weathervane_core::channel::Channel;
+use weathervane_core::channel::{Channel, Deployment};
 use weathervane_core::payload::{self, HourStored};
 use weathervane_core::{Generation, HourKey};
 
@@ -37,18 +37,27 @@ pub enum NoticeVerdict {
 /// The hours queued or being computed.
 #[derive(Debug, Default)]
 pub struct ReportJobs {
+    /// Whose notices these are: another deployment's are malformed here.
+    deployment: Deployment,
     active: HashSet<HourKey>,
 }
 
 impl ReportJobs {
+    pub fn new(deployment: Deployment) -> Self {
+        Self {
+            deployment,
+            active: HashSet::new(),
+        }
+    }
+
     /// A message arrived on `channel`.
     pub fn on_message(&mut self, channel: &str, payload: &[u8]) -> NoticeVerdict {
-        let hour = match Channel::parse(channel) {
+        let hour = match Channel::parse(channel, &self.deployment.namespace) {
             Ok(Channel::Stored { hour }) => hour,
             Ok(_) => return NoticeVerdict::NotANotice,
             Err(error) => return NoticeVerdict::Malformed(error.to_string()),
         };
-        let stored = match payload::decode::<HourStored>(channel, payload) {
+        let stored = match payload::decode::<HourStored>(channel, payload, &self.deployment.id) {
             Ok(stored) => stored,
             Err(error) => return NoticeVerdict::Malformed(error.to_string()),
         };
@@ -80,11 +89,14 @@ mod tests {
     const CHANNEL: &str = "weather_channel:processor:2023-09-19T05";
 
     fn stored(rows: u64) -> Vec<u8> {
-        encode(&HourStored {
-            rows,
-            refused: 0,
-            generation: Generation::from_bits(7),
-        })
+        encode(
+            &Default::default(),
+            &HourStored {
+                rows,
+                refused: 0,
+                generation: Generation::from_bits(7),
+            },
+        )
     }
 
     fn job(rows: u64) -> ReportJob {

@@ -18,7 +18,7 @@ use weathervane_core::buffer::{self, BoundedQueue, Delivery, Target};
 use weathervane_core::bus::{
     self, BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard,
 };
-use weathervane_core::channel::{Channel, pattern};
+use weathervane_core::channel::{Channel, Deployment, Pattern};
 use weathervane_core::config::{InfluxArgs, RedisArgs};
 use weathervane_core::event::{self, Event};
 use weathervane_core::influx::{InfluxClient, InfluxError, Series};
@@ -72,7 +72,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
     let influx = InfluxClient::new(&config.influx, QUERY_TIMEOUT)?;
-    let subscription = Subscription::new(&config.redis, &[pattern::STORED])?;
+    let subscription = Subscription::new(&config.redis, &[Pattern::Stored])?;
     bus::check_certificates(&config.redis).await?;
     influx.check_certificates().await?;
     // A report nobody hears is not kept: the streamer announces the hour again and the
@@ -83,13 +83,14 @@ pub async fn run(
     };
     let state = Arc::new(ProcessorState {
         queue: Arc::new(BoundedQueue::new("processor-jobs", 10_000, usize::MAX)),
-        jobs: Mutex::new(ReportJobs::default()),
+        jobs: Mutex::new(ReportJobs::new(config.redis.deployment())),
         reported: Arc::new(BoundedQueue::new("processor-acks", 10_000, 1 << 20)),
     });
     let mut supervisor = Supervisor::new();
     let token = supervisor.token();
     let report_target = ReportTarget {
         influx,
+        deployment: config.redis.deployment(),
         state: state.clone(),
         credentials_refused: false,
     };
@@ -141,6 +142,8 @@ fn report_lines(report: &HourReport, job: ReportJob) -> Vec<u8> {
 /// Computes and stores the reports of one hour.
 struct ReportTarget {
     influx: InfluxClient,
+    /// Where and as whom the `reported` messages go.
+    deployment: Deployment,
     state: Arc<ProcessorState>,
     /// InfluxDB is refusing our credentials (logged once per such outage).
     credentials_refused: bool,
@@ -161,13 +164,16 @@ impl Target<ReportJob> for ReportTarget {
                     elapsed_ms: started.elapsed().as_millis() as u64,
                 });
                 let reported = Outbound::new(
-                    Channel::Reported { hour: job.hour },
-                    payload::encode(&HourReported {
-                        generation: job.generation,
-                        rows: job.rows,
-                        refused: job.refused,
-                        states,
-                    }),
+                    Channel::Reported { hour: job.hour }.name(&self.deployment.namespace),
+                    payload::encode(
+                        &self.deployment.id,
+                        &HourReported {
+                            generation: job.generation,
+                            rows: job.rows,
+                            refused: job.refused,
+                            states,
+                        },
+                    ),
                 );
                 let bytes = reported.bytes();
                 self.state.reported.push(reported, bytes).await;

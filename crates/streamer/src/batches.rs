@@ -48,6 +48,7 @@ pub fn encoded_size(row: &WeatherRow) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use weathervane_core::channel::DeploymentId;
     use weathervane_core::row::{self, Metric, NUMERIC_COLUMNS};
     use weathervane_core::{Generation, HourKey, payload::BatchEnvelope};
 
@@ -102,9 +103,11 @@ mod tests {
         for (batch, range) in plan.iter().enumerate() {
             let rows = &rows[range.start as usize..range.end as usize];
             let (batches, generation) = (plan.len() as u32, Generation::from_bits(7));
-            let body = BatchEnvelope::encode_rows(hour, batch as u32, batches, generation, rows);
+            let id = DeploymentId::default();
+            let body =
+                BatchEnvelope::encode_rows(&id, hour, batch as u32, batches, generation, rows);
             largest = largest.max(body.len());
-            let decoded = BatchEnvelope::decode_for("c", batch as u32, hour, &body).unwrap();
+            let decoded = BatchEnvelope::decode_for("c", batch as u32, hour, &body, &id).unwrap();
             assert_eq!(decoded.batches, batches);
             zips.extend(decoded.rows.into_iter().map(|r| r.zip_code));
         }

@@ -23,7 +23,7 @@ use weathervane_core::buffer::{self, BoundedQueue};
 use weathervane_core::bus::{
     self, BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard,
 };
-use weathervane_core::channel::{Channel, pattern};
+use weathervane_core::channel::{Channel, Deployment, DeploymentId, Pattern};
 use weathervane_core::config::{BufferArgs, RedisArgs};
 use weathervane_core::event::{self, Event};
 use weathervane_core::generation::GenerationDigest;
@@ -120,6 +120,8 @@ pub enum StreamerError {
 /// What the streaming loop, the listener and the announcer share.
 struct StreamerState {
     options: StreamOptions,
+    /// Where and as whom messages go, and whose messages are taken.
+    deployment: Deployment,
     /// The index of the input as it is now: replaced when a file changes. Each hour is
     /// read through one snapshot, which nothing holds past that hour.
     index: Mutex<Arc<InputIndex>>,
@@ -158,9 +160,9 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
         return Err(StreamerError::MaxAbsValue(options.max_abs_value));
     }
     let publisher = Publisher::new(&redis)?;
-    let subscription = Subscription::new(&redis, &[pattern::REQUEST, pattern::REPORTED])?;
+    let subscription = Subscription::new(&redis, &[Pattern::Request, Pattern::Reported])?;
     bus::check_certificates(&redis).await?;
-    let state = Arc::new(StreamerState::open(options, &buffer)?);
+    let state = Arc::new(StreamerState::open(options, &buffer, redis.deployment())?);
 
     let mut supervisor = Supervisor::new();
     let token = supervisor.token();
@@ -192,7 +194,11 @@ async fn until_cancelled(task: impl Future<Output = ()>, shutdown: CancellationT
 
 impl StreamerState {
     /// Loads the record of confirmed hours, indexes the input and sizes the outbound queue.
-    fn open(options: StreamOptions, buffer: &BufferArgs) -> Result<Self, StreamerError> {
+    fn open(
+        options: StreamOptions,
+        buffer: &BufferArgs,
+        deployment: Deployment,
+    ) -> Result<Self, StreamerError> {
         let confirmed = ConfirmedHours::load(options.state_file.clone()).map_err(|source| {
             StreamerError::State {
                 path: options.state_file.clone().unwrap_or_default(),
@@ -235,6 +241,7 @@ impl StreamerState {
             hour_confirmed: Notify::new(),
             index: Mutex::new(Arc::new(index)),
             options,
+            deployment,
         })
     }
 }
@@ -439,7 +446,8 @@ async fn stream_hour(state: &Arc<StreamerState>, hour: HourKey) -> Result<Stream
     );
     let mut digest = GenerationDigest::new(state.options.batch_size);
     for batch in 0..plan.batches {
-        let payload = match read_batch(index.clone(), hour, batch, plan, false).await? {
+        let id = state.deployment.id.clone();
+        let payload = match read_batch(index.clone(), hour, batch, plan, id, false).await? {
             Ok(BatchRead { rows, payload }) => {
                 rows.iter().for_each(|row| digest.add(row));
                 payload
@@ -449,7 +457,8 @@ async fn stream_hour(state: &Arc<StreamerState>, hour: HourKey) -> Result<Stream
                 return Ok(Streamed::Stale(change));
             }
         };
-        let message = Outbound::new(Channel::Data { batch, hour }, payload);
+        let channel = Channel::Data { batch, hour }.name(&state.deployment.namespace);
+        let message = Outbound::new(channel, payload);
         let bytes = message.bytes();
         state.outbound.push(message, bytes).await;
         if !batch_interval.is_zero() && batch + 1 < plan.batches {
@@ -467,12 +476,15 @@ async fn stream_hour(state: &Arc<StreamerState>, hour: HourKey) -> Result<Stream
             None => Err(StreamerError::ReadsDifferently { hour }),
         };
     }
-    let announcement = announcement(Announcement {
-        hour,
-        batches: plan.batches,
-        rows: plan.rows,
-        generation: plan.generation,
-    });
+    let announcement = announcement(
+        &state.deployment,
+        Announcement {
+            hour,
+            batches: plan.batches,
+            rows: plan.rows,
+            generation: plan.generation,
+        },
+    );
     let bytes = announcement.bytes();
     state.outbound.push(announcement, bytes).await;
     state.pending.lock().unwrap().queued(hour);
@@ -485,6 +497,7 @@ async fn stream_hour(state: &Arc<StreamerState>, hour: HourKey) -> Result<Stream
 }
 
 fn announcement(
+    deployment: &Deployment,
     Announcement {
         hour,
         batches,
@@ -493,12 +506,15 @@ fn announcement(
     }: Announcement,
 ) -> Outbound {
     Outbound::new(
-        Channel::Announce { hour },
-        payload::encode(&HourAnnouncement {
-            batches,
-            rows,
-            generation,
-        }),
+        Channel::Announce { hour }.name(&deployment.namespace),
+        payload::encode(
+            &deployment.id,
+            &HourAnnouncement {
+                batches,
+                rows,
+                generation,
+            },
+        ),
     )
 }
 
@@ -518,6 +534,7 @@ async fn read_batch(
     hour: HourKey,
     batch: u32,
     plan: HourPlan,
+    deployment: DeploymentId,
     check_files: bool,
 ) -> Result<Result<BatchRead, Changed>, StreamerError> {
     tokio::task::spawn_blocking(move || {
@@ -534,7 +551,14 @@ async fn read_batch(
                 };
             }
         };
-        let payload = BatchEnvelope::encode_rows(hour, batch, plan.batches, plan.generation, &rows);
+        let payload = BatchEnvelope::encode_rows(
+            &deployment,
+            hour,
+            batch,
+            plan.batches,
+            plan.generation,
+            &rows,
+        );
         Ok(Ok(BatchRead { rows, payload }))
     })
     .await
@@ -567,13 +591,19 @@ async fn listen(
             }
             BusEvent::Message { channel, payload } => (channel, payload),
         };
-        let reason = match Channel::parse(&channel) {
+        let Deployment { namespace, id } = &state.deployment;
+        let reason = match Channel::parse(&channel, namespace) {
             Ok(Channel::Request { batch, hour }) => {
-                resend(&state, hour, batch).await;
-                continue;
+                match payload::decode::<()>(&channel, &body, id) {
+                    Ok(()) => {
+                        resend(&state, hour, batch).await;
+                        continue;
+                    }
+                    Err(error) => error.to_string(),
+                }
             }
             Ok(Channel::Reported { hour }) => {
-                match payload::decode::<HourReported>(&channel, &body) {
+                match payload::decode::<HourReported>(&channel, &body, id) {
                     Ok(reported) => {
                         confirm(&state, hour, reported);
                         continue;
@@ -618,7 +648,8 @@ async fn resend(state: &StreamerState, hour: HourKey, batch: u32) {
         // The input changed: the hour is streamed again with its new content.
         return;
     };
-    let payload = match read_batch(index, hour, batch, plan, true).await {
+    let id = state.deployment.id.clone();
+    let payload = match read_batch(index, hour, batch, plan, id, true).await {
         Ok(Ok(read)) => read.payload,
         Ok(Err(change)) => {
             tracing::info!(hour = %hour, batch, file = %change.path.display(), "Resend skipped: the input changed; the hour will be streamed again.");
@@ -630,7 +661,8 @@ async fn resend(state: &StreamerState, hour: HourKey, batch: u32) {
         }
     };
     tracing::info!(hour = %hour, batch, "Resending batch on request.");
-    let message = Outbound::new(Channel::Data { batch, hour }, payload);
+    let channel = Channel::Data { batch, hour }.name(&state.deployment.namespace);
+    let message = Outbound::new(channel, payload);
     let bytes = message.bytes();
     state.outbound.push(message, bytes).await;
 }
@@ -670,7 +702,10 @@ async fn announce(state: Arc<StreamerState>, shutdown: CancellationToken) {
             .lock()
             .unwrap()
             .take_due(Instant::now(), state.outbound.is_empty());
-        for message in due.into_iter().map(announcement) {
+        for message in due
+            .into_iter()
+            .map(|due| announcement(&state.deployment, due))
+        {
             tracing::debug!(channel = %message.channel, "Announcing unconfirmed hour.");
             let bytes = message.bytes();
             state.outbound.push(message, bytes).await;
