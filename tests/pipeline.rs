@@ -7,32 +7,11 @@ use weathervane_e2e::{CsvRow, Expected, Stack, api_get, assert_stored_exactly, c
 use weathervane_harness::Role;
 use weathervane_harness::events::{Event, events_of};
 
-const TIMEOUT: Duration = Duration::from_secs(180);
-
-fn run_streamer(stack: &Stack, input: &std::path::Path, args: &[&str]) {
-    let mut streamer = stack.streamer(input, args);
-    streamer.start().unwrap();
-    let status = streamer.wait_timeout(TIMEOUT).unwrap();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "streamer did not finish: {status:?}\n{}",
-        stack.log(&streamer)
-    );
-    assert!(
-        stack
-            .events(&streamer)
-            .iter()
-            .any(|event| matches!(event, Event::AllHoursConfirmed { .. })),
-        "the streamer never said every hour is reported"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_days_are_stored_and_reported_exactly_and_served() {
     let stack = Stack::start();
     let input = stack.generate(100, 2, 11);
-    run_streamer(
-        &stack,
+    stack.stream_once(
         &input,
         &["--batch-size", "7", "--hour-interval", "0", "--once"],
     );
@@ -175,8 +154,7 @@ async fn bad_rows_and_bad_payloads_are_set_aside_and_nothing_else_is_lost() {
             .collect()
     };
 
-    run_streamer(
-        &stack,
+    stack.stream_once(
         &input,
         &["--batch-size", "5", "--hour-interval", "0", "--once"],
     );

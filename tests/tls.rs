@@ -10,7 +10,6 @@ use std::time::Duration;
 use weathervane_e2e::{Expected, Stack, TestCertificates, api_get, assert_stored_exactly, close};
 use weathervane_harness::{LocalStack, ManagedProcess, Role};
 
-const TIMEOUT: Duration = Duration::from_secs(180);
 /// A certificate failure must end a role well within this: no retry loop.
 const FAIL_FAST: Duration = Duration::from_secs(20);
 
@@ -39,14 +38,7 @@ async fn the_pipeline_stores_and_reports_exactly_over_rediss_and_https() {
     assert!(stack.redis.url().starts_with("rediss://"));
     assert!(stack.influx.url().starts_with("https://"));
     let input = stack.generate(60, 1, 5);
-    let mut streamer = stack.streamer(&input, &["--hour-interval", "0", "--once"]);
-    streamer.start().unwrap();
-    let status = streamer.wait_timeout(TIMEOUT).unwrap();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "streamer did not finish: {status:?}\n{}",
-        stack.log(&streamer)
-    );
+    stack.stream_once(&input, &["--hour-interval", "0", "--once"]);
     let rows = weathervane_e2e::read_csv(&input);
     assert_stored_exactly(&stack, &rows).await;
 

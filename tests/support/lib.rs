@@ -282,6 +282,27 @@ impl Stack {
             .args(args)
     }
 
+    /// Runs a streamer for `input` with `args` (which include `--once`) to its end, and
+    /// asserts it exited 0 after saying every hour is confirmed.
+    pub fn stream_once(&self, input: &Path, args: &[&str]) {
+        let mut streamer = self.streamer(input, args);
+        streamer.start().unwrap();
+        let status = streamer
+            .wait_timeout(std::time::Duration::from_secs(180))
+            .unwrap();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "streamer did not finish: {status:?}\n{}",
+            self.log(&streamer)
+        );
+        assert!(
+            self.events(&streamer)
+                .iter()
+                .any(|event| matches!(event, Event::AllHoursConfirmed { .. })),
+            "the streamer never said every hour is confirmed"
+        );
+    }
+
     /// Generates a CSV with the project's generator (the input; what is expected is then
     /// computed from that file independently).
     pub fn generate(&self, stations: u32, days: u32, seed: u64) -> std::path::PathBuf {
