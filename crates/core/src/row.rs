@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::SeekFrom;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
@@ -105,8 +105,11 @@ pub const MAX_STRING_FIELD_BYTES: usize = 65_535;
 /// at most [`MAX_STRING_FIELD_BYTES`] each, its numbers are short), so only a broken or
 /// hostile file meets it, and a 64 MB one-field line costs 1 MiB of memory, not 64 MB.
 pub const MAX_RECORD_BYTES: u64 = 1 << 20;
-/// The field delimiter of input files.
-const DELIMITER: u8 = b',';
+/// The field delimiters a file may use; the header row says which (see
+/// [`detect_delimiter`]).
+pub const DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
+/// How much of a file's start is read to find its header row's delimiter.
+const HEADER_SNIFF_BYTES: u64 = 64 * 1024;
 /// The largest magnitude any stage accepts: sums of up to 10^200 such values stay finite,
 /// so no report can overflow. The streamer's own limit (`--max-abs-value`) is tighter.
 pub const HARD_MAX_ABS_VALUE: f64 = 1e100;
@@ -318,47 +321,226 @@ struct ColumnMap {
     zip_code: usize,
     state: usize,
     name: Option<usize>,
-    time: usize,
+    time: TimeSource,
     wind_dir: Option<usize>,
     numeric: [Option<usize>; NUMERIC_COLUMNS.len()],
     /// The largest magnitude a value may have.
     max_abs_value: f64,
+    /// The header's field count: a row with fewer is cut short.
+    header_fields: usize,
+    /// The last column a row must reach.
+    last_required: usize,
 }
 
+/// Which column gives a row's UTC time.
+#[derive(Clone, Copy, Debug)]
+enum TimeSource {
+    /// `time`: `YYYY-MM-DD HH:MM` taken as UTC, or RFC 3339.
+    Text(usize),
+    /// `time_epoch`: seconds since 1970-01-01 UTC.
+    Epoch(usize),
+}
+
+/// Which column the row's time comes from (`--time-column`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimeColumn {
+    /// `time_epoch` when the file has that column (WeatherAPI's UTC time), else `time`.
+    #[default]
+    Auto,
+    /// `time`, even when the file has `time_epoch`.
+    Time,
+    /// `time_epoch`; a file without it is refused.
+    TimeEpoch,
+}
+
+/// How input files are read; the streamer's flags choose.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadOptions {
+    /// Values beyond ±this are rejected (at most [`HARD_MAX_ABS_VALUE`]).
+    pub max_abs_value: f64,
+    pub time_column: TimeColumn,
+    /// A record longer than this is rejected without being read whole.
+    pub max_record_bytes: u64,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        Self {
+            max_abs_value: DEFAULT_MAX_ABS_VALUE,
+            time_column: TimeColumn::Auto,
+            max_record_bytes: MAX_RECORD_BYTES,
+        }
+    }
+}
+
+/// The delimiter the header row `line` (the file's first line) uses: of [`DELIMITERS`],
+/// the one that splits it into the most fields (a comma when none splits it).
+pub fn detect_delimiter(line: &[u8]) -> u8 {
+    let fields = |delimiter: u8| {
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .delimiter(delimiter)
+            .from_reader(line)
+            .byte_records()
+            .next()
+            .and_then(Result::ok)
+            .map_or(0, |record| record.len())
+    };
+    // max_by_key keeps the last of equals; reversed, the first (the comma) wins ties.
+    DELIMITERS
+        .iter()
+        .rev()
+        .copied()
+        .max_by_key(|delimiter| fields(*delimiter))
+        .unwrap_or(b',')
+}
+
+/// A printable name for a delimiter, for messages.
+fn delimiter_name(delimiter: u8) -> &'static str {
+    match delimiter {
+        b',' => "commas",
+        b';' => "semicolons",
+        b'\t' => "tabs",
+        b'|' => "'|'",
+        _ => "another character",
+    }
+}
+
+/// Why a header lacks required columns: which, what it has, and the likely cause.
+fn describe_missing(header: &csv::StringRecord, missing: &[&str], delimiter: u8) -> String {
+    let quoted = |names: &mut dyn Iterator<Item = &str>| {
+        names
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut found: Vec<&str> = header.iter().take(12).collect();
+    if header.len() > 12 {
+        found.push("...");
+    }
+    let cause = if header.len() <= 1 {
+        format!(
+            "; the header is one field, not separated by {}: is the file separated by something else than commas, semicolons, tabs or '|'?",
+            delimiter_name(delimiter)
+        )
+    } else if missing.len() + 1 >= REQUIRED_COLUMNS {
+        "; is the first line a header row, and is this a WeatherAPI hourly export?".to_owned()
+    } else {
+        String::new()
+    };
+    format!(
+        "missing column{} {}; the header (separated by {}) has {} column{}: {}{cause}",
+        if missing.len() == 1 { "" } else { "s" },
+        quoted(&mut missing.iter().copied()),
+        delimiter_name(delimiter),
+        header.len(),
+        if header.len() == 1 { "" } else { "s" },
+        quoted(&mut found.into_iter()),
+    )
+}
+
+/// zip_code, state, the time and the four metrics.
+const REQUIRED_COLUMNS: usize = 7;
+
 impl ColumnMap {
-    fn from_header(header: &csv::StringRecord) -> Result<Self, String> {
+    fn from_header(
+        header: &csv::StringRecord,
+        time_column: TimeColumn,
+        delimiter: u8,
+    ) -> Result<Self, String> {
         let find = |name: &str| {
             header
                 .iter()
                 .position(|h| h.trim().eq_ignore_ascii_case(name))
         };
-        let require = |name: &str| find(name).ok_or_else(|| format!("missing column {name:?}"));
-        let numeric = NUMERIC_COLUMNS.map(find);
-        for metric in Metric::ALL {
-            require(metric.name())?;
+        let time = match (time_column, find("time_epoch"), find("time")) {
+            (TimeColumn::Auto | TimeColumn::TimeEpoch, Some(epoch), _) => {
+                Some(TimeSource::Epoch(epoch))
+            }
+            (TimeColumn::Auto | TimeColumn::Time, _, Some(text)) => Some(TimeSource::Text(text)),
+            _ => None,
+        };
+        let time_name = match time_column {
+            TimeColumn::TimeEpoch => "time_epoch",
+            _ => "time",
+        };
+        let missing: Vec<&str> = ["zip_code", "state"]
+            .into_iter()
+            .filter(|name| find(name).is_none())
+            .chain(time.is_none().then_some(time_name))
+            .chain(
+                Metric::ALL
+                    .iter()
+                    .map(|m| m.name())
+                    .filter(|name| find(name).is_none()),
+            )
+            .collect();
+        if !missing.is_empty() {
+            return Err(describe_missing(header, &missing, delimiter));
         }
+        let required = |name: &str| find(name).expect("checked above");
+        let (zip_code, state) = (required("zip_code"), required("state"));
+        let time = time.expect("checked above");
+        let time_index = match time {
+            TimeSource::Text(index) | TimeSource::Epoch(index) => index,
+        };
+        let last_required = Metric::ALL
+            .iter()
+            .map(|m| required(m.name()))
+            .chain([zip_code, state, time_index])
+            .max()
+            .expect("there are required columns");
         Ok(Self {
-            zip_code: require("zip_code")?,
-            state: require("state")?,
+            zip_code,
+            state,
             name: find("name"),
-            time: require("time")?,
+            time,
             wind_dir: find("wind_dir"),
-            numeric,
+            numeric: NUMERIC_COLUMNS.map(find),
             max_abs_value: DEFAULT_MAX_ABS_VALUE,
+            header_fields: header.len(),
+            last_required,
         })
     }
 
     fn parse(&self, record: &csv::StringRecord) -> Result<WeatherRow, String> {
+        if record.len() <= self.last_required {
+            return Err(format!(
+                "has {} of the header's {} fields",
+                record.len(),
+                self.header_fields
+            ));
+        }
         let cell = |index: usize| record.get(index).unwrap_or("").trim();
         let optional = |index: Option<usize>| index.map(cell).unwrap_or("").to_owned();
         let zip_code = cell(self.zip_code).to_owned();
         validate_zip(&zip_code)?;
-        let state = cell(self.state).to_ascii_uppercase();
-        validate_state(&state)?;
-        let time_text = cell(self.time);
-        let time = parse_time(time_text)
-            .ok_or_else(|| format!("time {time_text:?} is not YYYY-MM-DD HH:MM or RFC 3339"))?;
-        validate_year(time.year_ce(), time_text)?;
+        let state_text = cell(self.state);
+        let state = state_text.to_ascii_uppercase();
+        if validate_state(&state).is_err() {
+            return Err(format!("state {state_text:?} is not two letters"));
+        }
+        let time = match self.time {
+            TimeSource::Text(index) => {
+                let text = cell(index);
+                let time = parse_time(text)
+                    .ok_or_else(|| format!("time {text:?} is not YYYY-MM-DD HH:MM or RFC 3339"))?;
+                validate_year(time.year_ce(), text)?;
+                time
+            }
+            TimeSource::Epoch(index) => {
+                let text = cell(index);
+                let time = text
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|seconds| DateTime::from_timestamp(seconds, 0))
+                    .ok_or_else(|| {
+                        format!("time_epoch {text:?} is not whole seconds since 1970 (UTC)")
+                    })?;
+                validate_year(time.year_ce(), text)?;
+                time
+            }
+        };
         let (name, wind_dir) = (optional(self.name), optional(self.wind_dir));
         validate_string("name", &name)?;
         validate_string("wind_dir", &wind_dir)?;
@@ -403,42 +585,52 @@ pub struct CsvSource {
 
 impl CsvSource {
     pub fn open(path: &Path) -> Result<Self, CsvError> {
-        Self::open_with_max_record_bytes(path, MAX_RECORD_BYTES)
+        Self::open_with(path, &ReadOptions::default())
     }
 
-    /// Opens `path` rejecting records (the header too) longer than `max` bytes instead of
-    /// [`MAX_RECORD_BYTES`]. The cap is set at opening because the first read already takes
-    /// in many records.
-    pub fn open_with_max_record_bytes(path: &Path, max: u64) -> Result<Self, CsvError> {
-        let file = File::open(path).map_err(|source| CsvError::Open {
+    /// Opens `path`, finds its delimiter from the header row and its columns from the
+    /// header. The record cap is set here because the first read already takes in many
+    /// records.
+    pub fn open_with(path: &Path, options: &ReadOptions) -> Result<Self, CsvError> {
+        let open_error = |source| CsvError::Open {
             path: path.to_owned(),
             source,
-        })?;
-        // RecordCap parses as this reader does only while both use the same settings: the
-        // defaults, and the delimiter given to both.
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .delimiter(DELIMITER)
-            .from_reader(RecordCap::new(file, DELIMITER, max));
+        };
+        let mut file = File::open(path).map_err(open_error)?;
+        let mut start = Vec::new();
+        (&mut file)
+            .take(HEADER_SNIFF_BYTES)
+            .read_to_end(&mut start)
+            .map_err(open_error)?;
         let header_error = |reason: String| CsvError::Header {
             path: path.to_owned(),
             reason,
         };
+        if start.iter().all(u8::is_ascii_whitespace) {
+            return Err(header_error(
+                "the file is empty: expected a header row (zip_code,state,time,temp_c,...) first"
+                    .into(),
+            ));
+        }
+        let first_line = start.split(|b| *b == b'\n').next().unwrap_or(&start);
+        let delimiter = detect_delimiter(first_line);
+        file.seek(SeekFrom::Start(0)).map_err(open_error)?;
+        // RecordCap parses as this reader does only while both use the same settings: the
+        // defaults, and the delimiter given to both.
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .delimiter(delimiter)
+            .from_reader(RecordCap::new(file, delimiter, options.max_record_bytes));
         let header = reader.headers().map_err(|e| header_error(e.to_string()))?;
-        let columns = ColumnMap::from_header(header).map_err(header_error)?;
+        let mut columns =
+            ColumnMap::from_header(header, options.time_column, delimiter).map_err(header_error)?;
+        columns.max_abs_value = options.max_abs_value.min(HARD_MAX_ABS_VALUE);
         Ok(Self {
             path: path.to_owned(),
             reader,
             columns,
             record: csv::StringRecord::new(),
         })
-    }
-
-    /// Rejects values beyond ±`max_abs_value` (default [`DEFAULT_MAX_ABS_VALUE`]; never
-    /// more than [`HARD_MAX_ABS_VALUE`]).
-    pub fn with_max_abs_value(mut self, max_abs_value: f64) -> Self {
-        self.columns.max_abs_value = max_abs_value.min(HARD_MAX_ABS_VALUE);
-        self
     }
 
     /// The next row with where it starts, or the error that rejected it; `None` at the end.
@@ -629,9 +821,11 @@ mod tests {
     fn a_looser_limit_can_be_set_up_to_the_hard_one() {
         let file = file_with(&[&header(), &GOOD.replace(",14.2,57.6,0,", ",5e12,57.6,0,")]);
         assert!(read_all(file.path())[0].is_err());
-        let mut source = CsvSource::open(file.path())
-            .unwrap()
-            .with_max_abs_value(1e13);
+        let options = ReadOptions {
+            max_abs_value: 1e13,
+            ..ReadOptions::default()
+        };
+        let mut source = CsvSource::open_with(file.path(), &options).unwrap();
         assert!(source.next_row().unwrap().is_ok());
     }
 
@@ -679,9 +873,12 @@ mod tests {
         assert_eq!(errors[1].line, 4);
         assert!(errors[1].reason.contains("time"), "{}", errors[1]);
         assert_eq!(errors[2].line, 5);
-        assert!(errors[2].reason.contains("time"), "{}", errors[2]);
+        assert_eq!(errors[2].reason, "has 2 of the header's 37 fields");
         assert_eq!(errors[3].line, 6);
-        assert!(errors[3].reason.contains("state"), "{}", errors[3]);
+        assert_eq!(
+            errors[3].reason, "state \"Mass\" is not two letters",
+            "as in the file"
+        );
         assert!(
             errors[0]
                 .to_string()
@@ -805,7 +1002,11 @@ mod tests {
             let (file, starts) = file_of_records(&texts, terminator, last_terminated);
             let oracle = positions_without_cap(file.path());
             assert_eq!(oracle.len(), records.len());
-            let mut source = CsvSource::open_with_max_record_bytes(file.path(), max).unwrap();
+            let options = ReadOptions {
+                max_record_bytes: max,
+                ..ReadOptions::default()
+            };
+            let mut source = CsvSource::open_with(file.path(), &options).unwrap();
             let results: Vec<_> = std::iter::from_fn(|| source.next_row()).collect();
             assert_eq!(results.len(), records.len() - 1, "one result per record");
             let mut found = Vec::new();
@@ -886,5 +1087,115 @@ mod tests {
         let file = file_with(&[&header(), &GOOD.replace(",1015.0,", ",NaN,")]);
         let rows = read_all(file.path());
         assert!(rows[0].as_ref().unwrap_err().reason.contains("pressure_mb"));
+    }
+
+    #[test]
+    fn a_semicolon_or_tab_separated_file_is_read_like_a_comma_separated_one() {
+        let comma = file_with(&[&header(), GOOD]);
+        let expected = read_all(comma.path()).remove(0).unwrap();
+        for delimiter in [";", "\t", "|"] {
+            // GOOD has no quoted field, so swapping every comma is a faithful conversion.
+            let file = file_with(&[
+                &header().replace(',', delimiter),
+                &GOOD.replace(',', delimiter),
+            ]);
+            let rows = read_all(file.path());
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0].as_ref().unwrap(), &expected, "{delimiter:?}");
+        }
+        assert_eq!(detect_delimiter(b"a,b;c"), b',', "a tie goes to the comma");
+        assert_eq!(detect_delimiter(b"zip_code"), b',');
+    }
+
+    #[test]
+    fn a_bad_header_names_every_missing_column_what_it_has_and_the_likely_cause() {
+        let header_error = |lines: &[&str]| match CsvSource::open(file_with(lines).path()) {
+            Err(CsvError::Header { reason, .. }) => reason,
+            Err(other) => panic!("not a header error: {other}"),
+            Ok(_) => panic!("opened"),
+        };
+        let empty = header_error(&[]);
+        assert!(empty.contains("the file is empty"), "{empty}");
+        let wrong = header_error(&["date,city,temperature", "2023-09-19,Boston,14"]);
+        for name in [
+            "zip_code",
+            "state",
+            "time",
+            "temp_c",
+            "pressure_mb",
+            "humidity",
+            "precip_mm",
+        ] {
+            assert!(wrong.contains(&format!("{name:?}")), "{name}: {wrong}");
+        }
+        assert!(
+            wrong.contains("3 columns: \"date\", \"city\", \"temperature\""),
+            "{wrong}"
+        );
+        assert!(wrong.contains("header row"), "{wrong}");
+        let one_field = header_error(&["zip_code:state:time:temp_c"]);
+        assert!(one_field.contains("one field"), "{one_field}");
+        let no_humidity = header_error(&[&header().replace("humidity", "hum")]);
+        assert!(
+            no_humidity.starts_with(
+                "missing column \"humidity\"; the header (separated by commas) has 37 columns"
+            ),
+            "{no_humidity}"
+        );
+    }
+
+    #[test]
+    fn time_epoch_is_the_rows_utc_time_when_present_unless_time_is_chosen() {
+        // WeatherAPI's `time` is local: 01:00 in New York is 05:00 UTC.
+        let header = format!("{},time_epoch", header());
+        let row = format!(
+            "{},{}",
+            GOOD.replace("2023-09-19 05:00", "2023-09-19 01:00"),
+            1_695_099_600
+        );
+        let file = file_with(&[&header, &row]);
+        let auto = read_all(file.path()).remove(0).unwrap();
+        assert_eq!(auto.time, 1_695_099_600);
+        assert_eq!(auto.hour().to_string(), "2023-09-19T05");
+        let options = ReadOptions {
+            time_column: TimeColumn::Time,
+            ..ReadOptions::default()
+        };
+        let mut source = CsvSource::open_with(file.path(), &options).unwrap();
+        let text = source.next_row().unwrap().unwrap().1;
+        assert_eq!(text.hour().to_string(), "2023-09-19T01");
+        // The DST repeat: two rows with the same local time are two hours apart in UTC.
+        let repeat = file_with(&[
+            &header,
+            &format!(
+                "{},{}",
+                GOOD.replace("2023-09-19 05:00", "2023-11-05 01:00"),
+                1_699_160_400
+            ),
+            &format!(
+                "{},{}",
+                GOOD.replace("2023-09-19 05:00", "2023-11-05 01:00")
+                    .replace("02134", "02135"),
+                1_699_164_000
+            ),
+        ]);
+        let hours: Vec<String> = read_all(repeat.path())
+            .into_iter()
+            .map(|r| r.unwrap().hour().to_string())
+            .collect();
+        assert_eq!(hours, ["2023-11-05T05", "2023-11-05T06"]);
+        let bad = file_with(&[&header, &format!("{GOOD},soon")]);
+        let error = read_all(bad.path()).remove(0).unwrap_err();
+        assert!(error.reason.contains("time_epoch \"soon\""), "{error}");
+        let options = ReadOptions {
+            time_column: TimeColumn::TimeEpoch,
+            ..ReadOptions::default()
+        };
+        let without = file_with(&[&self::header(), GOOD]);
+        let error = CsvSource::open_with(without.path(), &options)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("missing column \"time_epoch\""), "{error}");
     }
 }

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use xxhash_rust::xxh3::xxh3_64;
 
 use weathervane_core::generation::GenerationDigest;
-use weathervane_core::row::{CsvError, CsvSource, RowError, RowLocation};
+use weathervane_core::row::{CsvError, CsvSource, ReadOptions, RowError, RowLocation};
 use weathervane_core::{Generation, HourKey, WeatherRow};
 
 use crate::batches;
@@ -210,8 +210,8 @@ pub struct InputIndex {
     /// Each file's identity, taken just before it was read: any change made while or
     /// after it was indexed shows.
     identities: Vec<FileIdentity>,
-    /// The largest magnitude a value may have (`--max-abs-value`).
-    max_abs_value: f64,
+    /// How the files are read (`--max-abs-value`, `--time-column`).
+    read: ReadOptions,
     hours: BTreeMap<HourKey, IndexedHour>,
 }
 
@@ -242,7 +242,7 @@ impl InputIndex {
     /// [`batches::plan`]), and its generation computed for them.
     pub fn build(
         paths: &[PathBuf],
-        max_abs_value: f64,
+        read: &ReadOptions,
         batch_size: u32,
         rejects: &mut Rejects,
     ) -> Result<Self, CsvError> {
@@ -254,7 +254,7 @@ impl InputIndex {
                 path: path.clone(),
                 source,
             })?);
-            let mut source = CsvSource::open(path)?.with_max_abs_value(max_abs_value);
+            let mut source = CsvSource::open_with(path, read)?;
             while let Some(result) = source.next_row() {
                 let (location, row) = match result {
                     Ok(read) => read,
@@ -299,7 +299,7 @@ impl InputIndex {
         Ok(Self {
             paths: paths.to_vec(),
             identities,
-            max_abs_value,
+            read: *read,
             hours,
         })
     }
@@ -368,9 +368,7 @@ impl InputIndex {
         for (file, location) in locations {
             let source = match &mut sources[*file] {
                 Some(source) => source,
-                slot => slot.insert(
-                    CsvSource::open(&self.paths[*file])?.with_max_abs_value(self.max_abs_value),
-                ),
+                slot => slot.insert(CsvSource::open_with(&self.paths[*file], &self.read)?),
             };
             rows.push(source.read_at(location)?);
         }
@@ -439,7 +437,7 @@ mod tests {
         let b = write("b.csv", &[row(1, "1.5"), row(2, "2.5")]);
         let paths = [a.clone(), b.clone()];
         let mut rejects = Rejects::new(dir.path().join("rejects.csv"));
-        let max = weathervane_core::row::DEFAULT_MAX_ABS_VALUE;
+        let max = &ReadOptions::default();
         let index = InputIndex::build(&paths, max, 500, &mut rejects).unwrap();
         assert!(index.changed().unwrap().is_none(), "untouched");
         let _ = std::fs::read(&a).unwrap();
@@ -526,13 +524,7 @@ mod tests {
             ],
         );
         let mut rejects = Rejects::new(dir.path().join("rejects.csv"));
-        let index = InputIndex::build(
-            &[a, b],
-            weathervane_core::row::DEFAULT_MAX_ABS_VALUE,
-            500,
-            &mut rejects,
-        )
-        .unwrap();
+        let index = InputIndex::build(&[a, b], &ReadOptions::default(), 500, &mut rejects).unwrap();
         assert_eq!(rejects.count(), 2, "the bad row and the duplicate");
         assert_eq!(index.row_count(), 3);
         let hours: Vec<String> = index.hours().map(|h| h.to_string()).collect();

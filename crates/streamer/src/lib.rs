@@ -28,7 +28,7 @@ use weathervane_core::config::{BufferArgs, RedisArgs};
 use weathervane_core::event::{self, Event};
 use weathervane_core::generation::GenerationDigest;
 use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourReported};
-use weathervane_core::row::{self, CsvError};
+use weathervane_core::row::{self, CsvError, ReadOptions, TimeColumn};
 use weathervane_core::shutdown::sleep_or_cancel;
 use weathervane_core::supervise::{Supervisor, TaskError, TaskExit, TaskFailed};
 use weathervane_core::{HourKey, WeatherRow};
@@ -80,6 +80,10 @@ pub struct StreamOptions {
     /// At most 1e100, so no sum can overflow.
     #[arg(long, env = "WEATHERVANE_MAX_ABS_VALUE", default_value_t = row::DEFAULT_MAX_ABS_VALUE)]
     pub max_abs_value: f64,
+    /// Which column gives each row's UTC time: `auto` takes `time_epoch` (WeatherAPI's
+    /// UTC seconds) when the file has it, else `time` (read as UTC).
+    #[arg(long, env = "WEATHERVANE_TIME_COLUMN", value_enum, default_value_t = TimeColumn::Auto)]
+    pub time_column: TimeColumn,
     /// Seconds between announcements of an hour that is not yet confirmed.
     #[arg(long, default_value_t = 2.0)]
     pub announce_interval: f64,
@@ -90,6 +94,17 @@ pub struct StreamOptions {
     /// streams everything again (harmless, only slower).
     #[arg(long, env = "WEATHERVANE_STATE_FILE")]
     pub state_file: Option<PathBuf>,
+}
+
+impl StreamOptions {
+    /// How the input files are read.
+    fn read_options(&self) -> ReadOptions {
+        ReadOptions {
+            max_abs_value: self.max_abs_value,
+            time_column: self.time_column,
+            ..ReadOptions::default()
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -208,7 +223,7 @@ impl StreamerState {
         let mut rejects = Rejects::new(options.rejects.clone());
         let index = InputIndex::build(
             &options.input,
-            options.max_abs_value,
+            &options.read_options(),
             options.batch_size,
             &mut rejects,
         )?;
@@ -385,7 +400,7 @@ async fn reindex(state: &Arc<StreamerState>, change: Changed) -> Result<(), Stre
         let options = &state.options;
         let index = InputIndex::build(
             &options.input,
-            options.max_abs_value,
+            &options.read_options(),
             options.batch_size,
             &mut state.rejects.lock().unwrap(),
         )?;
@@ -754,7 +769,7 @@ mod tests {
         );
         let paths = [a, b];
         let mut rejects = Rejects::new(dir.path().join("rejects.csv"));
-        let max = row::DEFAULT_MAX_ABS_VALUE;
+        let max = &ReadOptions::default();
         let index = InputIndex::build(&paths, max, 7, &mut rejects).unwrap();
         let hours: Vec<HourKey> = index.hours().collect();
         assert_eq!(hours.len(), 2);
