@@ -167,7 +167,7 @@ pub fn write_csv<W: Write>(args: &GenArgs, mut out: W) -> Result<GenSummary> {
 // ---------------------------------------------------------------------------------------
 // States
 
-/// A US state: rough population weight, a lat/lon box, its 3-digit zip prefix ranges and
+/// A US state or DC (all 51 that the reports cover): rough population weight, a lat/lon box, its 3-digit zip prefix ranges and
 /// a few towns, plus climate tweaks.
 struct StateInfo {
     code: &'static str,
@@ -204,7 +204,7 @@ macro_rules! st {
 }
 
 #[rustfmt::skip]
-const STATES: [StateInfo; 38] = [
+const STATES: [StateInfo; 51] = [
     st!("CA", 390, (32.6, 41.9), (-124.2, -114.6), &[(900, 961)], &["Fresno", "Sacramento", "Redding", "Bakersfield"], 2.0, -10.0, 0.55),
     st!("TX", 300, (26.0, 36.4), (-106.5, -93.6), &[(750, 799), (885, 885)], &["Austin", "Amarillo", "Lubbock", "Tyler"], 1.5, -5.0, 1.0),
     st!("FL", 226, (25.2, 30.9), (-87.5, -80.1), &[(320, 349)], &["Tampa", "Ocala", "Gainesville", "Naples"], 1.5, 12.0, 0.8),
@@ -233,14 +233,27 @@ const STATES: [StateInfo; 38] = [
     st!("KY", 45, (36.5, 39.1), (-89.6, -81.9), &[(400, 427)], &["Louisville", "Lexington", "Paducah", "Frankfort"], 0.0, 2.0, 1.0),
     st!("OR", 42, (42.0, 46.3), (-124.6, -116.5), &[(970, 979)], &["Eugene", "Bend", "Salem", "Medford"], 1.0, 5.0, 0.6),
     st!("OK", 40, (33.6, 37.0), (-103.0, -94.4), &[(730, 749)], &["Tulsa", "Norman", "Lawton", "Enid"], 0.5, -5.0, 1.0),
+    st!("CT", 36, (41.0, 42.0), (-73.7, -71.8), &[(60, 69)], &["Hartford", "New Haven", "Stamford", "Norwich"], 0.0, 0.0, 0.9),
     st!("UT", 34, (37.0, 42.0), (-114.0, -109.0), &[(840, 847)], &["Provo", "Ogden", "Moab", "Logan"], -2.0, -25.0, 1.0),
     st!("NV", 32, (35.0, 42.0), (-120.0, -114.0), &[(889, 898)], &["Reno", "Elko", "Ely", "Henderson"], 2.0, -35.0, 1.0),
+    st!("IA", 32, (40.4, 43.5), (-96.6, -90.1), &[(500, 528)], &["Des Moines", "Cedar Rapids", "Davenport", "Sioux City"], 0.0, 0.0, 1.0),
+    st!("AR", 30, (33.0, 36.5), (-94.6, -89.6), &[(716, 729)], &["Little Rock", "Fayetteville", "Jonesboro", "Fort Smith"], 0.5, 6.0, 1.0),
+    st!("KS", 29, (37.0, 40.0), (-102.05, -94.6), &[(660, 679)], &["Wichita", "Topeka", "Salina", "Dodge City"], 0.5, -5.0, 1.0),
+    st!("MS", 29, (30.2, 35.0), (-91.6, -88.1), &[(386, 397)], &["Jackson", "Gulfport", "Hattiesburg", "Tupelo"], 1.0, 10.0, 1.0),
     st!("NM", 21, (31.3, 37.0), (-109.0, -103.0), &[(870, 884)], &["Taos", "Gallup", "Roswell", "Santa Fe"], 0.0, -25.0, 1.0),
+    st!("NE", 20, (40.0, 43.0), (-104.05, -95.3), &[(680, 693)], &["Omaha", "Lincoln", "Kearney", "Scottsbluff"], 0.0, -3.0, 1.0),
+    st!("ID", 19, (42.0, 49.0), (-117.2, -111.0), &[(832, 838)], &["Boise", "Pocatello", "Idaho Falls", "Twin Falls"], -1.0, -15.0, 1.0),
+    st!("WV", 18, (37.2, 40.6), (-82.6, -77.7), &[(247, 268)], &["Charleston", "Morgantown", "Huntington", "Wheeling"], -1.0, 3.0, 1.0),
     st!("ME", 14, (43.1, 47.4), (-71.0, -67.0), &[(39, 49)], &["Portland", "Bangor", "Augusta", "Presque Isle"], 0.0, 2.0, 0.95),
     st!("HI", 14, (19.0, 22.2), (-160.2, -154.8), &[(967, 968)], &["Hilo", "Kona", "Lihue", "Kahului"], 0.5, 8.0, 0.35),
+    st!("NH", 14, (42.7, 45.3), (-72.55, -70.6), &[(30, 38)], &["Concord", "Manchester", "Nashua", "Keene"], -0.5, 2.0, 1.0),
     st!("MT", 11, (44.4, 49.0), (-116.0, -104.0), &[(590, 599)], &["Billings", "Missoula", "Helena", "Bozeman"], -1.0, -10.0, 1.0),
+    st!("RI", 11, (41.15, 42.0), (-71.9, -71.1), &[(28, 29)], &["Providence", "Newport", "Warwick", "Westerly"], 0.5, 2.0, 0.85),
+    st!("DE", 10, (38.45, 39.84), (-75.79, -75.05), &[(197, 199)], &["Wilmington", "Dover", "Newark", "Lewes"], 0.5, 2.0, 0.9),
+    st!("SD", 9, (42.5, 45.9), (-104.05, -96.45), &[(570, 577)], &["Sioux Falls", "Rapid City", "Pierre", "Aberdeen"], -0.5, -5.0, 1.0),
     st!("ND", 8, (45.9, 49.0), (-104.0, -96.6), &[(580, 588)], &["Fargo", "Minot", "Bismarck", "Williston"], 0.0, -3.0, 1.0),
     st!("AK", 7, (58.0, 68.0), (-162.0, -135.0), &[(995, 999)], &["Anchorage", "Fairbanks", "Nome", "Juneau"], 3.0, 5.0, 0.9),
+    st!("DC", 7, (38.8, 39.0), (-77.12, -76.91), &[(200, 200), (202, 205)], &["Georgetown", "Anacostia", "Brookland", "Capitol Hill"], 0.5, 2.0, 0.95),
     st!("VT", 6, (42.7, 45.0), (-73.4, -71.5), &[(50, 54), (56, 59)], &["Burlington", "Rutland", "Barre", "Stowe"], 0.0, 2.0, 1.0),
     st!("WY", 6, (41.0, 45.0), (-111.0, -104.1), &[(820, 831)], &["Casper", "Cheyenne", "Laramie", "Cody"], -3.0, -15.0, 1.0),
 ];
@@ -1069,12 +1082,14 @@ mod tests {
         let summary = run(&a).unwrap();
         let written = std::fs::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
+        let (_, rows) = parse(&written);
+        let states: HashSet<&str> = rows.iter().map(|row| &row[ix("state")]).collect();
         assert_eq!(
             summary,
             GenSummary {
                 rows: 40 * 24,
                 stations: 40,
-                states: 38
+                states: states.len()
             }
         );
         assert_eq!(written, generate(&a).0);
@@ -1295,6 +1310,37 @@ mod tests {
             mean(&afternoon),
             mean(&morning)
         );
+    }
+
+    #[test]
+    fn every_state_and_dc_has_stations_and_its_own_zip_prefixes() {
+        let codes: HashSet<&str> = STATES.iter().map(|s| s.code).collect();
+        assert_eq!(codes.len(), 51, "50 states and DC, each once");
+        for code in [
+            "AR", "CT", "DC", "DE", "IA", "ID", "KS", "MS", "NE", "NH", "RI", "SD", "WV",
+        ] {
+            assert!(codes.contains(code), "{code}");
+        }
+        let mut prefixes = HashSet::new();
+        for state in &STATES {
+            for &(first, last) in state.zips {
+                for prefix in first..=last {
+                    assert!(
+                        prefixes.insert(prefix),
+                        "{} shares zip prefix {prefix:03}",
+                        state.code
+                    );
+                }
+            }
+        }
+        let (bytes, summary) = generate(&args(300, 1, 1));
+        assert_eq!(
+            summary.states, 51,
+            "the sample's 300 stations cover every state"
+        );
+        let (_, rows) = parse(&bytes);
+        let states: HashSet<&str> = rows.iter().map(|row| &row[ix("state")]).collect();
+        assert_eq!(states, codes);
     }
 
     #[test]
