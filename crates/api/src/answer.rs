@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use weathervane_core::HourKey;
+use weathervane_core::row::Metric;
 use weathervane_core::schema::{AverageFields, StateExtremeFields, ZipExtremeFields};
 
 /// The date and two-digit hour every answer carries.
@@ -49,11 +50,37 @@ pub struct StateHolder {
     pub value: f64,
 }
 
-/// `{"max": {metric: holder}, "min": {metric: holder}}`.
+/// `{"max": {metric: holder}, "min": {metric: holder}}`, metrics in the documented order
+/// (temp_c, pressure_mb, humidity, precip_mm).
 #[derive(Debug, Serialize)]
-pub struct Sides<H> {
+pub struct Sides<H: Serialize> {
+    #[serde(serialize_with = "in_metric_order")]
     pub max: BTreeMap<String, H>,
+    #[serde(serialize_with = "in_metric_order")]
     pub min: BTreeMap<String, H>,
+}
+
+/// A metric map in [`Metric::ALL`] order rather than the map's alphabetical one.
+fn in_metric_order<H: Serialize, S: serde::Serializer>(
+    by_metric: &BTreeMap<String, H>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+
+    let mut map = serializer.serialize_map(Some(by_metric.len()))?;
+    let known = Metric::ALL.map(|m| m.name());
+    for name in known {
+        if let Some(holder) = by_metric.get(name) {
+            map.serialize_entry(name, holder)?;
+        }
+    }
+    for (name, holder) in by_metric
+        .iter()
+        .filter(|(n, _)| !known.contains(&n.as_str()))
+    {
+        map.serialize_entry(name, holder)?;
+    }
+    map.end()
 }
 
 /// `/extremes`.
@@ -121,7 +148,7 @@ impl Sides<StateHolder> {
     }
 }
 
-impl<H> Sides<H> {
+impl<H: Serialize> Sides<H> {
     fn empty() -> Self {
         Self {
             max: BTreeMap::new(),
@@ -155,9 +182,10 @@ mod tests {
                 count: 31,
             },
         };
+        // Byte for byte: the keys in the documented order, the values at full precision.
         assert_eq!(
-            serde_json::to_value(&answer).unwrap(),
-            serde_json::json!({"state":"CA","date":"2023-09-19","hour":"05","avg_temp_c":17.4,"avg_pressure_mb":1012.6,"avg_humidity":71.2,"avg_precip_mm":0.01,"count":31})
+            serde_json::to_string(&answer).unwrap(),
+            r#"{"state":"CA","date":"2023-09-19","hour":"05","avg_temp_c":17.4,"avg_pressure_mb":1012.6,"avg_humidity":71.2,"avg_precip_mm":0.01,"count":31}"#
         );
     }
 
@@ -182,5 +210,13 @@ mod tests {
             serde_json::json!({"zip_code":"90001","value":2.0})
         );
         assert_eq!(body["min"]["precip_mm"]["zip_code"], "90002");
+        let text = serde_json::to_string(&sides).unwrap();
+        let at = |metric: &str| text.find(&format!("\"{metric}\"")).unwrap();
+        assert!(
+            at("temp_c") < at("pressure_mb")
+                && at("pressure_mb") < at("humidity")
+                && at("humidity") < at("precip_mm"),
+            "metrics in the documented order: {text}"
+        );
     }
 }

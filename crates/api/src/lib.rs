@@ -192,6 +192,8 @@ mod tests {
             "/state_extremes?hour=5&date=2023-13-01",
             "/state_extremes?hour=5&date=0001-01-01",
             "/avg?state=CA&hour=5&date=9999-12-31",
+            "/avg?state=CA&hour=5&hour=6",
+            "/state_extremes?hour=5&date=2023-09-19&date=2023-09-20",
         ] {
             let (status, body) = get(uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");

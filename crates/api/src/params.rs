@@ -11,6 +11,21 @@ use crate::AppError;
 /// The raw query string; parsing it never fails, validation happens per parameter.
 pub type RawParams = HashMap<String, String>;
 
+/// The parameters by name; a name given twice (`hour=5&hour=6`) is refused, since which
+/// one was meant cannot be known.
+pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<RawParams, AppError> {
+    let mut params = RawParams::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        if params.contains_key(&name) {
+            return Err(AppError::BadRequest(format!(
+                "parameter {name:?} is given more than once; give it once"
+            )));
+        }
+        params.insert(name, value);
+    }
+    Ok(params)
+}
+
 /// Two letters, returned in upper case.
 pub fn state(params: &RawParams) -> Result<String, AppError> {
     let value = required(params, "state")?;
@@ -116,5 +131,23 @@ mod tests {
             state(&params(&[])).unwrap_err().to_string(),
             "missing parameter state"
         );
+    }
+
+    #[test]
+    fn a_parameter_given_twice_is_refused_naming_it() {
+        let pairs = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let error = from_pairs(pairs(&[("state", "CA"), ("hour", "5"), ("hour", "6")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("\"hour\" is given more than once"),
+            "{error}"
+        );
+        let ok = from_pairs(pairs(&[("state", "CA"), ("hour", "5")])).unwrap();
+        assert_eq!(hour(&ok).unwrap(), 5);
     }
 }

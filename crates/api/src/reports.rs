@@ -22,12 +22,14 @@ use crate::cache::{Cached, latest_at};
 use crate::params::{self, RawParams};
 use crate::{AppError, AppState};
 
-type Params = Result<Query<RawParams>, QueryRejection>;
+/// The query string as its pairs, in order, so a repeated parameter shows.
+type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 fn raw(query: Params) -> Result<RawParams, AppError> {
-    query
-        .map(|Query(params)| params)
-        .map_err(|rejection| AppError::BadRequest(format!("malformed query string: {rejection}")))
+    let Query(pairs) = query.map_err(|rejection| {
+        AppError::BadRequest(format!("malformed query string: {rejection}"))
+    })?;
+    params::from_pairs(pairs)
 }
 
 /// The hour asked for: `hour` on `date`, or the latest reported hour at `hour` (so one
