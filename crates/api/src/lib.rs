@@ -47,9 +47,11 @@ pub struct ApiConfig {
 /// can reuse it.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ServeOptions {
-    /// Address the API listens on.
+    /// Address the API listens on: host:port (a name such as localhost, or an IP; [::1]:9000
+    /// for IPv6), or a bare port (9000 or :9000) on 127.0.0.1. 0.0.0.0:9000 listens on
+    /// every interface.
     #[arg(long = "api-addr", env = "API_ADDR", default_value = "127.0.0.1:9000")]
-    pub addr: SocketAddr,
+    pub addr: ListenAddr,
     /// Seconds a report answer is served from memory before InfluxDB is asked again
     /// (0 = always ask).
     #[arg(long, env = "API_CACHE_TTL", default_value_t = 10)]
@@ -58,13 +60,69 @@ pub struct ServeOptions {
     pub limits: Limits,
 }
 
+/// Where the API listens, as given: a host (name or IP) and a port. A name is resolved
+/// when binding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{text:?} is not host:port, [IPv6]:port or a port (e.g. 127.0.0.1:9000, localhost:9000, 9000)"
+            )
+        };
+        let port = |digits: &str| digits.parse::<u16>().map_err(|_| bad());
+        let local = |port| ListenAddr {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        if let Some(digits) = text.strip_prefix(':') {
+            return Ok(local(port(digits)?));
+        }
+        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(local(port(text)?));
+        }
+        if let Ok(socket) = text.parse::<SocketAddr>() {
+            return Ok(ListenAddr {
+                host: socket.ip().to_string(),
+                port: socket.port(),
+            });
+        }
+        let (host, digits) = text.rsplit_once(':').ok_or_else(bad)?;
+        let name_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.');
+        if host.is_empty() || !host.chars().all(name_ok) {
+            return Err(bad());
+        }
+        Ok(ListenAddr {
+            host: host.to_owned(),
+            port: port(digits)?,
+        })
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
     Influx(#[from] InfluxError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
-        addr: SocketAddr,
+        addr: ListenAddr,
         source: std::io::Error,
     },
     #[error("server error: {0}")]
@@ -104,10 +162,11 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), A
             config.serve.cache_ttl,
         ))),
     };
-    let listener = tokio::net::TcpListener::bind(config.serve.addr)
+    let addr = &config.serve.addr;
+    let listener = tokio::net::TcpListener::bind((addr.host.as_str(), addr.port))
         .await
         .map_err(|source| ApiError::Bind {
-            addr: config.serve.addr,
+            addr: addr.clone(),
             source,
         })?;
     let addr = listener.local_addr().map_err(ApiError::Serve)?;
@@ -168,6 +227,37 @@ mod tests {
             status,
             serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
         )
+    }
+
+    #[test]
+    fn listen_addresses_take_names_ips_and_bare_ports() {
+        let addr = |text: &str| text.parse::<ListenAddr>().map(|a| a.to_string());
+        assert_eq!(addr("127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
+        assert_eq!(addr("localhost:9000").unwrap(), "localhost:9000");
+        assert_eq!(addr(":9000").unwrap(), "127.0.0.1:9000");
+        assert_eq!(addr("9000").unwrap(), "127.0.0.1:9000");
+        assert_eq!(addr("0.0.0.0:80").unwrap(), "0.0.0.0:80");
+        assert_eq!(addr("[::1]:9000").unwrap(), "[::1]:9000");
+        for bad in [
+            "",
+            "localhost",
+            "host:99999",
+            "a b:9000",
+            ":x",
+            "http://h:1",
+        ] {
+            let error = addr(bad).unwrap_err();
+            assert!(error.contains("host:port"), "{bad:?}: {error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_host_name_is_resolved_when_binding() {
+        let addr: ListenAddr = "localhost:0".parse().unwrap();
+        let listener = tokio::net::TcpListener::bind((addr.host.as_str(), addr.port))
+            .await
+            .unwrap();
+        assert!(listener.local_addr().unwrap().ip().is_loopback());
     }
 
     #[tokio::test]
