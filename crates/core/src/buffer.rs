@@ -195,7 +195,7 @@ pub async fn flush<T>(
                 tracing::info!(
                     buffer = %queue.name(),
                     buffered = queue.len() + in_flight.len(),
-                    "Shutting down with items still buffered; their sources will resend them."
+                    "Shutting down with items still buffered; the streamer's re-announcements recover them after a restart."
                 );
                 return;
             }

@@ -25,7 +25,7 @@ const IDLE_PING_AFTER: Duration = Duration::from_secs(1);
 /// Every URL in these errors is redacted: no password reaches a log through them.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    #[error("REDIS_URL {url:?} is not usable: {reason}")]
+    #[error("REDIS_URL / --redis-url {url:?} is not usable: {reason}")]
     Config { url: String, reason: String },
     #[error("Redis settings: {0}")]
     Settings(#[from] ConfigError),
@@ -256,6 +256,9 @@ pub struct Subscription {
     backoff: Backoff,
     /// When the current outage began, for the "recovered after" log line.
     lost_at: Option<Instant>,
+    /// Whether a session was ever established: the first failure is "cannot reach", not
+    /// "lost".
+    ever_connected: bool,
 }
 
 impl Subscription {
@@ -272,6 +275,7 @@ impl Subscription {
             session: None,
             backoff: Backoff::new(),
             lost_at: None,
+            ever_connected: false,
         })
     }
 
@@ -293,9 +297,13 @@ impl Subscription {
     }
 
     fn lost(&mut self, reason: &str) {
-        self.session = None;
+        let was_connected = self.session.take().is_some() || self.ever_connected;
         if self.lost_at.is_none() {
-            tracing::warn!(url = %self.url, %reason, "Redis subscription lost; reconnecting.");
+            if was_connected {
+                tracing::warn!(url = %self.url, %reason, "Redis subscription lost; reconnecting.");
+            } else {
+                tracing::warn!(url = %self.url, %reason, "Cannot reach Redis yet; retrying.");
+            }
             self.lost_at = Some(Instant::now());
         }
     }
@@ -315,6 +323,7 @@ impl Subscription {
                 match connected {
                     Ok(session) => {
                         self.session = Some(session);
+                        self.ever_connected = true;
                         match self.lost_at.take() {
                             Some(since) => {
                                 tracing::info!(patterns = ?self.patterns, after_ms = since.elapsed().as_millis() as u64, "Redis subscription recovered.")

@@ -143,7 +143,7 @@ pub struct InfluxArgs {
         default_value = "http://127.0.0.1:8086"
     )]
     pub url: String,
-    /// Database; created if missing.
+    /// Database (the ingester and processor create it if missing).
     #[arg(long = "influxdb-db", env = "INFLUXDB_DB", default_value = "weather")]
     pub db: String,
     /// User name (InfluxDB 1.x authentication, sent as HTTP Basic auth; the password
@@ -259,6 +259,21 @@ pub struct BufferArgs {
     /// Most rows a role keeps buffered in memory before it pushes back on its source.
     #[arg(long, env = "WEATHERVANE_BUFFER_ROWS", default_value_t = 200_000)]
     pub buffer_rows: usize,
+}
+
+impl BufferArgs {
+    /// `--buffer-rows`, raised to `floor` (said in the log, naming `why`) where a smaller
+    /// buffer could not hold what must fit at once.
+    pub fn rows_at_least(&self, floor: usize, why: &str) -> usize {
+        if self.buffer_rows < floor {
+            tracing::warn!(
+                buffer_rows = self.buffer_rows,
+                using = floor,
+                "--buffer-rows is below {why}; using {floor}."
+            );
+        }
+        self.buffer_rows.max(floor)
+    }
 }
 
 /// A credential: printed as `***` by `Debug` and `Display`, so it never reaches a log.

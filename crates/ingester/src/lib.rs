@@ -176,7 +176,9 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
         publisher: Publisher::new(&config.redis)?,
         unheard: Unheard::Retry,
     };
-    let rows = config.buffer.buffer_rows.max(1000);
+    let rows = config
+        .buffer
+        .rows_at_least(1000, "the ingester's least useful write queue");
     let state = Arc::new(IngesterState {
         deployment: config.redis.deployment(),
         ledger: Mutex::new(Ledger::default()),

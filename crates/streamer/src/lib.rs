@@ -85,7 +85,7 @@ pub struct StreamOptions {
     #[arg(long, env = "WEATHERVANE_TIME_COLUMN", value_enum, default_value_t = TimeColumn::Auto)]
     pub time_column: TimeColumn,
     /// Seconds between announcements of an hour that is not yet confirmed.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, env = "WEATHERVANE_ANNOUNCE_INTERVAL", default_value_t = 2.0)]
     pub announce_interval: f64,
     /// Where rejected rows are written (file,line,reason); created on the first reject.
     #[arg(long, env = "WEATHERVANE_REJECTS", default_value = "rejects.csv")]
@@ -120,10 +120,8 @@ pub enum StreamerError {
     },
     #[error(transparent)]
     Task(#[from] TaskFailed),
-    #[error(
-        "--hour-interval, --batch-interval and --announce-interval must be finite and not negative"
-    )]
-    Interval,
+    #[error("{flag} {seconds} must be a finite number of seconds, not negative")]
+    Interval { flag: &'static str, seconds: f64 },
     #[error("--max-abs-value {0} must be a positive number (at most 1e100)")]
     MaxAbsValue(f64),
     #[error(
@@ -161,15 +159,14 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
         stream: options,
     } = config;
     let interval_ok = |s: f64| s.is_finite() && s >= 0.0;
-    if ![
-        options.hour_interval,
-        options.announce_interval,
-        options.batch_interval,
-    ]
-    .into_iter()
-    .all(interval_ok)
-    {
-        return Err(StreamerError::Interval);
+    for (flag, seconds) in [
+        ("--hour-interval", options.hour_interval),
+        ("--announce-interval", options.announce_interval),
+        ("--batch-interval", options.batch_interval),
+    ] {
+        if !interval_ok(seconds) {
+            return Err(StreamerError::Interval { flag, seconds });
+        }
     }
     if !(options.max_abs_value > 0.0 && options.max_abs_value <= row::HARD_MAX_ABS_VALUE) {
         return Err(StreamerError::MaxAbsValue(options.max_abs_value));
@@ -242,7 +239,8 @@ impl StreamerState {
                 })
                 .count(),
         });
-        let buffer_rows = buffer.buffer_rows.max(options.batch_size as usize);
+        let buffer_rows =
+            buffer.rows_at_least(options.batch_size as usize, "one batch (--batch-size)");
         let announce_every = Duration::from_secs_f64(options.announce_interval.max(0.05));
         Ok(Self {
             outbound: Arc::new(BoundedQueue::new(
