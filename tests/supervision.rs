@@ -265,3 +265,35 @@ fn exit_codes_say_done_fail_could_not_run_and_interrupted() {
         "interrupted --once: {status}"
     );
 }
+
+#[test]
+fn gen_refuses_zero_stations_and_ends_quietly_when_its_reader_goes() {
+    let binary = weathervane_harness::weathervane_binary().unwrap();
+    let zero = Command::new(&binary)
+        .args(["gen", "--stations", "0", "--out", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(zero.status.code(), Some(2), "a usage error");
+    let message = String::from_utf8_lossy(&zero.stderr);
+    assert!(message.contains("--stations"), "{message}");
+    assert!(zero.stdout.is_empty(), "no header-only file");
+
+    // `gen --out - | head -1`: the reader takes one line and goes.
+    let mut generator = Command::new(&binary)
+        .args(["gen", "--stations", "2000", "--days", "3", "--out", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(generator.stdout.take().unwrap());
+        lines.read_line(&mut first).unwrap();
+    }
+    assert!(first.starts_with("zip_code,"), "{first}");
+    let output = generator.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("broken pipe"), "{stderr}");
+}

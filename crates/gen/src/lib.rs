@@ -32,11 +32,11 @@ use rand_chacha::ChaCha8Rng;
 /// Arguments of `weathervane gen`.
 #[derive(Debug, clap::Args)]
 pub struct GenArgs {
-    /// Number of weather stations (one row per station per hour).
-    #[arg(long, default_value_t = 300)]
+    /// Number of weather stations (one row per station per hour), at least 1.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
     pub stations: u32,
-    /// Number of days.
-    #[arg(long, default_value_t = 1)]
+    /// Number of days, at least 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub days: u32,
     /// Stop after this many hours in all (default: every hour of every day).
     #[arg(long)]
@@ -69,14 +69,20 @@ pub use weathervane_core::row::CSV_COLUMNS as HEADER;
 /// Above this many stations, zip codes may carry a `-NNNN` suffix.
 pub const MAX_PLAIN_ZIP_STATIONS: u32 = 90_000;
 
-/// Writes the file (or standard output for `-`) described by `args`.
-pub fn run(args: &GenArgs) -> Result<GenSummary> {
+/// Writes the file (or standard output for `-`) described by `args`. `None` when
+/// standard output was closed before the end (`gen --out - | head`): the reader has what
+/// it wanted, which is no error.
+pub fn run(args: &GenArgs) -> Result<Option<GenSummary>> {
     let summary = if args.out.as_os_str() == "-" {
         let stdout = io::stdout();
         let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
-        let summary = write_csv(args, &mut out)?;
-        out.flush().context("writing to standard output")?;
-        summary
+        let written = write_csv(args, &mut out)
+            .and_then(|summary| out.flush().map(|()| summary).map_err(Into::into));
+        match written {
+            Ok(summary) => summary,
+            Err(error) if is_broken_pipe(&error) => return Ok(None),
+            Err(error) => return Err(error.context("writing to standard output")),
+        }
     } else {
         let file =
             File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
@@ -94,7 +100,16 @@ pub fn run(args: &GenArgs) -> Result<GenSummary> {
         out = %args.out.display(),
         "generated weather rows"
     );
-    Ok(summary)
+    Ok(Some(summary))
+}
+
+/// Whether `error` comes from writing to a pipe whose reader has gone.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Writes the CSV (header and rows) for `args` to `out`; `args.out` is ignored. Buffer
@@ -1079,7 +1094,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("weathervane-gen-{}.csv", std::process::id()));
         let mut a = args(40, 1, 3);
         a.out = path.clone();
-        let summary = run(&a).unwrap();
+        let summary = run(&a).unwrap().expect("a file is written to the end");
         let written = std::fs::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         let (_, rows) = parse(&written);
