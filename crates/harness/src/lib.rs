@@ -6,9 +6,10 @@
 //!
 //! It owns process lifetimes (nothing outlives its owner), port picking, readiness waits,
 //! the generated server configs and the wiring of the roles. It does not speak the Redis
-//! or InfluxDB protocols beyond the one-line readiness probes, and knows of the roles only
-//! their subcommands, their environment and their event lines: clients, payloads and
-//! assertions belong to the callers.
+//! or InfluxDB protocols beyond the one-line readiness probes (logged in, under access
+//! control) and the InfluxQL statements that create a stack's database and users, and
+//! knows of the roles only their subcommands, their environment and their event lines:
+//! clients, payloads and assertions belong to the callers.
 //!
 //! The API is synchronous (std::process, std::net, sleeps) so it works from plain tests
 //! and, via `spawn_blocking` or directly at setup time, from tokio code.
