@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use weathervane_harness::events::{Event, events_of};
-use weathervane_harness::{LocalStack, ManagedProcess, Role};
+use weathervane_harness::{LocalStack, Login, ManagedProcess, Role};
 
 mod certificates;
 pub use certificates::TestCertificates;
@@ -162,24 +162,27 @@ pub async fn influx_query(
     db: &str,
     statement: &str,
 ) -> Vec<BTreeMap<String, serde_json::Value>> {
-    influx_query_with(&http_client(), url, db, statement).await
+    influx_query_with(&http_client(), url, db, statement, None).await
 }
 
+/// Panics on an error for the whole request (credentials refused, a statement that does
+/// not parse), which would otherwise read as "no rows"; a statement's own error (such as
+/// a database not created yet) is no rows.
 async fn influx_query_with(
     http: &reqwest::Client,
     url: &str,
     db: &str,
     statement: &str,
+    login: Option<&Login>,
 ) -> Vec<BTreeMap<String, serde_json::Value>> {
-    let body: serde_json::Value = http
+    let mut request = http
         .get(format!("{url}/query"))
-        .query(&[("db", db), ("q", statement)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .query(&[("db", db), ("q", statement)]);
+    if let Some(login) = login {
+        request = request.basic_auth(&login.user, Some(&login.password));
+    }
+    let body: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+    assert!(body.get("error").is_none(), "{statement}: {body}");
     let mut rows = Vec::new();
     for series in body["results"][0]["series"]
         .as_array()
@@ -327,8 +330,11 @@ impl Stack {
         out
     }
 
+    /// Runs `statement` on the stack's database, as the read-only user when InfluxDB asks
+    /// for credentials (what the tests read, the api may read too).
     pub async fn query(&self, statement: &str) -> Vec<BTreeMap<String, serde_json::Value>> {
-        influx_query_with(&self.http, &self.influx.url(), DB, statement).await
+        let login = self.influx_users().map(|users| &users.reader);
+        influx_query_with(&self.http, &self.influx.url(), DB, statement, login).await
     }
 
     pub fn log(&self, process: &ManagedProcess) -> String {

@@ -58,6 +58,15 @@ fn open(args: &RedisArgs) -> Result<Client, BusError> {
     if let Some(password) = args.password()? {
         login = login.set_password(password.expose());
     }
+    // With a login, no `CLIENT SETINFO` on connect: the shipped ACL (deploy/redis) grants
+    // the roles only PING, PUBLISH and PSUBSCRIBE, and Redis 7.0 cannot name that
+    // subcommand in an ACL, so on 7.2+ every connect would add a refusal to the ACL LOG
+    // that hides real ones. The connect keeps one round trip either way (AUTH, or else
+    // CLIENT SETINFO), which is where a TLS 1.3 server that wants a client certificate
+    // says so: `check_certificates` relies on it.
+    if login.password().is_some() {
+        login = login.set_skip_set_lib_name();
+    }
     info = info.set_redis_settings(login);
     let is_tls = args.url.to_ascii_lowercase().starts_with("rediss://");
     let certificate_files = args.ca_file.is_some() || args.client_cert.is_some();

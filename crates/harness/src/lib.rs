@@ -6,9 +6,10 @@
 //!
 //! It owns process lifetimes (nothing outlives its owner), port picking, readiness waits,
 //! the generated server configs and the wiring of the roles. It does not speak the Redis
-//! or InfluxDB protocols beyond the one-line readiness probes, and knows of the roles only
-//! their subcommands, their environment and their event lines: clients, payloads and
-//! assertions belong to the callers.
+//! or InfluxDB protocols beyond the one-line readiness probes (logged in, under access
+//! control) and the InfluxQL statements that create a stack's database and users, and
+//! knows of the roles only their subcommands, their environment and their event lines:
+//! clients, payloads and assertions belong to the callers.
 //!
 //! The API is synchronous (std::process, std::net, sleeps) so it works from plain tests
 //! and, via `spawn_blocking` or directly at setup time, from tokio code.
@@ -29,8 +30,10 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 pub use process::ManagedProcess;
-pub use server::{InfluxServer, RedisServer, ServerTls};
-pub use stack::{LocalStack, LocalStackBuilder, Role};
+pub use server::{
+    InfluxServer, Login, RedisAcl, RedisServer, ServerTls, influx_identifier, influx_string,
+};
+pub use stack::{InfluxUsers, LocalStack, LocalStackBuilder, Role};
 pub use weathervane_core::tls::install_provider as install_tls_provider;
 
 pub type Result<T, E = HarnessError> = std::result::Result<T, E>;
@@ -97,6 +100,23 @@ pub enum HarnessError {
         status: String,
         log: PathBuf,
         tail: String,
+    },
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
+    /// Passwords in `statement` are shown as `***`.
+    #[error("could not send `{statement}` to influxd on 127.0.0.1:{port}: {source}")]
+    InfluxStatementSend {
+        port: u16,
+        statement: String,
+        source: io::Error,
+    },
+    /// Passwords in `statement` are shown as `***`.
+    #[error("influxd on 127.0.0.1:{port} refused `{statement}` ({status}): {answer}")]
+    InfluxStatement {
+        port: u16,
+        statement: String,
+        status: u16,
+        answer: String,
     },
     #[error("neither `docker compose` nor `docker-compose` answers `version`")]
     NoCompose,

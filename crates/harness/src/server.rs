@@ -1,11 +1,14 @@
 //! `RedisServer` and `InfluxServer`: a private daemon on a free 127.0.0.1 port with its
 //! own temp dir, started and restarted only once it answers its readiness probe. It owns
-//! the daemons' command lines and configs; it does not create databases, keys or users.
+//! the daemons' command lines and configs, and the one login each needs to be usable
+//! under access control (the probe's Redis user from the caller's ACL file, InfluxDB's
+//! first admin); other databases, keys and users are the caller's.
 
+use std::fmt;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -21,27 +24,72 @@ const START_ATTEMPTS: u32 = 3;
 const RESTART_ATTEMPTS: u32 = 5;
 const RESTART_BACKOFF: Duration = Duration::from_millis(200);
 
+/// A user name and password; `Debug` shows the name only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+}
+
+impl Login {
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Login({:?}, ***)", self.user)
+    }
+}
+
+/// A Redis ACL file (`--aclfile`). With its `default` user off, an unauthenticated PING
+/// gets NOAUTH, so the readiness probe logs in as `probe` first.
+#[derive(Clone, Debug)]
+pub struct RedisAcl {
+    pub file: PathBuf,
+    /// A user the file allows PING (the shipped file's `healthcheck`).
+    pub probe: Login,
+}
+
 /// What "ready" means for one kind of daemon.
 #[derive(Debug)]
 struct Probe {
     program: &'static str,
     request: &'static str,
     timeout: Duration,
-    answered: fn(u16) -> bool,
+    /// Whether the daemon on the port answered, asked with the login if there is one.
+    answered: fn(u16, Option<&Login>) -> bool,
+}
+
+fn redis_answered(port: u16, login: Option<&Login>) -> bool {
+    matches!(redis_ping(port, login, PROBE_TIMEOUT), Ok(r) if r.starts_with("+PONG"))
 }
 
 static REDIS: Probe = Probe {
     program: "redis-server",
     request: "PING",
     timeout: Duration::from_secs(10),
-    answered: |port| matches!(redis_ping(port, PROBE_TIMEOUT), Ok(r) if r.starts_with("+PONG")),
+    answered: redis_answered,
 };
 
+/// The same probe, named for what it sends, so a refused login reads as such in errors.
+static REDIS_ACL: Probe = Probe {
+    program: "redis-server",
+    request: "AUTH (the ACL file's probe user) and PING",
+    timeout: Duration::from_secs(10),
+    answered: redis_answered,
+};
+
+/// `/ping` needs no credentials, even with auth-enabled.
 static INFLUX: Probe = Probe {
     program: "influxd",
     request: "/ping",
     timeout: Duration::from_secs(30),
-    answered: |port| matches!(http(port, "GET", "/ping", "", PROBE_TIMEOUT), Ok((204, _))),
+    answered: |port, _| matches!(http(port, "GET", "/ping", "", PROBE_TIMEOUT), Ok((204, _))),
 };
 
 /// An `https://` influxd: the harness speaks no TLS, so "ready" is "accepts connections"
@@ -51,7 +99,7 @@ static INFLUX_HTTPS: Probe = Probe {
     program: "influxd",
     request: "TCP connect",
     timeout: Duration::from_secs(30),
-    answered: |port| connect(port, PROBE_TIMEOUT).is_ok(),
+    answered: |port, _| connect(port, PROBE_TIMEOUT).is_ok(),
 };
 
 /// Certificate files (PEM) for a server's TLS listener.
@@ -71,6 +119,8 @@ struct Daemon {
     // Declared before `_dir` so the process is killed before its dir is deleted under it.
     process: ManagedProcess,
     probe: &'static Probe,
+    /// How the probe logs in, if the daemon asks.
+    login: Option<Login>,
     port: u16,
     // Only held so the data and log are deleted on drop.
     _dir: TempDir,
@@ -80,6 +130,7 @@ impl Daemon {
     /// `configure` builds the process for a port, with the dir for its data and log.
     fn launch(
         probe: &'static Probe,
+        login: Option<Login>,
         configure: impl Fn(&Path, u16) -> Result<ManagedProcess>,
     ) -> Result<Self> {
         let program = probe.program;
@@ -92,11 +143,12 @@ impl Daemon {
             let port = free_port()?;
             let mut process = configure(dir.path(), port)?;
             process.start()?;
-            match wait_ready(&mut process, probe, port, probe.timeout) {
+            match wait_ready(&mut process, probe, login.as_ref(), port, probe.timeout) {
                 Ok(()) => {
                     return Ok(Self {
                         process,
                         probe,
+                        login,
                         port,
                         _dir: dir,
                     });
@@ -133,20 +185,27 @@ impl Daemon {
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        wait_ready(&mut self.process, self.probe, self.port, timeout)
+        wait_ready(
+            &mut self.process,
+            self.probe,
+            self.login.as_ref(),
+            self.port,
+            timeout,
+        )
     }
 }
 
 fn wait_ready(
     process: &mut ManagedProcess,
     probe: &'static Probe,
+    login: Option<&Login>,
     port: u16,
     timeout: Duration,
 ) -> Result<()> {
     let started = Instant::now();
     let (program, request) = (probe.program, probe.request);
     loop {
-        if (probe.answered)(port) {
+        if (probe.answered)(port, login) {
             tracing::debug!(program, port, elapsed = ?started.elapsed(), "ready");
             return Ok(());
         }
@@ -204,13 +263,86 @@ fn connect(port: u16, timeout: Duration) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// Sends an inline `PING` and returns the raw reply (`+PONG\r\n` when healthy).
-pub(crate) fn redis_ping(port: u16, timeout: Duration) -> io::Result<String> {
+/// Sends an inline `PING`, after `AUTH` with `login` if given, and returns the raw reply
+/// line (`+PONG\r\n` when healthy; a refused login's error instead of PING's reply).
+pub(crate) fn redis_ping(
+    port: u16,
+    login: Option<&Login>,
+    timeout: Duration,
+) -> io::Result<String> {
     let mut stream = connect(port, timeout)?;
-    stream.write_all(b"PING\r\n")?;
-    let mut reply = [0; 64];
-    let n = stream.read(&mut reply)?;
-    Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
+    let mut request = Vec::new();
+    if let Some(login) = login {
+        // As a RESP array rather than inline, so a password may hold spaces or quotes.
+        let words = [
+            b"AUTH".as_slice(),
+            login.user.as_bytes(),
+            login.password.as_bytes(),
+        ];
+        write!(request, "*{}\r\n", words.len())?;
+        for word in words {
+            write!(request, "${}\r\n", word.len())?;
+            request.extend_from_slice(word);
+            request.extend_from_slice(b"\r\n");
+        }
+    }
+    request.extend_from_slice(b"PING\r\n");
+    stream.write_all(&request)?;
+    let mut reader = BufReader::new(stream).take(1024);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    if login.is_some() && line.starts_with("+OK") {
+        line.clear();
+        reader.read_line(&mut line)?;
+    }
+    Ok(line)
+}
+
+/// `Authorization: Basic` for `login`.
+fn basic_auth(login: &Login) -> String {
+    use base64::Engine;
+    let pair = format!("{}:{}", login.user, login.password);
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// `text` percent-encoded for a query string or form body (all but RFC 3986 unreserved).
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(byte).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// `statement` with the text of every InfluxQL string literal (`'...'`, where passwords
+/// go) replaced by `***`, for errors.
+pub(crate) fn redact_literals(statement: &str) -> String {
+    let mut shown = String::with_capacity(statement.len());
+    let mut chars = statement.chars();
+    while let Some(c) = chars.next() {
+        shown.push(c);
+        if c != '\'' {
+            continue;
+        }
+        // Skip to the closing quote; a backslash escapes the next character.
+        while let Some(inner) = chars.next() {
+            match inner {
+                '\\' => {
+                    chars.next();
+                }
+                '\'' => break,
+                _ => {}
+            }
+        }
+        shown.push_str("***'");
+    }
+    shown
 }
 
 /// One HTTP/1.0 request, returning status and body. HTTP/1.0 makes the server close the
@@ -222,11 +354,24 @@ pub(crate) fn http(
     body: &str,
     timeout: Duration,
 ) -> io::Result<(u16, String)> {
+    http_with(port, method, target, &[], body, timeout)
+}
+
+/// [`http`] with extra header lines (`Name: value`).
+fn http_with(
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[String],
+    body: &str,
+    timeout: Duration,
+) -> io::Result<(u16, String)> {
     let mut stream = connect(port, timeout)?;
     let length = body.len();
+    let headers: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     write!(
         stream,
-        "{method} {target} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n\r\n{body}"
+        "{method} {target} HTTP/1.0\r\nHost: 127.0.0.1\r\n{headers}Content-Length: {length}\r\n\r\n{body}"
     )?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
@@ -260,14 +405,25 @@ impl RedisServer {
 
     /// With `tls`, also listens for TLS on a port of its own, which [`Self::url`] names.
     pub fn start_with(tls: Option<&ServerTls>) -> Result<Self> {
+        Self::start_with_acl(tls, None)
+    }
+
+    /// Like [`Self::start_with`], and with `acl`, its users come from the ACL file (which
+    /// redis-server checks at start: a malformed file ends it before it is ready).
+    pub fn start_with_acl(tls: Option<&ServerTls>, acl: Option<&RedisAcl>) -> Result<Self> {
         let tls_port = tls.map(|_| free_port()).transpose()?;
-        let daemon = Daemon::launch(&REDIS, |dir, port| {
+        let probe = if acl.is_some() { &REDIS_ACL } else { &REDIS };
+        let login = acl.map(|acl| acl.probe.clone());
+        let daemon = Daemon::launch(probe, login, |dir, port| {
             let mut process = ManagedProcess::new("redis-server", "redis-server", dir)
                 .args("--bind 127.0.0.1 --loglevel warning --appendonly no --port".split(' '))
                 .arg(port.to_string())
                 // An empty `--save` turns RDB snapshots off.
                 .args(["--save", "", "--dir"])
                 .arg(dir);
+            if let Some(acl) = acl {
+                process = process.arg("--aclfile").arg(&acl.file);
+            }
             if let (Some(tls), Some(tls_port)) = (tls, tls_port) {
                 let clients = if tls.require_client_certificate {
                     "yes"
@@ -309,7 +465,12 @@ impl RedisServer {
 pub struct InfluxServer {
     daemon: Daemon,
     https: bool,
+    /// With authentication on, the admin user this server was started with.
+    admin: Option<Login>,
 }
+
+/// How long one statement of [`InfluxServer::admin_query`] may take.
+const ADMIN_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl InfluxServer {
     pub fn start() -> Result<Self> {
@@ -318,14 +479,29 @@ impl InfluxServer {
 
     /// With `tls`, serves `https://` only (InfluxDB 1.x has one HTTP listener).
     pub fn start_with(tls: Option<&ServerTls>) -> Result<Self> {
+        Self::start_with_auth(tls, None)
+    }
+
+    /// Like [`Self::start_with`], and with `admin`, authentication on (`auth-enabled`):
+    /// `admin` is created as the first user, with all privileges (the one statement
+    /// influxd takes without credentials, and only while it has no admin). Other users
+    /// and databases are the caller's, through [`Self::admin_query`]. Not with `tls`: the
+    /// harness speaks no TLS.
+    pub fn start_with_auth(tls: Option<&ServerTls>, admin: Option<&Login>) -> Result<Self> {
+        if tls.is_some() && admin.is_some() {
+            return Err(HarnessError::Unsupported(
+                "InfluxDB with both https and authentication (the harness creates users over plain HTTP)",
+            ));
+        }
         let probe = if tls.is_some() {
             &INFLUX_HTTPS
         } else {
             &INFLUX
         };
-        let daemon = Daemon::launch(probe, |dir, http_port| {
+        let auth = admin.is_some();
+        let daemon = Daemon::launch(probe, None, |dir, http_port| {
             let config = dir.join("influxd.conf");
-            let text = influx_config(dir, http_port, free_port()?, tls);
+            let text = influx_config(dir, http_port, free_port()?, tls, auth);
             fs::write(&config, text).map_err(|source| HarnessError::WriteConfig {
                 path: config.clone(),
                 source,
@@ -334,20 +510,94 @@ impl InfluxServer {
                 .args(["run", "-config"])
                 .arg(&config))
         })?;
-        Ok(Self {
+        let mut server = Self {
             daemon,
             https: tls.is_some(),
-        })
+            admin: None,
+        };
+        if let Some(admin) = admin {
+            server.send_statement(
+                &format!(
+                    "CREATE USER {} WITH PASSWORD {} WITH ALL PRIVILEGES",
+                    influx_identifier(&admin.user),
+                    influx_string(&admin.password)
+                ),
+                None,
+            )?;
+            server.admin = Some(admin.clone());
+        }
+        Ok(server)
     }
 
     pub fn url(&self) -> String {
         let scheme = if self.https { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}", self.daemon.port)
     }
+
+    /// The admin this server was started with, if authentication is on.
+    pub fn admin(&self) -> Option<&Login> {
+        self.admin.as_ref()
+    }
+
+    /// Runs InfluxQL `statement` (`POST /query`) as the admin, if authentication is on,
+    /// else without credentials; an error if InfluxDB reports one. Build statements with
+    /// [`influx_identifier`] and [`influx_string`].
+    pub fn admin_query(&self, statement: &str) -> Result<()> {
+        self.send_statement(statement, self.admin.as_ref())
+    }
+
+    fn send_statement(&self, statement: &str, login: Option<&Login>) -> Result<()> {
+        let headers: Vec<String> = login
+            .map(|login| format!("Authorization: {}", basic_auth(login)))
+            .into_iter()
+            .chain(["Content-Type: application/x-www-form-urlencoded".to_owned()])
+            .collect();
+        let body = format!("q={}", percent_encode(statement));
+        let shown = || redact_literals(statement);
+        let (status, answer) = http_with(
+            self.daemon.port,
+            "POST",
+            "/query",
+            &headers,
+            &body,
+            ADMIN_QUERY_TIMEOUT,
+        )
+        .map_err(|source| HarnessError::InfluxStatementSend {
+            port: self.daemon.port,
+            statement: shown(),
+            source,
+        })?;
+        // InfluxDB answers 200 with `"error"` in a result when one statement fails.
+        if status != 200 || answer.contains("\"error\"") {
+            return Err(HarnessError::InfluxStatement {
+                port: self.daemon.port,
+                statement: shown(),
+                status,
+                answer,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `name` as an InfluxQL identifier (double-quoted).
+pub fn influx_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// `text` as an InfluxQL string literal (single-quoted).
+pub fn influx_string(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// Keys follow `influxd config` of the installed 1.6.7, which ignores unknown keys silently.
-fn influx_config(dir: &Path, http_port: u16, rpc_port: u16, tls: Option<&ServerTls>) -> String {
+fn influx_config(
+    dir: &Path,
+    http_port: u16,
+    rpc_port: u16,
+    tls: Option<&ServerTls>,
+    auth: bool,
+) -> String {
     // A Debug-quoted string is a valid TOML basic string for the paths tempfile creates.
     let quoted = |path: &Path| format!("{:?}", path.display().to_string());
     let path = |sub: &str| quoted(&dir.join(sub));
@@ -381,6 +631,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 [http]
   bind-address = "127.0.0.1:{http_port}"
   log-enabled = false
+  auth-enabled = {auth}
   {https}
 
 # No _internal database, subscriptions or CQs competing with the pipeline under test.

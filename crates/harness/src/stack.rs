@@ -2,15 +2,17 @@
 //! private `redis-server` and `influxd` and the roles as `weathervane` processes, wired to
 //! them by environment (`REDIS_URL`, `INFLUXDB_URL`, `INFLUXDB_DB`, `API_ADDR`) with
 //! `WEATHERVANE_EVENTS=stderr`, so each role's log file carries its typed events (see
-//! [`crate::events`]). It owns which roles run and where their logs go; what the roles
-//! are asked to do (input, batch sizes) comes from the caller.
+//! [`crate::events`]). It owns which roles run and where their logs go, and under access
+//! control the InfluxDB database and users; what the roles are asked to do (input, batch
+//! sizes) and the logins they are given come from the caller.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::{
-    HarnessError, InfluxServer, ManagedProcess, RedisServer, Result, ServerTls, free_port,
+    HarnessError, InfluxServer, Login, ManagedProcess, RedisAcl, RedisServer, Result, ServerTls,
+    free_port, influx_identifier, influx_string,
 };
 
 /// The database every role of a local stack uses.
@@ -45,6 +47,19 @@ impl fmt::Display for Role {
     }
 }
 
+/// InfluxDB's users when authentication is on. The stack creates `admin` first, then the
+/// database, `writer` with ALL on it and `reader` with READ on it.
+#[derive(Clone, Debug)]
+pub struct InfluxUsers {
+    pub admin: Login,
+    /// For the ingester and the processor: both read (SELECT), write and delete (`DELETE`
+    /// needs WRITE in 1.x), so both need READ and WRITE, which is ALL on one database.
+    /// Neither can create the database (that needs admin), so the stack creates it.
+    pub writer: Login,
+    /// For the api, which only reads.
+    pub reader: Login,
+}
+
 /// What a role gets on top of its wiring: extra arguments and environment.
 type Customize = Box<dyn FnOnce(ManagedProcess) -> ManagedProcess>;
 
@@ -54,6 +69,8 @@ pub struct LocalStackBuilder {
     log_dir: Option<PathBuf>,
     redis_tls: Option<ServerTls>,
     influx_tls: Option<ServerTls>,
+    redis_acl: Option<RedisAcl>,
+    influx_users: Option<InfluxUsers>,
     env: Vec<(OsString, OsString)>,
     roles: Vec<(Role, Customize)>,
 }
@@ -76,6 +93,21 @@ impl LocalStackBuilder {
     /// InfluxDB serves `https://` only, and the roles are wired to it.
     pub fn influx_tls(mut self, tls: ServerTls) -> Self {
         self.influx_tls = Some(tls);
+        self
+    }
+
+    /// Redis takes its users from `acl` (its `default` user may be off); the caller gives
+    /// each role its login through [`Self::role_with`] (`REDIS_USER`, `REDIS_PASSWORD`).
+    pub fn redis_acl(mut self, acl: RedisAcl) -> Self {
+        self.redis_acl = Some(acl);
+        self
+    }
+
+    /// InfluxDB asks for credentials, and has `users` (see [`InfluxUsers`]); the caller
+    /// gives each role its login (`INFLUXDB_USER`, `INFLUXDB_PASSWORD`). Not with
+    /// [`Self::influx_tls`].
+    pub fn influx_auth(mut self, users: InfluxUsers) -> Self {
+        self.influx_users = Some(users);
         self
     }
 
@@ -116,10 +148,17 @@ impl LocalStackBuilder {
             (None, Some(owned)) => owned.path().to_owned(),
             (None, None) => unreachable!("one of the two is set"),
         };
+        let redis = RedisServer::start_with_acl(self.redis_tls.as_ref(), self.redis_acl.as_ref())?;
+        let admin = self.influx_users.as_ref().map(|users| &users.admin);
+        let influx = InfluxServer::start_with_auth(self.influx_tls.as_ref(), admin)?;
+        if let Some(users) = &self.influx_users {
+            create_users(&influx, users)?;
+        }
         let mut stack = LocalStack {
             roles: Vec::new(),
-            redis: RedisServer::start_with(self.redis_tls.as_ref())?,
-            influx: InfluxServer::start_with(self.influx_tls.as_ref())?,
+            redis,
+            influx,
+            influx_users: self.influx_users,
             api_addr: format!("127.0.0.1:{}", free_port()?),
             env: self.env,
             dir,
@@ -134,12 +173,39 @@ impl LocalStackBuilder {
     }
 }
 
+/// The database and `users`' writer and reader; privileges need the database to exist.
+fn create_users(influx: &InfluxServer, users: &InfluxUsers) -> Result<()> {
+    let db = influx_identifier(DB);
+    let create = |login: &Login| {
+        format!(
+            "CREATE USER {} WITH PASSWORD {}",
+            influx_identifier(&login.user),
+            influx_string(&login.password)
+        )
+    };
+    let (writer, reader) = (
+        influx_identifier(&users.writer.user),
+        influx_identifier(&users.reader.user),
+    );
+    for statement in [
+        format!("CREATE DATABASE {db}"),
+        create(&users.writer),
+        format!("GRANT ALL ON {db} TO {writer}"),
+        create(&users.reader),
+        format!("GRANT READ ON {db} TO {reader}"),
+    ] {
+        influx.admin_query(&statement)?;
+    }
+    Ok(())
+}
+
 /// A running local stack. Dropping it kills the roles, then the servers.
 pub struct LocalStack {
     // Declared first so the roles go before the servers they talk to.
     roles: Vec<(Role, ManagedProcess)>,
     pub redis: RedisServer,
     pub influx: InfluxServer,
+    influx_users: Option<InfluxUsers>,
     api_addr: String,
     env: Vec<(OsString, OsString)>,
     dir: PathBuf,
@@ -178,6 +244,11 @@ impl LocalStack {
             .find(|(r, _)| *r == role)
             .map(|(_, process)| process)
             .unwrap_or_else(|| panic!("the stack was built without the {role}"))
+    }
+
+    /// InfluxDB's users, when it asks for credentials.
+    pub fn influx_users(&self) -> Option<&InfluxUsers> {
+        self.influx_users.as_ref()
     }
 
     /// Where the roles' logs and files are.

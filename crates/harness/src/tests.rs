@@ -6,8 +6,11 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::server::{http, redis_ping};
-use crate::{HarnessError, InfluxServer, ManagedProcess, RedisServer, weathervane_binary};
+use crate::server::{http, redact_literals, redis_ping};
+use crate::{
+    HarnessError, InfluxServer, Login, ManagedProcess, RedisAcl, RedisServer, ServerTls,
+    weathervane_binary,
+};
 
 const SHORT: Duration = Duration::from_millis(300);
 const LONG: Duration = Duration::from_secs(10);
@@ -21,7 +24,7 @@ fn assert_gone(pid: u32) {
 }
 
 fn assert_pong(port: u16) {
-    let reply = redis_ping(port, SHORT).expect("PING");
+    let reply = redis_ping(port, None, SHORT).expect("PING");
     assert!(reply.starts_with("+PONG"), "unexpected reply {reply:?}");
 }
 
@@ -33,7 +36,7 @@ fn redis_pause_kill_and_start_again_are_real() {
     assert_pong(port);
 
     redis.pause().unwrap();
-    let error = redis_ping(port, SHORT).unwrap_err();
+    let error = redis_ping(port, None, SHORT).unwrap_err();
     assert!(
         matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
         "{error}"
@@ -46,7 +49,7 @@ fn redis_pause_kill_and_start_again_are_real() {
     assert_gone(first_pid);
     assert_eq!(redis.pid(), None);
     assert_eq!(
-        redis_ping(port, SHORT).unwrap_err().kind(),
+        redis_ping(port, None, SHORT).unwrap_err().kind(),
         ErrorKind::ConnectionRefused
     );
     assert!(matches!(
@@ -82,6 +85,90 @@ fn redis_stop_is_graceful_and_drop_kills_a_paused_server() {
     let pid = redis.pid().unwrap();
     drop(redis);
     assert_gone(pid);
+}
+
+#[test]
+fn redis_with_an_acl_file_is_ready_once_the_probe_user_logs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.acl");
+    // Quotes the inline protocol would choke on: the probe must send AUTH as an array.
+    let password = r#"p'"w"#;
+    std::fs::write(
+        &file,
+        format!("user default off\nuser probe on >{password} -@all +ping\n"),
+    )
+    .unwrap();
+    let acl = RedisAcl {
+        file,
+        probe: Login::new("probe", password),
+    };
+    let mut redis = RedisServer::start_with_acl(None, Some(&acl)).unwrap();
+    let port = redis.port();
+    let anonymous = redis_ping(port, None, SHORT).unwrap();
+    assert!(anonymous.starts_with("-NOAUTH"), "{anonymous:?}");
+    let wrong = redis_ping(port, Some(&Login::new("probe", "nope")), SHORT).unwrap();
+    assert!(wrong.starts_with("-WRONGPASS"), "{wrong:?}");
+    let reply = redis_ping(port, Some(&acl.probe), SHORT).unwrap();
+    assert!(reply.starts_with("+PONG"), "{reply:?}");
+
+    // The restart reads the file again and waits for the same login.
+    redis.kill();
+    redis.start_again().unwrap();
+    let reply = redis_ping(port, Some(&acl.probe), SHORT).unwrap();
+    assert!(reply.starts_with("+PONG"), "{reply:?}");
+}
+
+#[test]
+fn influx_with_auth_has_its_admin_and_refuses_anyone_else() {
+    // A password that must be escaped in InfluxQL, and passes only if it was.
+    let admin = Login::new("root", r"a'b\c");
+    let server = InfluxServer::start_with_auth(None, Some(&admin)).unwrap();
+    let port = server.port();
+    assert_eq!(server.admin(), Some(&admin));
+    // /ping stays open (the probe), queries do not.
+    assert_eq!(influx(port, "GET", "/ping", "").0, 204);
+    let (status, body) = influx(port, "GET", "/query?q=SHOW+DATABASES", "");
+    assert_eq!(status, 401, "{body}");
+    server.admin_query(r#"CREATE DATABASE "x""#).unwrap();
+
+    // A refused statement is an error that shows no string literal (passwords go there).
+    let error = server
+        .admin_query(r#"CREATE USER "root" WITH PASSWORD 'other-secret'"#)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("'***'") && !error.contains("other-secret"),
+        "{error}"
+    );
+}
+
+#[test]
+fn influx_auth_over_https_is_refused_before_anything_starts() {
+    let tls = ServerTls {
+        certificate: "/nonexistent/cert.pem".into(),
+        key: "/nonexistent/key.pem".into(),
+        ca: "/nonexistent/ca.pem".into(),
+        require_client_certificate: false,
+    };
+    let admin = Login::new("root", "pw");
+    assert!(matches!(
+        InfluxServer::start_with_auth(Some(&tls), Some(&admin)),
+        Err(HarnessError::Unsupported(_))
+    ));
+}
+
+#[test]
+fn statements_are_shown_without_their_string_literals() {
+    assert_eq!(
+        redact_literals(r#"CREATE USER "a" WITH PASSWORD 'p\'w' WITH ALL PRIVILEGES"#),
+        r#"CREATE USER "a" WITH PASSWORD '***' WITH ALL PRIVILEGES"#
+    );
+    assert_eq!(redact_literals("SHOW USERS"), "SHOW USERS");
+    assert_eq!(
+        redact_literals("x = 'a' OR y = 'b'"),
+        "x = '***' OR y = '***'"
+    );
+    assert_eq!(redact_literals("cut 'off"), "cut '***'");
 }
 
 fn influx(port: u16, method: &str, target: &str, body: &str) -> (u16, String) {
