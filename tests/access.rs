@@ -537,3 +537,120 @@ async fn assert_influx_refuses(stack: &Stack) {
         "the reader got in with the writer's password"
     );
 }
+
+/// Every form a secret could take in a log line: as it is, JSON-escaped (event lines),
+/// and Debug-escaped.
+fn leaks_of(secret: &str) -> Vec<String> {
+    let json = serde_json::to_string(secret).unwrap();
+    let debug = format!("{secret:?}");
+    vec![
+        secret.to_owned(),
+        json.trim_matches('"').to_owned(),
+        debug.trim_matches('"').to_owned(),
+    ]
+}
+
+fn assert_no_secret(place: &str, text: &str, secrets: &[String]) {
+    for secret in secrets {
+        for form in leaks_of(secret) {
+            assert!(
+                !text.contains(&form),
+                "a secret ({form:?}) is in {place}:\n{text}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_a_log_help_or_the_process_list_through_outages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut stack, streamer_password_file) = access_stack(dir.path());
+    let [streamer, ..] = redis_logins();
+    let users = influx_users();
+    let secrets: Vec<String> = redis_logins()
+        .into_iter()
+        .chain([users.admin, users.writer, users.reader])
+        .map(|login| login.password)
+        .collect();
+
+    // Hours keep coming while Redis, then InfluxDB, are killed and come back: every
+    // reconnect, outage and recovery is logged.
+    let input = stack.generate(60, 1, 23);
+    let mut run = stack
+        .streamer(
+            &input,
+            &["--hour-interval", "0.3", "--batch-size", "20", "--once"],
+        )
+        .env("REDIS_USER", &streamer.user)
+        .env("REDIS_PASSWORD_FILE", &streamer_password_file);
+    run.start().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut pids: Vec<u32> = Role::ALL
+        .iter()
+        .filter(|role| **role != Role::Streamer)
+        .map(|role| stack.process(*role).pid().unwrap())
+        .collect();
+    pids.push(run.pid().unwrap());
+    for pid in &pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert_no_secret(
+            "a command line",
+            &String::from_utf8_lossy(&cmdline),
+            &secrets,
+        );
+    }
+    stack.redis.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.redis.start_again().unwrap();
+    stack.influx.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.influx.start_again().unwrap();
+    let status = tokio::task::block_in_place(|| run.wait_timeout(TIMEOUT).unwrap());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "streamer did not finish: {status:?}\n{}",
+        stack.log(&run)
+    );
+    assert_stored_exactly(&stack, &weathervane_e2e::read_csv(&input)).await;
+    let ingester_log = stack.role_log(Role::Ingester);
+    assert!(
+        ingester_log.contains("\"event\":\"outage_began\""),
+        "the run had no outage to log:\n{ingester_log}"
+    );
+
+    // Every file the run wrote: role logs, rejects, dead letters, state.
+    for entry in std::fs::read_dir(stack.dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() && path != streamer_password_file {
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+            assert_no_secret(&path.display().to_string(), &text, &secrets);
+        }
+    }
+
+    // --help with every secret set, as variables and in the URLs.
+    let binary = weathervane_harness::weathervane_binary().unwrap();
+    for role in ["streamer", "ingester", "processor", "api", "up"] {
+        let help = Command::new(&binary)
+            .args([role, "--help"])
+            .env(
+                "REDIS_URL",
+                format!("redis://streamer:{}@127.0.0.1:1", secrets[0]),
+            )
+            .env("REDIS_PASSWORD", &secrets[1])
+            .env(
+                "INFLUXDB_URL",
+                format!("http://admin:{}@127.0.0.1:1", secrets[4]),
+            )
+            .env("INFLUXDB_PASSWORD", &secrets[5])
+            .env("INFLUXDB_TOKEN", &secrets[6])
+            .output()
+            .unwrap();
+        assert!(help.status.success(), "{role} --help");
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            text.contains("REDIS_URL") || role == "api",
+            "{role}: {text}"
+        );
+        assert_no_secret(&format!("{role} --help"), &text, &secrets);
+    }
+}

@@ -140,7 +140,8 @@ pub struct InfluxArgs {
         id = "influxdb_url",
         long = "influxdb-url",
         env = "INFLUXDB_URL",
-        default_value = "http://127.0.0.1:8086"
+        default_value = "http://127.0.0.1:8086",
+        hide_env_values = true
     )]
     pub url: String,
     /// Database (the ingester and processor create it if missing).
