@@ -60,8 +60,9 @@ pub struct StreamOptions {
     /// Rows per published batch.
     #[arg(long, env = "WEATHERVANE_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
-    /// Pause between hours, in seconds (0 = as fast as the pipeline takes them).
-    #[arg(long, env = "WEATHERVANE_HOUR_INTERVAL", default_value_t = 60.0)]
+    /// Pause between hours, in seconds: 0 streams a file as fast as the pipeline takes it;
+    /// 60 paces it like a live feed, one hour a minute.
+    #[arg(long, env = "WEATHERVANE_HOUR_INTERVAL", default_value_t = 0.0)]
     pub hour_interval: f64,
     /// Pause between the batches of an hour, in seconds (0 = publish an hour at once), for
     /// a feed that trickles in like live data.
