@@ -43,6 +43,7 @@ pub struct RedisArgs {
     /// in REDIS_PASSWORD or REDIS_PASSWORD_FILE rather than in the URL.
     #[arg(
         id = "redis_url",
+        value_name = "URL",
         long = "redis-url",
         env = "REDIS_URL",
         default_value = "redis://127.0.0.1:6379",
@@ -51,22 +52,34 @@ pub struct RedisArgs {
     pub url: String,
     /// Redis 6+ ACL user name (the password comes from REDIS_PASSWORD or
     /// REDIS_PASSWORD_FILE).
-    #[arg(id = "redis_user", long = "redis-user", env = "REDIS_USER")]
+    #[arg(
+        id = "redis_user",
+        value_name = "USER",
+        long = "redis-user",
+        env = "REDIS_USER"
+    )]
     pub user: Option<String>,
     /// File holding the Redis password (else the REDIS_PASSWORD variable, if set).
     #[arg(
         id = "redis_password_file",
+        value_name = "FILE",
         long = "redis-password-file",
         env = "REDIS_PASSWORD_FILE"
     )]
     pub password_file: Option<PathBuf>,
     /// PEM file of the CA certificate(s) to trust for rediss:// (default: the system's).
-    #[arg(id = "redis_ca_file", long = "redis-ca-file", env = "REDIS_CA_FILE")]
+    #[arg(
+        id = "redis_ca_file",
+        value_name = "FILE",
+        long = "redis-ca-file",
+        env = "REDIS_CA_FILE"
+    )]
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate for rediss:// servers that ask for one (with
     /// --redis-client-key).
     #[arg(
         id = "redis_client_cert",
+        value_name = "FILE",
         long = "redis-client-cert",
         env = "REDIS_CLIENT_CERT"
     )]
@@ -74,6 +87,7 @@ pub struct RedisArgs {
     /// PEM private key of --redis-client-cert.
     #[arg(
         id = "redis_client_key",
+        value_name = "FILE",
         long = "redis-client-key",
         env = "REDIS_CLIENT_KEY"
     )]
@@ -82,6 +96,7 @@ pub struct RedisArgs {
     /// Redis each use their own.
     #[arg(
         id = "channel_namespace",
+        value_name = "NAMESPACE",
         long = "channel-namespace",
         env = "WEATHERVANE_NAMESPACE",
         default_value = Namespace::DEFAULT
@@ -91,6 +106,7 @@ pub struct RedisArgs {
     /// (and counted), even where namespaces or ACLs were set up wrong.
     #[arg(
         id = "deployment",
+        value_name = "ID",
         long = "deployment",
         env = "WEATHERVANE_DEPLOYMENT",
         default_value = DeploymentId::DEFAULT
@@ -138,6 +154,7 @@ pub struct InfluxArgs {
     /// InfluxDB base URL (its v1 HTTP API: /ping, /write, /query).
     #[arg(
         id = "influxdb_url",
+        value_name = "URL",
         long = "influxdb-url",
         env = "INFLUXDB_URL",
         default_value = "http://127.0.0.1:8086",
@@ -149,11 +166,17 @@ pub struct InfluxArgs {
     pub db: String,
     /// User name (InfluxDB 1.x authentication, sent as HTTP Basic auth; the password
     /// comes from INFLUXDB_PASSWORD or INFLUXDB_PASSWORD_FILE).
-    #[arg(id = "influxdb_user", long = "influxdb-user", env = "INFLUXDB_USER")]
+    #[arg(
+        id = "influxdb_user",
+        value_name = "USER",
+        long = "influxdb-user",
+        env = "INFLUXDB_USER"
+    )]
     pub user: Option<String>,
     /// File holding the InfluxDB password (else the INFLUXDB_PASSWORD variable, if set).
     #[arg(
         id = "influxdb_password_file",
+        value_name = "FILE",
         long = "influxdb-password-file",
         env = "INFLUXDB_PASSWORD_FILE"
     )]
@@ -162,6 +185,7 @@ pub struct InfluxArgs {
     /// v1-compatibility endpoints; else the INFLUXDB_TOKEN variable, if set).
     #[arg(
         id = "influxdb_token_file",
+        value_name = "FILE",
         long = "influxdb-token-file",
         env = "INFLUXDB_TOKEN_FILE"
     )]
@@ -169,6 +193,7 @@ pub struct InfluxArgs {
     /// PEM file of the CA certificate(s) to trust for https:// (default: the system's).
     #[arg(
         id = "influxdb_ca_file",
+        value_name = "FILE",
         long = "influxdb-ca-file",
         env = "INFLUXDB_CA_FILE"
     )]
