@@ -181,8 +181,8 @@ pub struct InfluxArgs {
         env = "INFLUXDB_PASSWORD_FILE"
     )]
     pub password_file: Option<PathBuf>,
-    /// File holding a token, sent as `Authorization: Token ...` (2.x and 3.x
-    /// v1-compatibility endpoints; else the INFLUXDB_TOKEN variable, if set).
+    /// File holding a token, sent as `Authorization: Token ...` (for a 1.x-compatible server
+    /// or proxy that takes one; else the INFLUXDB_TOKEN variable, if set).
     #[arg(
         id = "influxdb_token_file",
         value_name = "FILE",
