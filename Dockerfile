@@ -22,6 +22,14 @@ ARG RUST_IMAGE=rust:1-bookworm
 # rejects files; docker-compose.yml mounts a volume there) and the defaults for a
 # container.
 FROM ${RUNTIME_IMAGE} AS runtime
+# The CA bundle: https:// and rediss:// trust the system's CAs unless told otherwise, and
+# the roles' TLS client does not even start without one, http:// or not.
+# debian:bookworm-slim has none; a base that has it (scripts/docker-base) is left as is.
+RUN if [ ! -e /etc/ssl/certs/ca-certificates.crt ]; then \
+        apt-get update && \
+        apt-get install -y --no-install-recommends ca-certificates && \
+        rm -rf /var/lib/apt/lists/*; \
+    fi
 RUN useradd --system --user-group --uid 10001 --create-home \
         --home-dir /var/lib/weathervane --shell /usr/sbin/nologin weathervane
 WORKDIR /var/lib/weathervane

@@ -3,17 +3,20 @@
 //! Debian base with redis-server and influxd; the Dockerfile's `prebuilt` target wraps
 //! the host-built binary in it).
 //!
-//! The sample day streams through the stack while the Redis container is killed in the
-//! middle of an hour and the InfluxDB container while the ingester writes; once both are
-//! back, InfluxDB holds exactly the input and the right reports (`weathervane verify`),
-//! the API answers `/avg` with the figures computed here from the CSV, a restarted
-//! streamer finds its state on its volume, and `down -v` leaves no container, network or
-//! volume of the project behind. A second test runs `weathervane replay --compose` on one
-//! scenario.
+//! The stack runs as users get it: secure by default, with the credentials its one-shot
+//! services generate, Redis's ACL file and InfluxDB's auth on. The sample day streams
+//! through it while the Redis container is killed in the middle of an hour and the
+//! InfluxDB container while the ingester writes; once both are back, InfluxDB holds
+//! exactly the input and the right reports (`weathervane verify`, logged in as the
+//! read-only user), the API answers `/avg` with the figures computed here from the CSV,
+//! logins are required and privileges hold, no password is in a log or a container's
+//! configuration, `up` again keeps the credentials, a restarted streamer finds its state
+//! on its volume, and `down -v` leaves no container, network or volume of the project
+//! behind. A second test runs `weathervane replay --compose` on one scenario.
 //!
 //! Without a Docker engine the tests say so and pass, unless `CI` is set: then they fail.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -21,7 +24,7 @@ use std::sync::{Mutex, OnceLock};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use weathervane_e2e::{Expected, METRICS, api_get, close, read_csv};
+use weathervane_e2e::{Expected, METRICS, api_get, close, http_client, read_csv};
 use weathervane_harness::compose::{ComposeProject, Container};
 use weathervane_harness::events::{Event, events_in};
 
@@ -187,6 +190,159 @@ fn project(suffix: &str, env: Vec<(&'static str, String)>) -> ComposeProject {
         .fold(project, |project, (key, value)| project.env(key, value))
 }
 
+/// The files of the volume `secrets`: every password the stack runs with (the
+/// credentials service makes them; deploy/compose/make-credentials).
+const SECRET_FILES: [&str; 7] = [
+    "redis-streamer",
+    "redis-ingester",
+    "redis-processor",
+    "redis-healthcheck",
+    "influxdb-admin",
+    "influxdb-writer",
+    "influxdb-reader",
+];
+
+/// The generated passwords by file name, read from the project's volume `secrets` in a
+/// throwaway container (the volume is root's); panics unless each file is there and holds
+/// a password.
+fn generated_secrets(project: &ComposeProject) -> BTreeMap<&'static str, String> {
+    let volumes = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={}", project.name()),
+        "--filter",
+        "label=com.docker.compose.volume=secrets",
+    ]);
+    let volume = volumes.trim();
+    assert!(
+        !volume.is_empty() && !volume.contains('\n'),
+        "the volume `secrets`: {volumes:?}"
+    );
+    // One line per file: its name, a space, its content (64 hex digits, no newline).
+    let listing = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{volume}:/secrets:ro"),
+        BASE_IMAGE,
+        "sh",
+        "-c",
+        &format!(
+            "for f in {}; do printf '%s %s\\n' \"$f\" \"$(cat /secrets/$f)\"; done",
+            SECRET_FILES.join(" ")
+        ),
+    ]);
+    let secrets: BTreeMap<&str, String> = SECRET_FILES
+        .iter()
+        .zip(listing.lines())
+        .map(|(name, line)| {
+            let value = line
+                .strip_prefix(&format!("{name} "))
+                .unwrap_or_else(|| panic!("{name}: no such line in the listing"));
+            (*name, value.to_owned())
+        })
+        .collect();
+    for (name, value) in &secrets {
+        // Not the value: this message may end up in a CI log.
+        assert!(
+            value.len() >= 32 && value.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{name}: {} characters, not a generated password",
+            value.len()
+        );
+    }
+    assert_eq!(secrets.len(), SECRET_FILES.len(), "generated secrets");
+    let distinct: BTreeSet<&String> = secrets.values().collect();
+    assert_eq!(distinct.len(), secrets.len(), "every password is its own");
+    secrets
+}
+
+/// Panics (naming the password's file, never the password) if `text` holds one of
+/// `secrets`.
+fn assert_no_secret_in(what: &str, text: &str, secrets: &BTreeMap<&str, String>) {
+    for (name, value) in secrets {
+        assert!(
+            !text.contains(value.as_str()),
+            "the password {name} is in {what}"
+        );
+    }
+}
+
+/// Logins are required and each login may only what it needs: InfluxDB answers no query
+/// without one (401) and no write from the reader (403); Redis takes no PUBLISH before
+/// AUTH (NOAUTH) nor from the PING-only healthcheck user (NOPERM).
+fn assert_auth_is_required(
+    runtime: &tokio::runtime::Runtime,
+    influx_port: u16,
+    redis: &Container,
+    secrets: &BTreeMap<&str, String>,
+) {
+    let influx = format!("http://127.0.0.1:{influx_port}");
+    let (anonymous, reader_write) = runtime.block_on(async {
+        let http = http_client();
+        let anonymous = http
+            .get(format!("{influx}/query"))
+            .query(&[("q", "SHOW DATABASES")])
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let reader_write = http
+            .post(format!("{influx}/write"))
+            .query(&[("db", "weather")])
+            .basic_auth("reader", Some(&secrets["influxdb-reader"]))
+            .body("intruder value=1")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        (anonymous, reader_write)
+    });
+    assert_eq!(anonymous.as_u16(), 401, "a query without a login");
+    assert_eq!(reader_write.as_u16(), 403, "a write by the read-only user");
+
+    // `|| true`: redis-cli's exit status on an error reply differs between versions.
+    let publish = "redis-cli PUBLISH weather_channel:reported:2023-09-19T05 x 2>&1 || true";
+    let anonymous = redis.exec(&["sh", "-c", publish]).unwrap();
+    assert!(anonymous.contains("NOAUTH"), "{anonymous}");
+    let healthcheck = redis
+        .exec(&[
+            "sh",
+            "-c",
+            &format!(
+                "REDISCLI_AUTH=\"$(cat /run/secrets/redis-healthcheck)\" {}",
+                publish.replace("redis-cli", "redis-cli --user healthcheck")
+            ),
+        ])
+        .unwrap();
+    assert!(healthcheck.contains("NOPERM"), "{healthcheck}");
+}
+
+/// No password in any container's log or configuration (its environment, command and
+/// mounts as `docker inspect` shows them), the one-shot services' included.
+fn assert_no_secret_shown(project: &ComposeProject, secrets: &BTreeMap<&str, String>) {
+    let logs = project.run(&["logs", "--no-color"]).unwrap();
+    assert!(
+        logs.contains("make-credentials:") && logs.contains("make-influxdb-users:"),
+        "the one-shot services' logs are missing:\n{logs}"
+    );
+    assert_no_secret_in("the logs", &logs, secrets);
+    let ids = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=com.docker.compose.project={}", project.name()),
+    ]);
+    // Two one-shot services, the two servers and the four roles.
+    assert_eq!(ids.lines().count(), 8, "the project's containers: {ids}");
+    let mut inspect = vec!["inspect"];
+    inspect.extend(ids.lines());
+    assert_no_secret_in("`docker inspect`", &docker(&inspect), secrets);
+}
+
 /// The typed events a container has logged so far.
 fn events(container: &Container) -> Vec<Event> {
     events_in(&container.logs().unwrap())
@@ -312,12 +468,21 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
         started.elapsed().as_secs_f64()
     );
 
+    let secrets = generated_secrets(&project);
+    // As the README says to: the read-only user, its password from the volume, in a file
+    // (a variable would be in the command that a failing `run` shows).
+    let password_dir = tempfile::tempdir().unwrap();
+    let password_file = password_dir.path().join("influxdb-reader");
+    std::fs::write(&password_file, &secrets["influxdb-reader"]).unwrap();
     let verify = run(
         Command::new(weathervane_harness::weathervane_binary().unwrap())
             .args(["verify", "--input"])
             .arg(&sample)
             .env("INFLUXDB_URL", format!("http://127.0.0.1:{influx_port}"))
-            .env("INFLUXDB_DB", "weather"),
+            .env("INFLUXDB_DB", "weather")
+            .env("INFLUXDB_USER", "reader")
+            .env("INFLUXDB_PASSWORD_FILE", &password_file)
+            .env_remove("INFLUXDB_PASSWORD"),
     );
     assert!(
         verify.contains("7200 expected, 7200 stored") && verify.contains("24/24; PASS"),
@@ -339,6 +504,22 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
         let got = body[format!("avg_{metric}")].as_f64().unwrap();
         assert!(close(got, mean), "avg_{metric}: {got} != {mean}");
     }
+
+    assert_auth_is_required(&runtime, influx_port, &redis, &secrets);
+
+    // `up` again runs the one-shot services again: they keep every password, and the
+    // roles, untouched, still log in.
+    let started_again = Instant::now();
+    project.run(&["up", "-d"]).unwrap();
+    // Not assert_eq!: its message would show the passwords.
+    assert!(
+        generated_secrets(&project) == secrets,
+        "`up` again changed the passwords"
+    );
+    let (status, body) = runtime.block_on(api_get(&addr, "/avg?state=CA&hour=05"));
+    assert_eq!(status, 200, "{body}");
+    note!("up again in {:.1} s", started_again.elapsed().as_secs_f64());
+    assert_no_secret_shown(&project, &secrets);
 
     // A restarted streamer finds its record of reported hours on its volume.
     project.run(&["restart", "-t", "2", "streamer"]).unwrap();

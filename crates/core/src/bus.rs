@@ -51,7 +51,10 @@ fn open(args: &RedisArgs) -> Result<Client, BusError> {
         .as_str()
         .into_connection_info()
         .map_err(|e| config_error(e.to_string()))?;
-    let mut login = info.redis_settings().clone();
+    // No `CLIENT SETINFO` on connect: the shipped ACL (deploy/redis) grants the roles only
+    // PING, PUBLISH and PSUBSCRIBE, and Redis 7.0 cannot name that subcommand in an ACL,
+    // so on 7.2+ every connect would add a refusal to the ACL LOG that hides real ones.
+    let mut login = info.redis_settings().clone().set_skip_set_lib_name();
     if let Some(user) = &args.user {
         login = login.set_username(user);
     }

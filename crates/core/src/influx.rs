@@ -280,6 +280,15 @@ impl InfluxClient {
         })
     }
 
+    /// This client logging in as `user` with `password` instead of what its
+    /// [`InfluxArgs`] said: for tools that learn a login at run time (replay `--compose`
+    /// reads the api's from its container), where a variable or file would outlive it.
+    pub fn with_login(mut self, user: String, password: Secret) -> Self {
+        self.user = Some((user, password));
+        self.token = None;
+        self
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some((user, password)) = &self.user {

@@ -219,6 +219,13 @@ impl Container {
         self.docker(&["unpause"])
     }
 
+    /// Runs `command` in the container (`docker exec`, as its user) to its end: its stdout.
+    pub fn exec(&self, command: &[&str]) -> Result<String> {
+        let mut args = vec!["exec", self.id.as_str()];
+        args.extend(command);
+        docker(&args)
+    }
+
     /// Waits until the container passes its healthcheck.
     pub fn wait_healthy(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;

@@ -8,7 +8,9 @@
 //! goes down again (`down -v`) when the stack is dropped. Fault actions are `docker kill`,
 //! `stop`, `start`, `pause` and `unpause` of the container of the service named like the
 //! target. Each container's log is copied into `<dir>/<service>.log`, where the progress
-//! reader finds its events as it finds a local process's.
+//! reader finds its events as it finds a local process's. InfluxDB is judged with the
+//! api's own login (read-only in docker-compose.yml, which turns auth on), read from its
+//! container and kept only in memory.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -16,6 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
+use weathervane_core::config::Secret;
 use weathervane_harness::compose::{ComposeProject, Container, LogFollower};
 
 use super::ReplayArgs;
@@ -36,6 +39,8 @@ pub struct ComposeStack {
     containers: Vec<(Target, Container)>,
     api_port: u16,
     influx_port: u16,
+    /// The api's InfluxDB user and password, if it has them.
+    influx_login: Option<(String, Secret)>,
 }
 
 impl ComposeStack {
@@ -98,13 +103,15 @@ impl ComposeStack {
             followers.push(container.follow_log(&log)?);
             containers.push((target, container));
         }
-        let stack = Self {
+        let mut stack = Self {
             _followers: followers,
             _project: project,
             containers,
             api_port,
             influx_port,
+            influx_login: None,
         };
+        stack.influx_login = api_login(stack.container(Target::Api))?;
         stack.container(Target::Streamer).start()?;
         Ok(stack)
     }
@@ -116,6 +123,24 @@ impl ComposeStack {
             .map(|(_, container)| container)
             .expect("every service has a container")
     }
+}
+
+/// The InfluxDB login the api container runs with (INFLUXDB_USER and its password, from
+/// INFLUXDB_PASSWORD_FILE or INFLUXDB_PASSWORD), or None if it has no user. Read now, while
+/// the api runs: a scenario may stop it.
+fn api_login(api: &Container) -> anyhow::Result<Option<(String, Secret)>> {
+    const SCRIPT: &str = r#"[ -n "${INFLUXDB_USER:-}" ] || exit 0
+printf '%s\n' "$INFLUXDB_USER"
+if [ -n "${INFLUXDB_PASSWORD_FILE:-}" ]; then cat "$INFLUXDB_PASSWORD_FILE"; else printf '%s' "${INFLUXDB_PASSWORD:-}"; fi"#;
+    let output = api
+        .exec(&["sh", "-c", SCRIPT])
+        .context("reading the api container's InfluxDB login")?;
+    let Some((user, password)) = output.split_once('\n') else {
+        return Ok(None);
+    };
+    // As the roles read a password file: trailing line ends dropped.
+    let password = password.trim_end_matches(['\n', '\r']).to_owned();
+    Ok(Some((user.to_owned(), Secret::from(password))))
 }
 
 impl super::Stack for ComposeStack {
@@ -143,6 +168,10 @@ impl super::Stack for ComposeStack {
 
     fn influx_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.influx_port)
+    }
+
+    fn influx_login(&self) -> Option<(String, Secret)> {
+        self.influx_login.clone()
     }
 
     /// The streamer stays up in compose (no `--once`): done once it has confirmed every

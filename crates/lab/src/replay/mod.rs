@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use weathervane_core::HourKey;
-use weathervane_core::config::InfluxArgs;
+use weathervane_core::config::{InfluxArgs, Secret};
 use weathervane_core::influx::InfluxClient;
 use weathervane_core::report::HourReport;
 use weathervane_harness::{LocalStack, Role};
@@ -96,6 +96,10 @@ trait Stack {
     fn apply(&mut self, action: Action, target: Target) -> anyhow::Result<()>;
     fn api_addr(&self) -> String;
     fn influx_url(&self) -> String;
+    /// The user and password to read InfluxDB with, if it asks for a login.
+    fn influx_login(&self) -> Option<(String, Secret)> {
+        None
+    }
     /// Whether the run is over, given what the events say.
     fn finished(&mut self, progress: &Progress) -> bool;
 }
@@ -418,10 +422,13 @@ async fn judge(
     reports: &[HourReport],
     outage_answers: Vec<OutageAnswer>,
 ) -> anyhow::Result<ReplayVerdict> {
-    let influx = InfluxClient::new(
+    let mut influx = InfluxClient::new(
         &InfluxArgs::plain(stack.influx_url(), "weather"),
         Duration::from_secs(30),
     )?;
+    if let Some((user, password)) = stack.influx_login() {
+        influx = influx.with_login(user, password);
+    }
     let stored = verify::verify(std::slice::from_ref(&data.to_owned()), &influx).await?;
     let api = check_api(&stack.api_addr(), reports)
         .await
