@@ -297,3 +297,33 @@ fn gen_refuses_zero_stations_and_ends_quietly_when_its_reader_goes() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(!stderr.to_lowercase().contains("broken pipe"), "{stderr}");
 }
+
+#[test]
+fn plain_http_needs_no_ca_store_and_https_without_one_says_what_to_install() {
+    let binary = weathervane_harness::weathervane_binary().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = small_input(dir.path());
+    let closed = weathervane_harness::free_port().unwrap();
+    let verify = |scheme: &str| {
+        // As in a slim container: no CA certificates anywhere.
+        Command::new(&binary)
+            .args(["verify", "--input"])
+            .arg(&input)
+            .args(["--influxdb-url", &format!("{scheme}://127.0.0.1:{closed}")])
+            .env("SSL_CERT_FILE", dir.path().join("none.pem"))
+            .env("SSL_CERT_DIR", dir.path().join("none"))
+            .output()
+            .unwrap()
+    };
+    let plain = verify("http");
+    let text = String::from_utf8_lossy(&plain.stderr);
+    assert_eq!(plain.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("cannot connect"),
+        "an outage, not a setup error: {text}"
+    );
+    let tls = verify("https");
+    let text = String::from_utf8_lossy(&tls.stderr);
+    assert_eq!(tls.status.code(), Some(2), "{text}");
+    assert!(text.contains("INFLUXDB_CA_FILE"), "{text}");
+}

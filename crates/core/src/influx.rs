@@ -259,10 +259,19 @@ impl InfluxClient {
             })?;
             // Only the given CA: a private CA is the point of the option.
             http = http.tls_certs_only(certificates);
+        } else if !is_tls {
+            // Plain http needs no CA at all: without this, building the client reads the
+            // system's CA store, and fails where there is none (a slim container).
+            http = http.tls_certs_only(Vec::new());
         }
-        let http = http
-            .build()
-            .map_err(|e| InfluxError::Config(e.without_url().to_string()))?;
+        let http = http.build().map_err(|e| {
+            let cause = std::error::Error::source(&e)
+                .map(|cause| format!(": {cause}"))
+                .unwrap_or_default();
+            InfluxError::Config(format!(
+                "cannot set up the HTTP client{cause} (for https://, install the system's CA certificates or set INFLUXDB_CA_FILE)"
+            ))
+        })?;
         let password = args.password()?;
         let user = args.user.clone().map(|user| {
             (
