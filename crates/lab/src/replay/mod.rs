@@ -28,12 +28,12 @@ use schedule::{Action, Point, Scenario, Step, Target, When};
 pub use verdict::{FiredStep, OutageAnswer, ReplayVerdict};
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("schedule").required(true).args(["scenario", "seed"])))]
 pub struct ReplayArgs {
-    /// Scenario file (exps/*.csv); omit it and give --seed for a random schedule.
-    #[arg(required_unless_present = "seed")]
+    /// Scenario file (exps/*.csv); or give --seed for a random schedule instead.
     pub scenario: Option<PathBuf>,
-    /// Draw a random schedule from this seed instead.
-    #[arg(long, conflicts_with = "scenario")]
+    /// Draw a random schedule of faults from this seed instead of a scenario file.
+    #[arg(long)]
     pub seed: Option<u64>,
     /// Faults in a random schedule.
     #[arg(long, default_value_t = 4)]
@@ -41,11 +41,15 @@ pub struct ReplayArgs {
     /// Input CSV; by default a generated one (--stations, --hours).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    #[arg(long, default_value_t = 60)]
+    /// Stations in the generated input (without --data).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
     pub stations: u32,
+    /// Hours in the generated input, 1 to 24 (without --data).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=24))]
     pub hours: u32,
-    #[arg(long, default_value_t = 10)]
+    /// Rows per published batch: small, so an hour has several batches for faults to
+    /// land between.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
     /// Pause between hours, seconds: long enough that faults land mid-stream.
     #[arg(long, default_value_t = 1.0)]
