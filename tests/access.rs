@@ -12,7 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use redis::IntoConnectionInfo;
-use weathervane_e2e::{Expected, Stack, api_get, assert_stored_exactly, close, http_client};
+use weathervane_e2e::{
+    Expected, Stack, api_get, assert_averages_served, assert_stored_exactly, http_client,
+};
 use weathervane_harness::{InfluxUsers, LocalStack, Login, RedisAcl, Role};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -299,17 +301,7 @@ async fn each_role_does_only_its_part_and_redis_and_influxdb_refuse_the_rest() {
 
     // The api answers with InfluxDB's read-only user.
     let expected = Expected::from_rows(&rows);
-    for (state, want) in expected.hours[HOUR].iter().take(3) {
-        let (status, body) = api_get(
-            stack.api_addr(),
-            &format!("/avg?state={state}&hour=05&date=2023-09-19"),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["count"].as_u64(), Some(want.count), "{body}");
-        let temp = body["avg_temp_c"].as_f64().unwrap();
-        assert!(close(temp, want.means[0]), "{state}: {body}");
-    }
+    assert_averages_served(stack.api_addr(), &expected, HOUR, 3).await;
     let (status, body) = api_get(stack.api_addr(), "/state_extremes?hour=05&date=2023-09-19").await;
     assert_eq!(status, 200, "{body}");
 

@@ -215,6 +215,25 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// Asks the API at `addr` for `/avg` of the first `states` states of `hour`
+/// (`YYYY-MM-DDTHH`) and asserts each count and mean against `expected`.
+pub async fn assert_averages_served(addr: &str, expected: &Expected, hour: &str, states: usize) {
+    let (date, hh) = (&hour[..10], &hour[11..13]);
+    for (state, want) in expected.hours[hour].iter().take(states) {
+        let (status, body) =
+            api_get(addr, &format!("/avg?state={state}&hour={hh}&date={date}")).await;
+        assert_eq!(status, 200, "{state} {hour}: {body}");
+        assert_eq!(body["count"].as_u64(), Some(want.count), "{body}");
+        for (i, metric) in METRICS.iter().enumerate() {
+            let served = body[format!("avg_{metric}")].as_f64().unwrap();
+            assert!(
+                close(served, want.means[i]),
+                "{state} {hour} {metric}: {body}"
+            );
+        }
+    }
+}
+
 /// GET on the API: status and JSON body.
 pub async fn api_get(addr: &str, path: &str) -> (u16, serde_json::Value) {
     let response = http_client()

@@ -123,15 +123,23 @@ fn failure(url: &str, error: &(dyn std::error::Error + 'static)) -> BusError {
 pub async fn check_certificates(args: &RedisArgs) -> Result<(), BusError> {
     let client = open(args)?;
     let url = redact_url(&args.url);
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    let connecting = client.get_multiplexed_async_connection_with_config(&config);
-    match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, connecting).await {
-        Ok(Err(error)) => match failure(&url, &error) {
-            certificate @ BusError::Certificate { .. } => Err(certificate),
-            _ => Ok(()),
-        },
+    let only_certificates = |error: redis::RedisError| match failure(&url, &error) {
+        certificate @ BusError::Certificate { .. } => Err(certificate),
+        _ => Ok(()),
+    };
+    // A pub/sub connection reads each answer in the caller's task, so a TLS alert arrives
+    // as the error itself (a multiplexed connection's writer only sees "broken pipe").
+    let connecting = client.get_async_pubsub();
+    let mut pubsub =
+        match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, connecting).await {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(error)) => return only_certificates(error),
+            Err(_) => return Ok(()),
+        };
+    // With TLS 1.3 the client's handshake ends before the server has checked the client's
+    // certificate: a server refusing it says so only in answer to the first command.
+    match tokio::time::timeout(RESPONSE_TIMEOUT, pubsub.ping::<redis::Value>()).await {
+        Ok(Err(error)) => only_certificates(error),
         Err(_) | Ok(Ok(_)) => Ok(()),
     }
 }
@@ -259,7 +267,31 @@ pub enum BusEvent {
     },
 }
 
-/// A pattern subscription that survives Redis outages.
+/// Why a subscription could not be made.
+struct ConnectFailure {
+    reason: String,
+    /// A failed certificate check, which no retry fixes.
+    certificate: bool,
+}
+
+impl ConnectFailure {
+    fn of(context: &str, error: &redis::RedisError) -> Self {
+        Self {
+            reason: format!("{context}{error}"),
+            certificate: tls::is_certificate_error(error),
+        }
+    }
+
+    fn timed_out(reason: String) -> Self {
+        Self {
+            reason,
+            certificate: false,
+        }
+    }
+}
+
+/// A pattern subscription that survives Redis outages (not a certificate Redis or we
+/// refuse: that ends it, see [`Subscription::next`]).
 pub struct Subscription {
     client: Client,
     url: String,
@@ -291,19 +323,19 @@ impl Subscription {
         })
     }
 
-    async fn connect(&mut self) -> Result<(PubSubSink, PubSubStream), String> {
+    async fn connect(&mut self) -> Result<(PubSubSink, PubSubStream), ConnectFailure> {
         let mut pubsub = tokio::time::timeout(
             CONNECT_TIMEOUT + RESPONSE_TIMEOUT,
             self.client.get_async_pubsub(),
         )
         .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| ConnectFailure::timed_out("connect timed out".to_owned()))?
+        .map_err(|e| ConnectFailure::of("", &e))?;
         for pattern in &self.patterns {
             tokio::time::timeout(RESPONSE_TIMEOUT, pubsub.psubscribe(pattern.as_str()))
                 .await
-                .map_err(|_| format!("PSUBSCRIBE {pattern} timed out"))?
-                .map_err(|e| format!("PSUBSCRIBE {pattern}: {e}"))?;
+                .map_err(|_| ConnectFailure::timed_out(format!("PSUBSCRIBE {pattern} timed out")))?
+                .map_err(|e| ConnectFailure::of(&format!("PSUBSCRIBE {pattern}: "), &e))?;
         }
         Ok(pubsub.split())
     }
@@ -320,7 +352,8 @@ impl Subscription {
         }
     }
 
-    /// The next event; `None` once `shutdown` is cancelled.
+    /// The next event; `None` once `shutdown` is cancelled, or when the subscription
+    /// cannot be made because a certificate check failed (logged as an error).
     pub async fn next(&mut self, shutdown: &CancellationToken) -> Option<BusEvent> {
         loop {
             if shutdown.is_cancelled() {
@@ -346,7 +379,17 @@ impl Subscription {
                         }
                         return Some(BusEvent::Subscribed);
                     }
-                    Err(reason) => {
+                    Err(failure) if failure.certificate => {
+                        // No retry fixes it: end the subscription, and with it the role,
+                        // saying what to check.
+                        let error = BusError::Certificate {
+                            url: self.url.clone(),
+                            reason: failure.reason,
+                        };
+                        tracing::error!(%error, "Stopping: the Redis subscription cannot be made.");
+                        return None;
+                    }
+                    Err(ConnectFailure { reason, .. }) => {
                         self.lost(&reason);
                         if !sleep_or_cancel(self.backoff.next_delay(), shutdown).await {
                             return None;
