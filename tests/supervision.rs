@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use weathervane_e2e::{Stack, assert_stored_exactly, read_csv};
 use weathervane_harness::events::{Event, EventRecord, events_of};
-use weathervane_harness::{LocalStack, Role};
+use weathervane_harness::{LocalStack, ManagedProcess, Role};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -326,4 +326,36 @@ fn plain_http_needs_no_ca_store_and_https_without_one_says_what_to_install() {
     let text = String::from_utf8_lossy(&tls.stderr);
     assert_eq!(tls.status.code(), Some(2), "{text}");
     assert!(text.contains("INFLUXDB_CA_FILE"), "{text}");
+}
+
+#[test]
+fn under_up_every_json_log_line_names_its_role() {
+    let stack = LocalStack::builder().start().unwrap();
+    let input = small_input(stack.dir());
+    let api_addr = format!("127.0.0.1:{}", weathervane_harness::free_port().unwrap());
+    let mut up = ManagedProcess::weathervane("up", stack.dir())
+        .unwrap()
+        .args(["--log-format", "json", "up", "--once", "--input"])
+        .arg(&input)
+        .arg("--rejects")
+        .arg(stack.dir().join("rejects.csv"))
+        .env("REDIS_URL", stack.redis.url())
+        .env("INFLUXDB_URL", stack.influx.url())
+        .env("API_ADDR", &api_addr)
+        .env("RUST_LOG", "info");
+    up.start().unwrap();
+    let status = up.wait_timeout(Duration::from_secs(120)).unwrap();
+    let log = std::fs::read_to_string(up.log_path()).unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
+    let mut roles = std::collections::BTreeSet::new();
+    for line in log.lines().filter(|l| l.starts_with("{\"timestamp\"")) {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let role = record["span"]["role"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a line without its role: {line}"));
+        roles.insert(role.to_owned());
+    }
+    for role in ["streamer", "ingester", "processor", "api"] {
+        assert!(roles.contains(role), "no line from the {role}: {roles:?}");
+    }
 }

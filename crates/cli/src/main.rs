@@ -14,7 +14,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use weathervane_core::{shutdown, telemetry};
+use tracing::Instrument;
+use weathervane_core::shutdown;
+use weathervane_core::telemetry::{self, LogFormat, role_span};
 
 /// mimalloc instead of glibc's malloc: glibc raises its mmap threshold after the first
 /// large free, so an outage's buffered batches and the freed rows they were encoded from
@@ -26,10 +28,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(
     name = "weathervane",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WEATHERVANE_COMMIT"), ")"),
     about = "A weather-station pipeline over Redis and InfluxDB that loses nothing through outages."
 )]
 struct Cli {
+    /// How log lines are written: `text`, or `json` (one object per line, for a log
+    /// collector).
+    #[arg(long, global = true, env = "WEATHERVANE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,6 +64,12 @@ enum Command {
     /// Check that InfluxDB holds exactly the input's rows and the right reports.
     #[cfg(feature = "lab")]
     Verify(weathervane_lab::verify::VerifyArgs),
+    /// Print a shell completion script, e.g. `weathervane completions bash >
+    /// /etc/bash_completion.d/weathervane`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// How a command ended, when it did not fail to run.
@@ -83,7 +95,7 @@ impl Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
+    telemetry::init(cli.log_format);
     // Before any HTTP or TLS client is built (reqwest is built without a provider of its
     // own, so that all TLS uses ring).
     weathervane_core::tls::install_provider();
@@ -111,6 +123,7 @@ impl Command {
             Command::Streamer(config) => config.stream.once,
             Command::Up(args) => args.once(),
             Command::Ingester(_) | Command::Processor(_) | Command::Api(_) => false,
+            Command::Completions { .. } => true,
             #[cfg(feature = "lab")]
             _ => true,
         }
@@ -128,6 +141,12 @@ impl Command {
 }
 
 fn run(command: Command) -> anyhow::Result<Outcome> {
+    if let Command::Completions { shell } = &command {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        clap_complete::generate(*shell, &mut cli, "weathervane", &mut std::io::stdout());
+        return Ok(Outcome::Done);
+    }
     #[cfg(feature = "lab")]
     if let Command::Gen(args) = &command {
         weathervane_gen::run(args)?;
@@ -140,23 +159,29 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
         match command {
             Command::Streamer(config) => done(
                 weathervane_streamer::run(config, shutdown)
+                    .instrument(role_span("streamer"))
                     .await
                     .context("streamer"),
             ),
             Command::Ingester(config) => done(
                 weathervane_ingester::run(config, shutdown)
+                    .instrument(role_span("ingester"))
                     .await
                     .context("ingester"),
             ),
             Command::Processor(config) => done(
                 weathervane_processor::run(config, shutdown)
+                    .instrument(role_span("processor"))
                     .await
                     .context("processor"),
             ),
-            Command::Api(config) => {
-                done(weathervane_api::run(config, shutdown).await.context("api"))
-            }
-            Command::Up(args) => done(up::run(args, shutdown).await),
+            Command::Api(config) => done(
+                weathervane_api::run(config, shutdown)
+                    .instrument(role_span("api"))
+                    .await
+                    .context("api"),
+            ),
+            Command::Up(args) => done(up::run(args, shutdown).instrument(role_span("up")).await),
             #[cfg(feature = "lab")]
             Command::Verify(args) => lab::verify(args).await,
             #[cfg(feature = "lab")]
@@ -165,6 +190,7 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
             Command::Replay(args) => lab::replay(args).await,
             #[cfg(feature = "lab")]
             Command::Gen(_) => unreachable!("handled above"),
+            Command::Completions { .. } => unreachable!("handled above"),
         }
     })
 }
@@ -209,6 +235,23 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_version_names_the_commit_and_completions_cover_every_command() {
+        let version = Cli::command().render_version();
+        assert!(version.contains("(commit "), "{version}");
+        let mut script = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "weathervane",
+            &mut script,
+        );
+        let script = String::from_utf8(script).unwrap();
+        for command in ["streamer", "ingester", "processor", "api", "up", "completions"] {
+            assert!(script.contains(command), "{command} missing from the bash completions");
+        }
     }
 
     #[test]

@@ -4,8 +4,10 @@
 use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use weathervane_api::{ApiConfig, ServeOptions};
 use weathervane_core::config::{BufferArgs, InfluxArgs, RedisArgs};
+use weathervane_core::telemetry::role_span;
 use weathervane_ingester::IngesterConfig;
 use weathervane_processor::ProcessorConfig;
 use weathervane_streamer::{StreamOptions, StreamerConfig};
@@ -60,6 +62,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
                 .context("ingester")
                 .map(|()| "ingester")
         }
+        .instrument(role_span("ingester"))
     });
     set.spawn({
         let (config, token) = (
@@ -75,6 +78,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
                 .context("processor")
                 .map(|()| "processor")
         }
+        .instrument(role_span("processor"))
     });
     set.spawn({
         let (config, token) = (ApiConfig { influx, serve }, roles.clone());
@@ -84,6 +88,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
                 .context("api")
                 .map(|()| "api")
         }
+        .instrument(role_span("api"))
     });
     set.spawn({
         let (config, token) = (
@@ -100,6 +105,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
                 .context("streamer")
                 .map(|()| "streamer")
         }
+        .instrument(role_span("streamer"))
     });
     while let Some(joined) = set.join_next().await {
         match joined.context("a role panicked")? {

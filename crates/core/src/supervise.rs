@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -77,12 +78,16 @@ impl Supervisor {
         F: Future<Output = Result<TaskExit, TaskError>> + Send + 'static,
     {
         let poisoned = std::env::var(PANIC_TASK_ENV).is_ok_and(|v| v == name);
-        let handle = self.set.spawn(async move {
-            if poisoned {
-                panic!("{PANIC_TASK_ENV}={name}: panicking as asked");
+        // In the spawner's span (the role's), so the task's log lines say whose they are.
+        let handle = self.set.spawn(
+            async move {
+                if poisoned {
+                    panic!("{PANIC_TASK_ENV}={name}: panicking as asked");
+                }
+                (name, task.await)
             }
-            (name, task.await)
-        });
+            .in_current_span(),
+        );
         self.names.insert(handle.id(), name);
     }
 

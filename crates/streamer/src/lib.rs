@@ -266,6 +266,15 @@ impl StreamerState {
     }
 }
 
+/// `spawn_blocking` in the caller's span (the role's), so what the closure logs says whose
+/// it is.
+fn in_span_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
+}
+
 /// How often a streamer that has streamed every hour looks at its input files again.
 const INPUT_POLL: Duration = Duration::from_secs(2);
 
@@ -377,7 +386,7 @@ async fn stream_all(state: &Arc<StreamerState>) -> Result<(), StreamerError> {
 /// [`reindex`]) and returns true.
 async fn reindex_if_changed(state: &Arc<StreamerState>) -> Result<bool, StreamerError> {
     let index = state.index();
-    let changed = tokio::task::spawn_blocking(move || index.changed())
+    let changed = in_span_blocking(move || index.changed())
         .await
         .expect("looking at the input does not panic")?;
     match changed {
@@ -394,7 +403,7 @@ async fn reindex_if_changed(state: &Arc<StreamerState>) -> Result<bool, Streamer
 /// found again are not written twice.
 async fn reindex(state: &Arc<StreamerState>, change: Changed) -> Result<(), StreamerError> {
     let state = state.clone();
-    tokio::task::spawn_blocking(move || {
+    in_span_blocking(move || {
         let old = state.index();
         let options = &state.options;
         let index = InputIndex::build(
@@ -551,7 +560,7 @@ async fn read_batch(
     deployment: DeploymentId,
     check_files: bool,
 ) -> Result<Result<BatchRead, Changed>, StreamerError> {
-    tokio::task::spawn_blocking(move || {
+    in_span_blocking(move || {
         let rows = match index.read_batch(hour, batch) {
             Ok(rows) if !check_files => rows,
             Ok(rows) => match index.changed()? {
