@@ -80,10 +80,14 @@ impl IntoResponse for AppError {
             Json(serde_json::json!({ "error": self.to_string() })),
         )
             .into_response();
-        // Overload passes by itself: say when to come back, so clients need not guess.
+        // Overload and InfluxDB outages pass by themselves (the roles ride them out): say
+        // when to come back, so clients need not guess.
         if matches!(
             self,
-            AppError::Busy { .. } | AppError::TooManyConnections { .. } | AppError::TimedOut(_)
+            AppError::Busy { .. }
+                | AppError::TooManyConnections { .. }
+                | AppError::TimedOut(_)
+                | AppError::Unavailable
         ) {
             response.headers_mut().insert(
                 header::RETRY_AFTER,

@@ -301,8 +301,21 @@ mod tests {
             "/extremes?state=CA&hour=5",
             "/state_extremes?hour=23",
         ] {
-            let (status, body) = get(uri).await;
-            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+            let response = app_without_influx()
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+            assert_eq!(
+                response
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap()),
+                Some("1"),
+                "{uri}: a 503 says when to come back"
+            );
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             assert!(
                 body["error"].as_str().unwrap().contains("unavailable"),
                 "{body}"

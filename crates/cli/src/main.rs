@@ -249,8 +249,18 @@ mod tests {
             &mut script,
         );
         let script = String::from_utf8(script).unwrap();
-        for command in ["streamer", "ingester", "processor", "api", "up", "completions"] {
-            assert!(script.contains(command), "{command} missing from the bash completions");
+        for command in [
+            "streamer",
+            "ingester",
+            "processor",
+            "api",
+            "up",
+            "completions",
+        ] {
+            assert!(
+                script.contains(command),
+                "{command} missing from the bash completions"
+            );
         }
     }
 
