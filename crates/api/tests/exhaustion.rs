@@ -165,6 +165,23 @@ async fn closed_after(mut stream: TcpStream, since: Instant, bound: Duration) ->
     }
 }
 
+/// A connection whose one request (`GET /`, HTTP/1.1) was answered 200 and which is now
+/// idle, kept alive.
+async fn kept_alive_after_one_answer(addr: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: api\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    stream
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_are_closed_within_the_header_timeout_while_requests_are_answered() {
     const STALLED: usize = 200;
@@ -393,17 +410,7 @@ async fn shutdown_closes_every_connection_within_the_grace_period() {
         open.push(stall(&api.addr).await);
     }
     // An idle kept-alive connection, after one answered request.
-    let mut idle = TcpStream::connect(&api.addr).await.unwrap();
-    idle.write_all(b"GET / HTTP/1.1\r\nHost: api\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = [0; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(1), idle.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-    open.push(idle);
+    open.push(kept_alive_after_one_answer(&api.addr).await);
 
     let stopping = Instant::now();
     let bound = SHUTDOWN_GRACE + Duration::from_secs(1);
@@ -432,16 +439,7 @@ async fn a_kept_alive_connection_idles_no_longer_than_the_header_timeout_and_hea
         closed_port(),
     )
     .await;
-    let mut idle = TcpStream::connect(&api.addr).await.unwrap();
-    idle.write_all(b"GET / HTTP/1.1\r\nHost: api\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = [0; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(1), idle.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let idle = kept_alive_after_one_answer(&api.addr).await;
     let answered = Instant::now();
     let closed = closed_after(idle, answered, header_timeout + Duration::from_secs(1))
         .await
