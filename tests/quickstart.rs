@@ -45,7 +45,10 @@ impl Quickstart {
             .args(args)
             .env("STATE_DIR", self.state_dir())
             .env("WEATHERVANE_BIN", weathervane_binary().unwrap())
-            .env("REDIS_URL", format!("redis://127.0.0.1:{}", self.redis_port))
+            .env(
+                "REDIS_URL",
+                format!("redis://127.0.0.1:{}", self.redis_port),
+            )
             .env(
                 "INFLUXDB_URL",
                 format!("http://127.0.0.1:{}", self.influx_port),
@@ -85,8 +88,14 @@ impl Drop for Quickstart {
 
 fn running(pid: u32) -> bool {
     // A zombie has exited: only its parent (gone, for these daemons) has yet to reap it.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }
 
 fn wait_gone(pid: u32) -> bool {
@@ -137,14 +146,14 @@ async fn paced_like_a_live_feed_it_returns_after_the_first_hour_and_stop_ends_ev
 
     let output = quickstart.run(
         &[],
-        &[
-            ("HOUR_INTERVAL", "60"),
-            ("INPUT", input.to_str().unwrap()),
-        ],
+        &[("HOUR_INTERVAL", "60"), ("INPUT", input.to_str().unwrap())],
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "quickstart failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "quickstart failed:\n{stdout}\n{stderr}"
+    );
 
     // It started all three, and says where the API is and what to ask it.
     let pids = quickstart.pids();
