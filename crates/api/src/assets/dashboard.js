@@ -1,0 +1,1 @@
+fetch("/state_extremes")
