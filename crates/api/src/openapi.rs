@@ -23,6 +23,8 @@ use crate::{AppState, dashboard, discovery, reports};
         title = "WeatherVane API",
         description = "Hourly weather reports per US state (averages, zip-code extremes, state extremes), computed by the WeatherVane pipeline and read from InfluxDB. Every endpoint answers GET only. Errors are JSON `{\"error\": \"...\"}` naming the parameter or the cause. Report endpoints answer CSV with `format=csv` or `Accept: text/csv`."
     ),
+    // Named by `ErrorResponses` only, which does not register it.
+    components(schemas(ErrorBody)),
     tags(
         (name = "reports", description = "The hourly reports, one hour or a whole day"),
         (name = "discovery", description = "Which dates, hours and states have reports, and the pipeline's progress"),
@@ -242,6 +244,33 @@ mod tests {
         }
         assert!(responses["503"]["headers"]["Retry-After"].is_object());
         assert!(responses["200"]["content"]["text/csv"].is_object());
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        fn refs<'a>(value: &'a serde_json::Value, found: &mut Vec<&'a str>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if let Some(reference) = map.get("$ref").and_then(|r| r.as_str()) {
+                        found.push(reference);
+                    }
+                    map.values().for_each(|v| refs(v, found));
+                }
+                serde_json::Value::Array(list) => list.iter().for_each(|v| refs(v, found)),
+                _ => {}
+            }
+        }
+        let doc: serde_json::Value = serde_json::from_str(&DOCUMENT_JSON).unwrap();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > 10, "{found:?}");
+        for reference in found {
+            let name = reference.strip_prefix("#/components/schemas/").unwrap();
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{reference} does not resolve"
+            );
+        }
     }
 
     #[test]
