@@ -869,9 +869,9 @@ async fn the_dashboard_draws_the_reports_in_chromium() {
     let dir = artifacts_dir();
     for (name, size) in [
         ("desktop", "1280,800"),
-        ("desktop-full", "1280,1560"),
+        ("desktop-full", "1280,1250"),
         ("phone", "390,844"),
-        ("phone-full", "390,3000"),
+        ("phone-full", "390,2300"),
     ] {
         let path = dir.join(format!("dashboard-{name}.png"));
         let _ = std::fs::remove_file(&path);

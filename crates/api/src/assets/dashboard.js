@@ -100,7 +100,10 @@ function drawStatus(status) {
 
 // ---- charts ------------------------------------------------------------------------
 
-const W = 560, H = 260, M = { left: 58, right: 14, top: 14, bottom: 30 };
+// A narrower drawing on a phone, so its text stays readable once scaled to the screen.
+const NARROW = window.matchMedia("(max-width: 600px)").matches;
+const W = NARROW ? 380 : 560, H = NARROW ? 230 : 260;
+const M = { left: NARROW ? 44 : 58, right: 14, top: 14, bottom: 30 };
 
 function niceTicks(lo, hi, count) {
   if (lo === hi) { lo -= 1; hi += 1; }
