@@ -247,6 +247,47 @@ struct CountColumn {
     count: Option<u64>,
 }
 
+#[derive(Deserialize)]
+struct RowsColumn {
+    rows: Option<u64>,
+}
+
+/// The rows stored in each hour of `date` that has any, in hour order: a reported hour's
+/// from its `hour_generations` record, the others counted in the raw rows from the first
+/// hour without a report on (so a reported day costs no scan of a million rows).
+async fn stored_rows(
+    state: &AppState,
+    date: NaiveDate,
+    reported_on: &BTreeSet<u32>,
+) -> Result<Vec<(u32, u64)>, AppError> {
+    fn on_date<T>(timed: &Timed<T>, date: NaiveDate) -> Option<HourKey> {
+        timed.hour().filter(|h| h.date() == date)
+    }
+    let mut stored = std::collections::BTreeMap::new();
+    let recorded: Vec<Timed<RowsColumn>> = state
+        .influx
+        .query_records(&schema::reported_rows_query(date))
+        .await?;
+    for timed in &recorded {
+        if let (Some(hour), Some(rows)) = (on_date(timed, date), timed.record.rows) {
+            stored.insert(hour.hour(), rows);
+        }
+    }
+    if let Some(first) = (0..24).find(|h| !reported_on.contains(h)) {
+        let from = HourKey::from_date_hour(date, first).expect("0-23 is an hour");
+        let counts: Vec<Timed<CountColumn>> = state
+            .influx
+            .query_records(&schema::hour_row_counts_query(from))
+            .await?;
+        for timed in &counts {
+            if let Some(hour) = on_date(timed, date).filter(|h| !reported_on.contains(&h.hour())) {
+                stored.insert(hour.hour(), timed.record.count.unwrap_or(0));
+            }
+        }
+    }
+    Ok(stored.into_iter().filter(|(_, rows)| *rows > 0).collect())
+}
+
 /// The pipeline's progress on a date: hours reported, rows stored per hour, hours
 /// pending (rows stored, no report yet), and the last report of any date.
 #[utoipa::path(
@@ -281,18 +322,7 @@ pub async fn status(
         .filter(|h| h.date() == date)
         .map(|h| h.hour())
         .collect();
-    let counts: Vec<Timed<CountColumn>> = state
-        .influx
-        .query_records(&schema::hour_row_counts_query(date))
-        .await?;
-    let stored: Vec<(u32, u64)> = counts
-        .iter()
-        .filter_map(|timed| {
-            let rows = timed.record.count.filter(|rows| *rows > 0)?;
-            let hour = timed.hour().filter(|h| h.date() == date)?;
-            Some((hour.hour(), rows))
-        })
-        .collect();
+    let stored = stored_rows(&state, date, &reported_on).await?;
     Ok(Json(StatusAnswer {
         date: Some(date.to_string()),
         hours_reported: reported_on.iter().map(|h| format!("{h:02}")).collect(),
