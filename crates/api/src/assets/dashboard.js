@@ -60,7 +60,9 @@ function setMessage(text) {
   $("message").hidden = !text;
 }
 
-const view = { date: null, hour: null, state: null, series: {} };
+const view = { date: null, hour: null, state: null, series: {}, reported: null };
+/// How often the page asks whether new hours were reported (it redraws when they were).
+const REFRESH_MS = 15000;
 
 function readUrl() {
   const query = new URLSearchParams(location.search);
@@ -78,6 +80,7 @@ function drawStatus(status) {
   const reported = new Set(status.hours_reported);
   const pending = new Set(status.pending);
   const rows = Object.fromEntries(status.hours_stored.map((h) => [h.hour, h.rows]));
+  view.reported = status.hours_reported.join(",");
   $("reported-count").textContent = `${reported.size} of 24`;
   $("reported-count").dataset.value = reported.size;
   const last = status.last_report;
@@ -252,25 +255,41 @@ async function loadDate(wanted) {
   document.body.dataset.ready = "true";
 }
 
-async function main() {
-  const wanted = readUrl();
-  try {
-    const { dates } = await getJson("/dates");
-    if (!dates.length) {
-      setMessage("No reports yet: stream some data and this page fills in.");
-      const status = await getJson("/status");
-      drawStatus(status);
-      document.body.dataset.ready = "true";
-      return;
-    }
-    const date = fillSelect($("date"), dates.slice().reverse(), dates.includes(wanted.date) ? wanted.date : dates[dates.length - 1]);
-    $("date").addEventListener("change", () => loadDate({ date: $("date").value, hour: view.hour, state: view.state }).catch(fail));
-    $("hour").addEventListener("change", () => { view.hour = $("hour").value; writeUrl(); drawCharts(); drawExtremes().catch(fail); });
-    $("state").addEventListener("change", () => chooseState($("state").value).catch(fail));
-    await loadDate({ date, hour: wanted.hour, state: wanted.state });
-  } catch (error) {
-    fail(error);
+/// Loads the dates; draws the wanted one (or the latest), or says there is nothing yet.
+async function start(wanted) {
+  const { dates } = await getJson("/dates");
+  if (!dates.length) {
+    setMessage("No reports yet: stream some data and this page fills in.");
+    drawStatus(await getJson("/status"));
+    document.body.dataset.ready = "true";
+    return;
   }
+  const date = fillSelect($("date"), dates.slice().reverse(), dates.includes(wanted.date) ? wanted.date : dates[dates.length - 1]);
+  await loadDate({ date, hour: wanted.hour, state: wanted.state });
+}
+
+/// While the pipeline works: new dates appear in the menu, and the page redraws when
+/// the shown date has new reported hours.
+async function refresh() {
+  if (!view.date) return start(readUrl());
+  const { dates } = await getJson("/dates");
+  fillSelect($("date"), dates.slice().reverse(), view.date);
+  const status = await getJson(`/status?date=${view.date}`);
+  const before = view.reported;
+  drawStatus(status);
+  if (document.body.dataset.ready === "error") {
+    setMessage("");
+    document.body.dataset.ready = "true";
+  }
+  if (status.hours_reported.join(",") !== before) await loadDate({ date: view.date, hour: view.hour, state: view.state });
+}
+
+async function main() {
+  $("date").addEventListener("change", () => loadDate({ date: $("date").value, hour: view.hour, state: view.state }).catch(fail));
+  $("hour").addEventListener("change", () => { view.hour = $("hour").value; writeUrl(); drawCharts(); drawExtremes().catch(fail); });
+  $("state").addEventListener("change", () => chooseState($("state").value).catch(fail));
+  await start(readUrl()).catch(fail);
+  setInterval(() => refresh().catch(fail), REFRESH_MS);
 }
 
 function fail(error) {
