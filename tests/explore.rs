@@ -865,6 +865,27 @@ async fn the_dashboard_draws_the_reports_in_chromium() {
         assert_eq!(cell, want, "hour {h}");
     }
 
+    // The explorer page lists every route of the document, drawn from /openapi.json.
+    let docs = tokio::task::spawn_blocking({
+        let (browser, profile) = (browser.clone(), profile.clone());
+        let url = format!("http://{}/docs", stack.api_addr());
+        move || run_chromium(&browser, &profile, &["--dump-dom".into()], &url)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        elements(&docs, "body")[0]
+            .get("data-ready")
+            .map(String::as_str),
+        Some("true")
+    );
+    let listed: BTreeSet<String> = elements(&docs, "details")
+        .into_iter()
+        .filter_map(|attrs| attrs.get("data-path").cloned())
+        .collect();
+    let routes: BTreeSet<String> = ROUTES.iter().map(|(route, _)| route.to_string()).collect();
+    assert_eq!(listed, routes, "/docs lists every route");
+
     // Screenshots for people: the first screen and the whole page, desktop and phone.
     let dir = artifacts_dir();
     for (name, size) in [
