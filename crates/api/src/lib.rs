@@ -66,7 +66,7 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// Origins that browsers may read the API from (CORS): a list (repeat the flag, or
     /// commas), or * for any. None (the default): no CORS headers at all.
-    #[arg(long = "cors-origin", env = "API_CORS_ORIGINS", value_delimiter = ',', value_parser = cors_item)]
+    #[arg(long = "cors-origin", env = "API_CORS_ORIGINS", value_name = "ORIGIN", value_delimiter = ',', value_parser = cors_item)]
     pub cors_origins: Vec<String>,
 }
 
