@@ -5,15 +5,20 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use weathervane_core::HourKey;
 use weathervane_core::row::Metric;
 use weathervane_core::schema::{AverageFields, StateExtremeFields, ZipExtremeFields};
 
 /// The date and two-digit hour every answer carries.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct When {
+    /// The UTC date, `YYYY-MM-DD`.
+    #[schema(example = "2023-09-19")]
     pub date: String,
+    /// The UTC hour, two digits `00`-`23`.
+    #[schema(example = "05")]
     pub hour: String,
 }
 
@@ -26,9 +31,10 @@ impl From<HourKey> for When {
     }
 }
 
-/// `/avg`.
-#[derive(Debug, Serialize)]
+/// `/avg` of one hour: a state's means and row count.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AverageAnswer {
+    #[schema(example = "CA")]
     pub state: String,
     #[serde(flatten)]
     pub when: When,
@@ -37,14 +43,14 @@ pub struct AverageAnswer {
 }
 
 /// The zip code that holds an extreme.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ZipHolder {
     pub zip_code: String,
     pub value: f64,
 }
 
 /// The state that holds an extreme.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StateHolder {
     pub state: String,
     pub value: f64,
@@ -83,23 +89,50 @@ fn in_metric_order<H: Serialize, S: serde::Serializer>(
     map.end()
 }
 
-/// `/extremes`.
-#[derive(Debug, Serialize)]
+/// `/extremes` of one hour: per side and metric, the zip code of the state that holds it.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ExtremesAnswer {
+    #[schema(example = "CA")]
     pub state: String,
     #[serde(flatten)]
     pub when: When,
     #[serde(flatten)]
+    #[schema(value_type = crate::openapi::ZipSides)]
     pub sides: Sides<ZipHolder>,
 }
 
-/// `/state_extremes`.
-#[derive(Debug, Serialize)]
+/// `/state_extremes` of one hour: per side and metric, the state whose average holds it.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StateExtremesAnswer {
     #[serde(flatten)]
     pub when: When,
     #[serde(flatten)]
+    #[schema(value_type = crate::openapi::StateSides)]
     pub sides: Sides<StateHolder>,
+}
+
+/// One hour's answer, or a day's: an array of hour answers in hour order (when `hour` is
+/// left out and `date` given).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum HourOrDay<T: ToSchema> {
+    Hour(T),
+    Day(Vec<T>),
+}
+
+/// A report record read back with its time (epoch seconds), for a day's series.
+#[derive(Debug, Deserialize)]
+pub struct Timed<T> {
+    pub time: i64,
+    #[serde(flatten)]
+    pub record: T,
+}
+
+impl<T> Timed<T> {
+    /// The hour of the record; `None` for a time InfluxDB cannot have written.
+    pub fn hour(&self) -> Option<HourKey> {
+        chrono::DateTime::from_timestamp(self.time, 0).map(HourKey::containing)
+    }
 }
 
 impl Sides<ZipHolder> {

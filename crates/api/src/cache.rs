@@ -108,6 +108,13 @@ impl ReportCache {
         Some(latest_at(hours, hour_of_day))
     }
 
+    /// Every reported hour, if the list is fresh.
+    pub fn reported_hours(&self) -> Option<BTreeSet<HourKey>> {
+        let reported = self.reported_hours.lock().unwrap();
+        let (at, hours) = reported.as_ref()?;
+        (at.elapsed() < REPORTED_HOURS_TTL.min(self.ttl)).then(|| hours.clone())
+    }
+
     pub fn set_reported_hours(&self, hours: BTreeSet<HourKey>) {
         *self.reported_hours.lock().unwrap() = Some((Instant::now(), hours));
     }

@@ -1,5 +1,6 @@
 //! The HTTP API: `/`, `/avg`, `/extremes`, `/state_extremes` over the reports in
-//! InfluxDB. Every parameter is validated before it reaches InfluxQL; errors are JSON
+//! InfluxDB, the discovery endpoints (`discovery`), `/openapi.json` and `/docs`
+//! (`openapi`, which registers every route) and `/dashboard` (`dashboard`). Every parameter is validated before it reaches InfluxQL; errors are JSON
 //! `{"error": ...}` with 400 (bad parameter), 404 (no such report or endpoint), 405, 413,
 //! 414 (past a limit, see `limits`) or 503 (InfluxDB unreachable, answered within the
 //! query timeout, or the API at its request limit or past its request timeout).
@@ -8,23 +9,28 @@
 
 mod answer;
 mod cache;
+mod cors;
+mod dashboard;
+mod discovery;
 mod error;
 mod limits;
+mod openapi;
 mod params;
 mod reports;
 mod server;
+mod table;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use weathervane_core::config::InfluxArgs;
 use weathervane_core::influx::{InfluxClient, InfluxError};
 
 pub use crate::cache::ReportCache;
+pub use crate::cors::CorsOrigins;
 pub use crate::error::AppError;
 pub use crate::limits::{Limits, MAX_BODY_BYTES};
 pub use crate::server::serve;
@@ -58,6 +64,22 @@ pub struct ServeOptions {
     pub cache_ttl: u64,
     #[command(flatten)]
     pub limits: Limits,
+    /// Origins that browsers may read the API from (CORS): a list (repeat the flag, or
+    /// commas), or * for any. None (the default): no CORS headers at all.
+    #[arg(long = "cors-origin", env = "API_CORS_ORIGINS", value_name = "ORIGIN", value_delimiter = ',', value_parser = cors_item)]
+    pub cors_origins: Vec<String>,
+}
+
+impl ServeOptions {
+    /// The CORS origins given.
+    pub fn cors(&self) -> Result<CorsOrigins, String> {
+        CorsOrigins::from_list(&self.cors_origins)
+    }
+}
+
+/// One `--cors-origin` item, checked when the flags are read.
+fn cors_item(value: &str) -> Result<String, String> {
+    CorsOrigins::from_list(&[value.to_owned()]).map(|_| value.trim().to_owned())
 }
 
 /// Where the API listens, as given: a host (name or IP) and a port. A name is resolved
@@ -127,6 +149,8 @@ pub enum ApiError {
     },
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("--cors-origin: {0}")]
+    Cors(String),
 }
 
 #[derive(Clone, Debug)]
@@ -142,18 +166,18 @@ pub fn app(state: AppState, limits: &Limits) -> Router {
 
 fn routes(state: AppState) -> Router {
     Router::new()
-        .route("/", get(|| async { "WeatherVane API is online.\n" }))
-        .route("/avg", get(reports::avg))
-        .route("/extremes", get(reports::extremes))
-        .route("/state_extremes", get(reports::state_extremes))
+        .merge(openapi::routes())
         .fallback(|| async {
-            AppError::NotFound("no such endpoint; try /avg, /extremes or /state_extremes".into())
+            AppError::NotFound(
+                "no such endpoint; try /avg, /extremes or /state_extremes, or see /docs".into(),
+            )
         })
         .with_state(state)
 }
 
 /// Serves until `shutdown`, then finishes the requests in flight.
 pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), ApiError> {
+    let cors = config.serve.cors().map_err(ApiError::Cors)?;
     let influx = InfluxClient::new(&config.influx, QUERY_TIMEOUT)?;
     influx.check_certificates().await?;
     let state = AppState {
@@ -174,7 +198,7 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), A
     let limits = &config.serve.limits;
     serve(
         listener,
-        app(state, limits),
+        cors::allow(app(state, limits), &cors),
         limits,
         shutdown,
         SHUTDOWN_GRACE,
@@ -284,6 +308,15 @@ mod tests {
             "/avg?state=CA&hour=5&date=9999-12-31",
             "/avg?state=CA&hour=5&hour=6",
             "/state_extremes?hour=5&date=2023-09-19&date=2023-09-20",
+            "/avg?state=CA",
+            "/avg?state=CA&date=2023-09-19&format=xml",
+            "/extremes?state=CA&date=2023-9-19",
+            "/state_extremes?format=csv",
+            "/dates?date=2023-09-19",
+            "/hours?date=19.09.2023",
+            "/states?hour=25",
+            "/states?date=2023-09-19&state=CA",
+            "/status?dat=2023-09-19",
         ] {
             let (status, body) = get(uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
@@ -300,6 +333,13 @@ mod tests {
             "/avg?state=CA&hour=05&date=2023-09-19",
             "/extremes?state=CA&hour=5",
             "/state_extremes?hour=23",
+            "/avg?state=CA&date=2023-09-19",
+            "/extremes?state=CA&date=2023-09-19&format=csv",
+            "/state_extremes?date=2023-09-19",
+            "/dates",
+            "/hours",
+            "/states?date=2023-09-19",
+            "/status?date=2023-09-19",
         ] {
             let response = app_without_influx()
                 .oneshot(Request::get(uri).body(Body::empty()).unwrap())
@@ -328,6 +368,120 @@ mod tests {
         let (status, body) = get("/nope").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body["error"].is_string());
+    }
+
+    #[tokio::test]
+    async fn each_bad_parameter_is_named_in_its_400() {
+        for (uri, named) in [
+            ("/avg?state=CA", "hour"),
+            ("/avg?state=CA&date=2023-09-19&format=xml", "format"),
+            ("/hours?date=19.09.2023", "date"),
+            ("/states?hour=25", "hour"),
+            ("/status?dat=2023-09-19", "dat"),
+            ("/dates?x=1", "x"),
+        ] {
+            let (status, body) = get(uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            let error = body["error"].as_str().unwrap();
+            assert!(error.contains(named), "{uri}: {error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_pages_and_the_document_are_served_without_influxdb() {
+        for (uri, content_type, contains) in [
+            ("/openapi.json", "application/json", "\"openapi\": \"3.1"),
+            ("/docs", "text/html", "/openapi.json"),
+            ("/dashboard", "text/html", "/dashboard/app.js"),
+            ("/dashboard/app.js", "text/javascript", "/state_extremes"),
+            ("/dashboard/style.css", "text/css", "@media"),
+        ] {
+            let response = app_without_influx()
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{uri}");
+            let header = response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(header.starts_with(content_type), "{uri}: {header}");
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            assert!(
+                String::from_utf8_lossy(&bytes).contains(contains),
+                "{uri} lacks {contains}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn cors_is_off_by_default_and_answers_the_origins_given() {
+        async fn ask(router: Router, method: &str, origin: &str) -> axum::response::Response {
+            let request = Request::builder()
+                .method(method)
+                .uri("/dates")
+                .header("origin", origin)
+                .header("access-control-request-method", "GET")
+                .body(Body::empty())
+                .unwrap();
+            router.oneshot(request).await.unwrap()
+        }
+        let off = cors::allow(app_without_influx(), &CorsOrigins::Off);
+        let response = ask(off, "GET", "https://a.example").await;
+        assert!(
+            !response
+                .headers()
+                .keys()
+                .any(|name| name.as_str().starts_with("access-control-")),
+            "no CORS header at all by default: {:?}",
+            response.headers()
+        );
+
+        let origins = CorsOrigins::from_list(&["https://a.example".into()]).unwrap();
+        let on = || cors::allow(app_without_influx(), &origins);
+        let response = ask(on(), "GET", "https://a.example").await;
+        assert_eq!(
+            response.headers()["access-control-allow-origin"],
+            "https://a.example"
+        );
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let preflight = ask(on(), "OPTIONS", "https://a.example").await;
+        assert_eq!(preflight.status(), StatusCode::OK);
+        assert!(
+            preflight.headers()["access-control-allow-methods"]
+                .to_str()
+                .unwrap()
+                .contains("GET")
+        );
+        let other = ask(on(), "GET", "https://b.example").await;
+        assert!(other.headers().get("access-control-allow-origin").is_none());
+
+        let any = cors::allow(app_without_influx(), &CorsOrigins::Any);
+        let response = ask(any, "GET", "https://b.example").await;
+        assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    }
+
+    #[test]
+    fn cors_origins_come_from_the_flag_or_the_environment_list() {
+        use clap::Parser;
+        let cors = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.serve.cors());
+        assert_eq!(cors(&["api"]).unwrap(), Ok(CorsOrigins::Off));
+        assert_eq!(
+            cors(&["api", "--cors-origin", "*"]).unwrap(),
+            Ok(CorsOrigins::Any)
+        );
+        let Ok(Ok(CorsOrigins::List(list))) = cors(&[
+            "api",
+            "--cors-origin",
+            "https://a.example,http://localhost:3000",
+            "--cors-origin",
+            "https://c.example",
+        ]) else {
+            panic!("a list of three origins");
+        };
+        assert_eq!(list.len(), 3);
+        let error = cors(&["api", "--cors-origin", "a.example"]).unwrap_err();
+        assert!(error.to_string().contains("a.example"), "{error}");
     }
 
     #[derive(Debug, clap::Parser)]
@@ -363,7 +517,20 @@ mod tests {
 
     #[tokio::test]
     async fn every_route_is_behind_the_limits() {
-        for uri in ["/", "/avg", "/extremes", "/state_extremes", "/nope"] {
+        for uri in [
+            "/",
+            "/avg",
+            "/extremes",
+            "/state_extremes",
+            "/dates",
+            "/hours",
+            "/states",
+            "/status",
+            "/openapi.json",
+            "/docs",
+            "/dashboard",
+            "/nope",
+        ] {
             let (status, body) = send(Request::delete(uri).body(Body::empty()).unwrap()).await;
             let expected = if uri == "/nope" {
                 StatusCode::NOT_FOUND

@@ -73,6 +73,34 @@ pub fn date(params: &RawParams) -> Result<Option<NaiveDate>, AppError> {
         .transpose()
 }
 
+/// What a report endpoint was asked for: one hour (`hour`, with `date` or not) or every
+/// hour of a day (`date` without `hour`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asked {
+    Hour(u32, Option<NaiveDate>),
+    Day(NaiveDate),
+}
+
+/// `hour` (and `date`), or `date` alone for the whole day; neither is a 400.
+pub fn hour_or_day(params: &RawParams) -> Result<Asked, AppError> {
+    let date = date(params)?;
+    match (params.contains_key("hour"), date) {
+        (true, date) => Ok(Asked::Hour(hour(params)?, date)),
+        (false, Some(date)) => Ok(Asked::Day(date)),
+        (false, None) => Err(AppError::BadRequest(
+            "missing parameter hour (or give date alone for every hour of that day)".into(),
+        )),
+    }
+}
+
+/// `hour` if given (0-23).
+pub fn optional_hour(params: &RawParams) -> Result<Option<u32>, AppError> {
+    params
+        .contains_key("hour")
+        .then(|| hour(params))
+        .transpose()
+}
+
 fn required<'a>(params: &'a RawParams, name: &str) -> Result<&'a str, AppError> {
     params
         .get(name)
@@ -149,5 +177,34 @@ mod tests {
         );
         let ok = from_pairs(pairs(&[("state", "CA"), ("hour", "5")])).unwrap();
         assert_eq!(hour(&ok).unwrap(), 5);
+    }
+
+    #[test]
+    fn an_hour_or_a_whole_day_is_asked() {
+        let day = NaiveDate::from_ymd_opt(2023, 9, 19).unwrap();
+        assert_eq!(
+            hour_or_day(&params(&[("hour", "5")])).unwrap(),
+            Asked::Hour(5, None)
+        );
+        assert_eq!(
+            hour_or_day(&params(&[("hour", "5"), ("date", "2023-09-19")])).unwrap(),
+            Asked::Hour(5, Some(day))
+        );
+        assert_eq!(
+            hour_or_day(&params(&[("date", "2023-09-19")])).unwrap(),
+            Asked::Day(day)
+        );
+        let error = hour_or_day(&params(&[])).unwrap_err().to_string();
+        assert!(error.contains("missing parameter hour"), "{error}");
+        let error = hour_or_day(&params(&[("date", "2023-09-19"), ("hour", "")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("hour \"\""),
+            "an empty hour is no hour: {error}"
+        );
+        assert_eq!(optional_hour(&params(&[])).unwrap(), None);
+        assert_eq!(optional_hour(&params(&[("hour", "07")])).unwrap(), Some(7));
+        assert!(optional_hour(&params(&[("hour", "7pm")])).is_err());
     }
 }

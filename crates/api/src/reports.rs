@@ -1,6 +1,8 @@
-//! The report endpoints: validate, find the hour, answer from the cache or ask InfluxDB,
-//! shape the JSON. "No such report" is cached like an answer (briefly, see `cache`), so
-//! only the first of many requests for a missing report reaches InfluxDB.
+//! The report endpoints: validate, find the hour (or the day), answer from the cache or
+//! ask InfluxDB, shape the JSON or CSV (`table`). "No such report" is cached like an
+//! answer (briefly, see `cache`), so only the first of many requests for a missing report
+//! reaches InfluxDB. The `#[utoipa::path]` on each handler is its OpenAPI description
+//! (`openapi`).
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -8,7 +10,7 @@ use std::future::Future;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
 use serde::Serialize;
@@ -17,19 +19,42 @@ use weathervane_core::HourKey;
 use weathervane_core::influx::InfluxError;
 use weathervane_core::schema;
 
-use crate::answer::{AverageAnswer, ExtremesAnswer, Sides, StateExtremesAnswer};
+use crate::answer::{AverageAnswer, ExtremesAnswer, HourOrDay, Sides, StateExtremesAnswer, Timed};
 use crate::cache::{Cached, latest_at};
-use crate::params::{self, RawParams};
+use crate::openapi::{ErrorResponses, ReportQuery, StateExtremesQuery};
+use crate::params::{self, Asked, RawParams};
+use crate::table::{Format, Table, to_csv};
 use crate::{AppError, AppState};
 
 /// The query string as its pairs, in order, so a repeated parameter shows.
-type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
+pub type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
-fn raw(query: Params) -> Result<RawParams, AppError> {
+pub fn raw(query: Params) -> Result<RawParams, AppError> {
     let Query(pairs) = query.map_err(|rejection| {
         AppError::BadRequest(format!("malformed query string: {rejection}"))
     })?;
     params::from_pairs(pairs)
+}
+
+/// Every hour with reports (asked at most once a second, see `cache`). A missing database
+/// means no hour reported yet, an answer like any other.
+pub async fn reported_hours(state: &AppState) -> Result<BTreeSet<HourKey>, AppError> {
+    if let Some(hours) = state.cache.reported_hours() {
+        return Ok(hours);
+    }
+    let series = match state.influx.query(&schema::reported_hours_query()).await {
+        Err(InfluxError::DatabaseNotFound { .. }) => Vec::new(),
+        series => series?,
+    };
+    let hours: BTreeSet<HourKey> = series
+        .iter()
+        .flat_map(|s| &s.values)
+        .filter_map(|row| row.first().and_then(Value::as_i64))
+        .filter_map(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .map(HourKey::containing)
+        .collect();
+    state.cache.set_reported_hours(hours.clone());
+    Ok(hours)
 }
 
 /// The hour asked for: `hour` on `date`, or the latest reported hour at `hour` (so one
@@ -44,40 +69,29 @@ async fn report_hour(
     }
     let latest = match state.cache.latest_reported(hour) {
         Some(latest) => latest,
-        None => {
-            // No database yet means no hour reported yet, an answer to cache like any other.
-            let series = match state.influx.query(&schema::reported_hours_query()).await {
-                Err(InfluxError::DatabaseNotFound { .. }) => Vec::new(),
-                series => series?,
-            };
-            let hours: BTreeSet<HourKey> = series
-                .iter()
-                .flat_map(|s| &s.values)
-                .filter_map(|row| row.first().and_then(Value::as_i64))
-                .filter_map(|secs| chrono::DateTime::from_timestamp(secs, 0))
-                .map(HourKey::containing)
-                .collect();
-            let latest = latest_at(&hours, hour);
-            state.cache.set_reported_hours(hours);
-            latest
-        }
+        None => latest_at(&reported_hours(state).await?, hour),
     };
     latest.ok_or_else(|| AppError::NotFound(format!("no report for hour {hour:02} yet")))
 }
 
-/// The answer under `key` from the cache, or computed by `answer` and cached; a 404 is
-/// cached too (errors that may pass, such as an unreachable InfluxDB, are not).
-async fn cached(
+/// The answer under `key` in `format` from the cache, or computed by `answer` and cached;
+/// a 404 is cached too (errors that may pass, such as an unreachable InfluxDB, are not).
+async fn cached<A: Serialize + Table>(
     state: &AppState,
+    format: Format,
     key: String,
-    answer: impl Future<Output = Result<impl Serialize, AppError>>,
+    answer: impl Future<Output = Result<A, AppError>>,
 ) -> Result<Response, AppError> {
+    let key = format!("{} {key}", format.name());
     let body = match state.cache.get(&key) {
         Some(Cached::Answer(body)) => body,
         Some(Cached::Missing(message)) => return Err(AppError::NotFound(message)),
         None => match answer.await {
             Ok(answer) => {
-                let body = Bytes::from(serde_json::to_vec(&answer).expect("answers serialize"));
+                let body = Bytes::from(match format {
+                    Format::Json => serde_json::to_vec(&answer).expect("answers serialize"),
+                    Format::Csv => to_csv(&answer),
+                });
                 state.cache.put(key, body.clone());
                 body
             }
@@ -88,30 +102,82 @@ async fn cached(
             Err(error) => return Err(error),
         },
     };
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
 
-/// The validated `state` and the hour asked for, for the per-state endpoints.
-async fn state_and_hour(state: &AppState, query: Params) -> Result<(String, HourKey), AppError> {
-    let params = raw(query)?;
-    let code = params::state(&params)?;
-    Ok((code, hour_asked(state, &params).await?))
+/// What a report endpoint was asked, validated: the format, then the rest in the order
+/// the handler checks it.
+struct Request {
+    format: Format,
+    params: RawParams,
 }
 
-/// The validated `hour` on the validated `date` (or the latest date with reports).
-async fn hour_asked(state: &AppState, params: &RawParams) -> Result<HourKey, AppError> {
-    let (hour, date) = (params::hour(params)?, params::date(params)?);
-    report_hour(state, hour, date).await
+impl Request {
+    fn new(query: Params, headers: &HeaderMap) -> Result<Self, AppError> {
+        let params = raw(query)?;
+        let format = Format::asked(&params, headers)?;
+        Ok(Self { format, params })
+    }
 }
 
-pub async fn avg(State(state): State<AppState>, query: Params) -> Result<Response, AppError> {
-    let (code, hour) = state_and_hour(&state, query).await?;
-    cached(
-        &state,
-        format!("avg {code} {hour}"),
-        avg_answer(&state, code, hour),
+/// One hour (the latest date with that hour when `date` is left out) or a whole day.
+enum Span {
+    Hour(HourKey),
+    Day(NaiveDate),
+}
+
+async fn span_asked(state: &AppState, params: &RawParams) -> Result<Span, AppError> {
+    Ok(match params::hour_or_day(params)? {
+        Asked::Hour(hour, date) => Span::Hour(report_hour(state, hour, date).await?),
+        Asked::Day(date) => Span::Day(date),
+    })
+}
+
+/// The records of a day's query grouped by hour, in hour order (records InfluxDB could not
+/// have written, outside the day, are left out).
+fn by_hour<T>(date: NaiveDate, records: Vec<Timed<T>>) -> Vec<(HourKey, Vec<T>)> {
+    let mut hours: std::collections::BTreeMap<HourKey, Vec<T>> = Default::default();
+    for timed in records {
+        if let Some(hour) = timed.hour().filter(|h| h.date() == date) {
+            hours.entry(hour).or_default().push(timed.record);
+        }
+    }
+    hours.into_iter().collect()
+}
+
+/// A state's means and row count: of one hour, or of every reported hour of a day.
+#[utoipa::path(
+    get,
+    path = "/avg",
+    tag = "reports",
+    params(ReportQuery),
+    responses(
+        (status = 200, description = "The state's averages. One hour: an object; `date` without `hour`: an array of the day's hours in order. CSV columns: state,date,hour,avg_temp_c,avg_pressure_mb,avg_humidity,avg_precip_mm,count (one row per hour).",
+            content(
+                (HourOrDay<AverageAnswer> = "application/json"),
+                (String = "text/csv")
+            )),
+        ErrorResponses
     )
-    .await
+)]
+pub async fn avg(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Params,
+) -> Result<Response, AppError> {
+    let Request { format, params } = Request::new(query, &headers)?;
+    let code = params::state(&params)?;
+    match span_asked(&state, &params).await? {
+        Span::Hour(hour) => {
+            let key = format!("avg {code} {hour}");
+            let answer = async { avg_answer(&state, code, hour).await.map(HourOrDay::Hour) };
+            cached(&state, format, key, answer).await
+        }
+        Span::Day(date) => {
+            let key = format!("avg {code} {date}");
+            cached(&state, format, key, avg_day(&state, code, date)).await
+        }
+    }
 }
 
 async fn avg_answer(
@@ -133,14 +199,71 @@ async fn avg_answer(
     })
 }
 
-pub async fn extremes(State(state): State<AppState>, query: Params) -> Result<Response, AppError> {
-    let (code, hour) = state_and_hour(&state, query).await?;
-    cached(
-        &state,
-        format!("extremes {code} {hour}"),
-        extremes_answer(&state, code, hour),
+async fn avg_day(
+    state: &AppState,
+    code: String,
+    date: NaiveDate,
+) -> Result<HourOrDay<AverageAnswer>, AppError> {
+    let records = state
+        .influx
+        .query_records(&schema::average_day_query(&code, date))
+        .await?;
+    let answers: Vec<AverageAnswer> = by_hour(date, records)
+        .into_iter()
+        .filter_map(|(hour, records)| {
+            records.into_iter().next().map(|fields| AverageAnswer {
+                state: code.clone(),
+                when: hour.into(),
+                fields,
+            })
+        })
+        .collect();
+    if answers.is_empty() {
+        return Err(AppError::NotFound(format!(
+            "no report for state {code} on {date}"
+        )));
+    }
+    Ok(HourOrDay::Day(answers))
+}
+
+/// Per metric, the zip codes of a state with the highest and lowest value: of one hour,
+/// or of every reported hour of a day.
+#[utoipa::path(
+    get,
+    path = "/extremes",
+    tag = "reports",
+    params(ReportQuery),
+    responses(
+        (status = 200, description = "The state's zip-code extremes. One hour: an object; `date` without `hour`: an array of the day's hours in order. CSV columns: state,date,hour,metric,max_zip_code,max_value,min_zip_code,min_value (one row per hour and metric, metrics in the order temp_c, pressure_mb, humidity, precip_mm).",
+            content(
+                (HourOrDay<ExtremesAnswer> = "application/json"),
+                (String = "text/csv")
+            )),
+        ErrorResponses
     )
-    .await
+)]
+pub async fn extremes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Params,
+) -> Result<Response, AppError> {
+    let Request { format, params } = Request::new(query, &headers)?;
+    let code = params::state(&params)?;
+    match span_asked(&state, &params).await? {
+        Span::Hour(hour) => {
+            let key = format!("extremes {code} {hour}");
+            let answer = async {
+                extremes_answer(&state, code, hour)
+                    .await
+                    .map(HourOrDay::Hour)
+            };
+            cached(&state, format, key, answer).await
+        }
+        Span::Day(date) => {
+            let key = format!("extremes {code} {date}");
+            cached(&state, format, key, extremes_day(&state, code, date)).await
+        }
+    }
 }
 
 async fn extremes_answer(
@@ -166,17 +289,70 @@ async fn extremes_answer(
     })
 }
 
+async fn extremes_day(
+    state: &AppState,
+    code: String,
+    date: NaiveDate,
+) -> Result<HourOrDay<ExtremesAnswer>, AppError> {
+    let records = state
+        .influx
+        .query_records(&schema::zip_extremes_day_query(&code, date))
+        .await?;
+    let answers: Vec<ExtremesAnswer> = by_hour(date, records)
+        .into_iter()
+        .map(|(hour, records)| (hour, Sides::from_zip(records)))
+        .filter(|(_, sides)| sides.is_complete())
+        .map(|(hour, sides)| ExtremesAnswer {
+            state: code.clone(),
+            when: hour.into(),
+            sides,
+        })
+        .collect();
+    if answers.is_empty() {
+        return Err(AppError::NotFound(format!(
+            "no report for state {code} on {date}"
+        )));
+    }
+    Ok(HourOrDay::Day(answers))
+}
+
+/// Per metric, the states with the highest and lowest average: of one hour, or of every
+/// reported hour of a day.
+#[utoipa::path(
+    get,
+    path = "/state_extremes",
+    tag = "reports",
+    params(StateExtremesQuery),
+    responses(
+        (status = 200, description = "The state extremes. One hour: an object; `date` without `hour`: an array of the day's hours in order. CSV columns: date,hour,metric,max_state,max_value,min_state,min_value (one row per hour and metric).",
+            content(
+                (HourOrDay<StateExtremesAnswer> = "application/json"),
+                (String = "text/csv")
+            )),
+        ErrorResponses
+    )
+)]
 pub async fn state_extremes(
     State(state): State<AppState>,
+    headers: HeaderMap,
     query: Params,
 ) -> Result<Response, AppError> {
-    let hour = hour_asked(&state, &raw(query)?).await?;
-    cached(
-        &state,
-        format!("state_extremes {hour}"),
-        state_extremes_answer(&state, hour),
-    )
-    .await
+    let Request { format, params } = Request::new(query, &headers)?;
+    match span_asked(&state, &params).await? {
+        Span::Hour(hour) => {
+            let key = format!("state_extremes {hour}");
+            let answer = async {
+                state_extremes_answer(&state, hour)
+                    .await
+                    .map(HourOrDay::Hour)
+            };
+            cached(&state, format, key, answer).await
+        }
+        Span::Day(date) => {
+            let key = format!("state_extremes {date}");
+            cached(&state, format, key, state_extremes_day(&state, date)).await
+        }
+    }
 }
 
 async fn state_extremes_answer(
@@ -196,4 +372,27 @@ async fn state_extremes_answer(
         when: hour.into(),
         sides,
     })
+}
+
+async fn state_extremes_day(
+    state: &AppState,
+    date: NaiveDate,
+) -> Result<HourOrDay<StateExtremesAnswer>, AppError> {
+    let records = state
+        .influx
+        .query_records(&schema::state_extremes_day_query(date))
+        .await?;
+    let answers: Vec<StateExtremesAnswer> = by_hour(date, records)
+        .into_iter()
+        .map(|(hour, records)| (hour, Sides::from_states(records)))
+        .filter(|(_, sides)| sides.is_complete())
+        .map(|(hour, sides)| StateExtremesAnswer {
+            when: hour.into(),
+            sides,
+        })
+        .collect();
+    if answers.is_empty() {
+        return Err(AppError::NotFound(format!("no report on {date}")));
+    }
+    Ok(HourOrDay::Day(answers))
 }

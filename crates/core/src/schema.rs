@@ -8,6 +8,7 @@
 //! [`StateExtremeFields`]; the encoder and the statements use the constants below, and a
 //! test ties the two together.
 
+use chrono::NaiveDate;
 use influxdb_line_protocol::LineProtocolBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +59,7 @@ pub fn average_field(metric: Metric) -> &'static str {
 
 /// The fields of one `weather_averages` point.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AverageFields {
     pub avg_temp_c: f64,
     pub avg_pressure_mb: f64,
@@ -321,6 +323,78 @@ pub fn reported_hours_query() -> String {
     )
 }
 
+/// `time >= '<date>T00:00:00Z' AND time < '<next date>T00:00:00Z'`: the 24 hours of a UTC
+/// date.
+fn within_day(date: NaiveDate) -> String {
+    let next = date.succ_opt().unwrap_or(NaiveDate::MAX);
+    format!(
+        "time >= '{}T00:00:00Z' AND time < '{}T00:00:00Z'",
+        date.format("%Y-%m-%d"),
+        next.format("%Y-%m-%d")
+    )
+}
+
+/// The `weather_averages` points of `state` on `date`, hour by hour: `time` (epoch
+/// seconds) and the [`AverageFields`] columns.
+pub fn average_day_query(state: &str, date: NaiveDate) -> String {
+    let fields: Vec<&str> = Metric::ALL.iter().map(|m| average_field(*m)).collect();
+    format!(
+        "SELECT {}, \"{FIELD_COUNT}\" FROM {WEATHER_AVERAGES} WHERE {TAG_STATE} = {} AND {}",
+        fields.join(", "),
+        quote_literal(state),
+        within_day(date)
+    )
+}
+
+/// The `zip_code_extremes` points of `state` on `date`: `time` and the
+/// [`ZipExtremeFields`] columns.
+pub fn zip_extremes_day_query(state: &str, date: NaiveDate) -> String {
+    format!(
+        "SELECT {TAG_METRIC}, {FIELD_MAX_ZIP_CODE}, {FIELD_MAX_VALUE}, {FIELD_MIN_ZIP_CODE}, {FIELD_MIN_VALUE} FROM {ZIP_CODE_EXTREMES} WHERE {TAG_STATE} = {} AND {}",
+        quote_literal(state),
+        within_day(date)
+    )
+}
+
+/// The `state_extremes` points on `date`: `time` and the [`StateExtremeFields`] columns.
+pub fn state_extremes_day_query(date: NaiveDate) -> String {
+    format!(
+        "SELECT {TAG_METRIC}, {FIELD_MAX_STATE}, {FIELD_MAX_VALUE}, {FIELD_MIN_STATE}, {FIELD_MIN_VALUE} FROM {STATE_EXTREMES} WHERE {}",
+        within_day(date)
+    )
+}
+
+/// The states with an average on `date`: `time` and `state` columns, one row per
+/// reported state and hour.
+pub fn report_states_day_query(date: NaiveDate) -> String {
+    format!(
+        "SELECT \"{FIELD_COUNT}\", {TAG_STATE} FROM {WEATHER_AVERAGES} WHERE {}",
+        within_day(date)
+    )
+}
+
+/// How many raw rows InfluxDB holds in each hour from `from` to the end of its date:
+/// `time` and `count` columns, one row per hour (0 for an hour without rows). Callers
+/// start at the first hour without a report, so a reported day costs no scan of its rows.
+pub fn hour_row_counts_query(from: HourKey) -> String {
+    let next_day = from.date().succ_opt().unwrap_or(NaiveDate::MAX);
+    format!(
+        "SELECT COUNT({}) FROM {WEATHER_DATA} WHERE time >= '{}' AND time < '{}T00:00:00Z' GROUP BY time(1h)",
+        Metric::ALL[0].name(),
+        from.rfc3339(),
+        next_day.format("%Y-%m-%d")
+    )
+}
+
+/// The row count of every reported hour of `date`, as the processor recorded it with
+/// the reports: `time` and `rows` columns.
+pub fn reported_rows_query(date: NaiveDate) -> String {
+    format!(
+        "SELECT {FIELD_ROWS} FROM {HOUR_GENERATIONS} WHERE {}",
+        within_day(date)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,6 +477,31 @@ mod tests {
         assert_eq!(
             query,
             "SELECT temp_c, pressure_mb, humidity, precip_mm, state, zip_code FROM weather_data WHERE time >= '2023-09-19T23:00:00Z' AND time < '2023-09-20T00:00:00Z'"
+        );
+    }
+
+    #[test]
+    fn a_day_query_covers_exactly_that_utc_date() {
+        let date = NaiveDate::from_ymd_opt(2023, 12, 31).unwrap();
+        let range = "time >= '2023-12-31T00:00:00Z' AND time < '2024-01-01T00:00:00Z'";
+        for query in [
+            average_day_query("CA", date),
+            zip_extremes_day_query("CA", date),
+            state_extremes_day_query(date),
+            report_states_day_query(date),
+            reported_rows_query(date),
+        ] {
+            assert!(query.ends_with(range), "{query}");
+        }
+        assert_eq!(
+            average_day_query("CA", date),
+            format!(
+                "SELECT avg_temp_c, avg_pressure_mb, avg_humidity, avg_precip_mm, \"count\" FROM weather_averages WHERE state = 'CA' AND {range}"
+            )
+        );
+        assert_eq!(
+            hour_row_counts_query("2023-12-31T05".parse().unwrap()),
+            "SELECT COUNT(temp_c) FROM weather_data WHERE time >= '2023-12-31T05:00:00Z' AND time < '2024-01-01T00:00:00Z' GROUP BY time(1h)"
         );
     }
 }
