@@ -80,6 +80,15 @@ pub fn steps(label: &str, len: u64) -> ProgressBar {
     bar
 }
 
+/// Moves a [`steps`] bar on to its next step, `name`: the step under way is its message,
+/// the steps done its position (so the first call only names the first step).
+pub fn next_step(bar: &ProgressBar, name: String) {
+    if !bar.message().is_empty() {
+        bar.inc(1);
+    }
+    bar.set_message(name);
+}
+
 /// A bar of `len` joined to the process's bars when they are drawn, hidden otherwise (it
 /// still counts, nothing draws it). Made hidden, so that nothing draws it outside the
 /// `MultiProgress` before it joins.
@@ -123,7 +132,11 @@ mod tests {
             assert!(bar.is_hidden());
             bar.inc(5);
             assert_eq!((bar.position(), bar.length()), (5, Some(10)));
-            assert!(steps("bench", 3).is_hidden());
+            let steps = steps("bench", 3);
+            assert!(steps.is_hidden());
+            next_step(&steps, "first".into());
+            next_step(&steps, "second".into());
+            assert_eq!((steps.position(), steps.message().as_ref()), (1, "second"));
         }
     }
 }
