@@ -96,7 +96,8 @@ pub fn run(args: &GenArgs) -> Result<Option<GenSummary>> {
             .with_context(|| format!("writing {}", args.out.display()))?;
         summary
     };
-    progress.finish();
+    // The log line below says what was written.
+    progress.finish_and_clear();
     tracing::info!(
         rows = summary.rows,
         stations = summary.stations,
