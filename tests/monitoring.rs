@@ -833,3 +833,52 @@ fn the_monitoring_profile_is_optional_local_and_pinned() {
         "the credentials service fills Grafana's volume"
     );
 }
+
+/// Grafana's login to InfluxDB and its own admin password reach it the way every role's
+/// do: the credentials service (deploy/compose/make-credentials, in a container as on a
+/// real `up`) copies the reader's password and the generated `grafana-admin` into
+/// Grafana's own volume, readable only by the uid Grafana's image runs as, and nothing
+/// else. Needs a Docker engine and the Debian base image (scripts/docker-base builds it
+/// when missing); without an engine it says so and passes, unless `CI` is set.
+#[test]
+fn grafana_gets_only_its_passwords_in_its_own_volume() {
+    if !installed("docker", &["info", "--format", "{{.ServerVersion}}"]) {
+        return;
+    }
+    const BASE_IMAGE: &str = "weathervane/debian-base:bookworm";
+    stdout_of(&mut Command::new(repo().join("scripts/docker-base")));
+    let project = weathervane_harness::compose::ComposeProject::new(
+        format!("wvtest-{}-grafana-secrets", std::process::id()),
+        vec![repo().join("docker-compose.yml")],
+    )
+    .unwrap()
+    .env("REDIS_IMAGE", BASE_IMAGE)
+    .env_remove("COMPOSE_FILE")
+    .env_remove("COMPOSE_PROJECT_NAME")
+    .current_dir(repo());
+    project.run(&["run", "--rm", "-T", "credentials"]).unwrap();
+    let volume = |name: &str| format!("{}_{name}", project.name());
+    let listing = stdout_of(Command::new("docker").args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{}:/grafana:ro", volume("secrets-grafana")),
+        "-v",
+        &format!("{}:/secrets:ro", volume("secrets")),
+        BASE_IMAGE,
+        "sh",
+        "-c",
+        // Owner, group, mode and name of each file, then whether each is the generated one.
+        "cd /grafana && stat -c '%u %g %a %n' * && \
+         cmp -s influxdb-reader /secrets/influxdb-reader && \
+         cmp -s grafana-admin /secrets/grafana-admin && \
+         [ \"$(wc -c < grafana-admin)\" -eq 64 ] && echo generated",
+    ]));
+    assert_eq!(
+        listing, "472 0 400 grafana-admin\n472 0 400 influxdb-reader\ngenerated\n",
+        "Grafana's volume"
+    );
+    project.down().unwrap();
+}
