@@ -16,10 +16,9 @@ use weathervane_harness::{InfluxUsers, LocalStack, Login, Role};
 
 /// The data source uid the dashboard's panels name, as provisioned.
 const DATASOURCE_UID: &str = "weathervane-influxdb";
-/// What Grafana makes of `$__interval` for these ranges: the panels' minimum interval
-/// (an hour is the reports' resolution; any range under about 40 days at ~1000 px gives
-/// a raw interval below it).
-const INTERVAL: &str = "1h";
+/// The panels' minimum interval (`interval` in the JSON), in ms: an hour, the reports'
+/// resolution.
+const MIN_INTERVAL_MS: i64 = 3_600_000;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -105,7 +104,7 @@ enum VariableValue {
 struct Context {
     from_ms: i64,
     to_ms: i64,
-    interval: String,
+    interval_ms: i64,
     variables: BTreeMap<String, VariableValue>,
     /// Whether the variable may hold several values (`multi` or `includeAll`): Grafana's
     /// InfluxDB data source then regex-escapes even a single value.
@@ -141,14 +140,45 @@ fn format_variable(value: &VariableValue, multi: bool) -> String {
     }
 }
 
+/// Grafana's `$__interval` for a time range of `range_ms` drawn with `max_data_points`
+/// points (about the panel's width in pixels): the raw interval rounded as Grafana's
+/// `roundInterval` does, and never below the panel's minimum. In ms.
+fn grafana_interval_ms(range_ms: i64, max_data_points: i64) -> i64 {
+    let raw = range_ms / max_data_points;
+    const MINUTE: i64 = 60_000;
+    const HOUR: i64 = 60 * MINUTE;
+    let rounded = match raw {
+        r if r < 15_000 => 10_000,
+        r if r < 35_000 => 20_000,
+        r if r < 75_000 => MINUTE,
+        r if r < 450_000 => 5 * MINUTE,
+        r if r < 1_050_000 => 15 * MINUTE,
+        r if r < 2_700_000 => 30 * MINUTE,
+        r if r < 5_400_000 => HOUR,
+        r if r < 9_000_000 => 2 * HOUR,
+        r if r < 16_200_000 => 3 * HOUR,
+        r if r < 32_400_000 => 6 * HOUR,
+        r if r < 86_400_000 => 12 * HOUR,
+        _ => 24 * HOUR,
+    };
+    rounded.max(MIN_INTERVAL_MS)
+}
+
+/// An interval as Grafana writes it into a query: `1h`, `2h`, `1d`.
+fn interval_text(ms: i64) -> String {
+    match ms {
+        ms if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms => format!("{}s", ms / 1000),
+    }
+}
+
 /// `query` as Grafana sends it: `$timeFilter`, `$__interval` (and its older and `_ms`
 /// spellings), `$__range`, and every variable as `$name`, `${name}` and `[[name]]`.
 /// Panics if anything that looks like a macro or variable is left.
 fn interpolate(query: &str, context: &Context) -> String {
-    let interval_ms = match context.interval.strip_suffix('h') {
-        Some(hours) => hours.parse::<i64>().unwrap() * 3_600_000,
-        None => panic!("interval {}", context.interval),
-    };
+    let (interval_ms, interval) = (context.interval_ms, interval_text(context.interval_ms));
     let range_ms = context.to_ms - context.from_ms;
     let mut out = query
         .replace(
@@ -159,8 +189,8 @@ fn interpolate(query: &str, context: &Context) -> String {
             ),
         )
         .replace("$__interval_ms", &interval_ms.to_string())
-        .replace("$__interval", &context.interval)
-        .replace("$interval", &context.interval)
+        .replace("$__interval", &interval)
+        .replace("$interval", &interval)
         .replace("$__range_ms", &range_ms.to_string())
         .replace("$__range_s", &(range_ms / 1000).to_string())
         .replace("$__range", &format!("{}s", range_ms / 1000));
@@ -277,11 +307,24 @@ struct Truth<'a> {
     /// The states the `state` variable selects.
     states: BTreeSet<String>,
     metric: usize,
+    /// `$__interval` in ms: `GROUP BY time(...)` buckets, aligned on the epoch as
+    /// InfluxDB aligns them.
+    bucket_ms: i64,
 }
 
 impl Truth<'_> {
     fn last_hour(&self) -> &str {
         self.hours.last().expect("hours in range")
+    }
+
+    /// The hours in range by the start of their `GROUP BY time` bucket, in order.
+    fn buckets(&self) -> BTreeMap<i64, Vec<&String>> {
+        let mut buckets: BTreeMap<i64, Vec<&String>> = BTreeMap::new();
+        for hour in &self.hours {
+            let start = hour_ms(hour).div_euclid(self.bucket_ms) * self.bucket_ms;
+            buckets.entry(start).or_default().push(hour);
+        }
+        buckets
     }
 }
 
@@ -339,7 +382,7 @@ fn check_panel(owner: &str, series: &[Series], truth: &Truth) {
                 .collect();
             assert_eq!(f64_of(row, "count", owner), states.len() as f64, "{owner}");
         }
-        "Rows reported per hour" => {
+        "Rows reported over time" => {
             assert_eq!(series.len(), 1, "{owner}: {series:?}");
             let got: Vec<(i64, f64)> = series[0]
                 .rows
@@ -347,9 +390,9 @@ fn check_panel(owner: &str, series: &[Series], truth: &Truth) {
                 .map(|r| (r["time"].as_i64().unwrap(), f64_of(r, "sum", owner)))
                 .collect();
             let want: Vec<(i64, f64)> = truth
-                .hours
-                .iter()
-                .map(|h| (hour_ms(h), rows_in(h) as f64))
+                .buckets()
+                .into_iter()
+                .map(|(start, hours)| (start, hours.iter().map(|h| rows_in(h)).sum::<u64>() as f64))
                 .collect();
             assert_eq!(got, want, "{owner}");
         }
@@ -366,20 +409,25 @@ fn check_panel(owner: &str, series: &[Series], truth: &Truth) {
                     "{owner}: {state} not selected"
                 );
                 seen.insert(state.clone());
-                let want: Vec<(&String, f64)> = truth
-                    .hours
-                    .iter()
-                    .filter_map(|h| {
-                        expected.hours[h.as_str()]
-                            .get(state)
-                            .map(|s| (*h, s.means[metric]))
+                // Per bucket with data for the state: the mean of its hourly means.
+                let want: Vec<(i64, f64)> = truth
+                    .buckets()
+                    .into_iter()
+                    .filter_map(|(start, hours)| {
+                        let means: Vec<f64> = hours
+                            .iter()
+                            .filter_map(|h| expected.hours[h.as_str()].get(state))
+                            .map(|s| s.means[metric])
+                            .collect();
+                        (!means.is_empty())
+                            .then(|| (start, means.iter().sum::<f64>() / means.len() as f64))
                     })
                     .collect();
-                assert_eq!(one.rows.len(), want.len(), "{owner}: hours of {state}");
-                for (row, (hour, mean)) in one.rows.iter().zip(want) {
-                    assert_eq!(row["time"].as_i64(), Some(hour_ms(hour)), "{owner} {state}");
+                assert_eq!(one.rows.len(), want.len(), "{owner}: buckets of {state}");
+                for (row, (start, mean)) in one.rows.iter().zip(want) {
+                    assert_eq!(row["time"].as_i64(), Some(start), "{owner} {state}");
                     let got = f64_of(row, "mean", owner);
-                    assert!(close(got, mean), "{owner} {state} {hour}: {got} vs {mean}");
+                    assert!(close(got, mean), "{owner} {state} {start}: {got} vs {mean}");
                 }
             }
             let with_data: BTreeSet<String> = truth
@@ -563,7 +611,9 @@ async fn every_dashboard_query_answers_what_the_csv_says() {
         .collect();
     assert_eq!(metric_options, METRICS, "the metric variable's options");
 
-    // The whole day, and a few hours in the middle of it; every state (All), one, two.
+    // The whole day, and a few hours in the middle of it; every state (All), one, two;
+    // a wide panel (1000 points: hourly buckets) and a narrow one (10 points: the whole
+    // day in 2-hour buckets).
     let states: Vec<String> = all_states.iter().cloned().collect();
     let selections = [
         VariableValue::Many(states.clone()),
@@ -572,16 +622,19 @@ async fn every_dashboard_query_answers_what_the_csv_says() {
     ];
     let ranges = [(0, all_hours.len()), (5, 11)];
     let mut runs = 0;
+    let mut intervals = BTreeSet::new();
     for (first, end) in ranges {
         let hours: Vec<&String> = all_hours[first..end].to_vec();
         let from_ms = hour_ms(hours[0]);
         let to_ms = hour_ms(hours[hours.len() - 1]) + 3_600_000 - 1000;
-        for selection in &selections {
+        for (selection, max_data_points) in selections.iter().flat_map(|s| [(s, 1000), (s, 10)]) {
+            let interval_ms = grafana_interval_ms(to_ms - from_ms, max_data_points);
+            intervals.insert(interval_ms);
             for (metric, name) in METRICS.iter().enumerate() {
                 let context = Context {
                     from_ms,
                     to_ms,
-                    interval: INTERVAL.to_owned(),
+                    interval_ms,
                     variables: BTreeMap::from([
                         ("state".to_owned(), selection.clone()),
                         ("metric".to_owned(), VariableValue::One(name.to_string())),
@@ -596,6 +649,7 @@ async fn every_dashboard_query_answers_what_the_csv_says() {
                         VariableValue::Many(states) => states.iter().cloned().collect(),
                     },
                     metric,
+                    bucket_ms: interval_ms,
                 };
                 for panel in &panels {
                     let statement = interpolate(&panel.query, &context);
@@ -612,8 +666,13 @@ async fn every_dashboard_query_answers_what_the_csv_says() {
         }
     }
     assert_eq!(
+        intervals,
+        BTreeSet::from([3_600_000, 7_200_000]),
+        "hourly and wider buckets"
+    );
+    assert_eq!(
         runs,
-        ranges.len() * selections.len() * METRICS.len() * panels.len()
+        ranges.len() * selections.len() * 2 * METRICS.len() * panels.len()
     );
 }
 
@@ -622,7 +681,7 @@ fn interpolation_follows_grafana() {
     let context = Context {
         from_ms: 1_000,
         to_ms: 2_000,
-        interval: "1h".into(),
+        interval_ms: 3_600_000,
         variables: BTreeMap::from([
             (
                 "state".to_owned(),
@@ -640,6 +699,13 @@ fn interpolation_follows_grafana() {
         "SELECT mean(x) FROM m WHERE s =~ /^(CA|N\\.Y)$/ AND m = 'temp_c' AND time >= 1000ms and time <= 2000ms GROUP BY time(1h)"
     );
     assert_eq!(hour_ms("1970-01-02T01"), 25 * 3_600_000);
+    // A day over 1000 points is under the panels' minimum of an hour; over 10, two hours.
+    assert_eq!(interval_text(grafana_interval_ms(86_399_000, 1000)), "1h");
+    assert_eq!(interval_text(grafana_interval_ms(86_399_000, 10)), "2h");
+    assert_eq!(
+        interval_text(grafana_interval_ms(30 * 86_400_000, 10)),
+        "1d"
+    );
     assert_eq!(hour_ms("2023-09-19T05"), 1_695_099_600_000);
 }
 
