@@ -18,6 +18,7 @@ pub mod generation;
 pub mod hour;
 pub mod influx;
 pub mod payload;
+pub mod progress;
 pub mod record_cap;
 pub mod report;
 pub mod row;

@@ -11,6 +11,8 @@ use std::io::{self, IsTerminal, Write};
 
 use tracing_subscriber::EnvFilter;
 
+use crate::progress;
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -39,12 +41,13 @@ pub fn role_span(role: &'static str) -> tracing::Span {
 }
 
 /// Stderr that reports every write as done: a log line that cannot be written is lost,
-/// and nothing else is.
+/// and nothing else is. Lines go through [`progress::write_log`], so that on a terminal
+/// they scroll above the progress bars instead of into them.
 pub struct Stderr;
 
 impl Write for Stderr {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let _ = io::stderr().lock().write_all(buf);
+        progress::write_log(buf);
         Ok(buf.len())
     }
 

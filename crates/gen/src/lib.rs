@@ -28,6 +28,7 @@ use anyhow::{Context, Result, bail};
 use chrono::{Datelike, NaiveDate, Timelike};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use weathervane_core::progress::{self, ProgressBar};
 
 /// Arguments of `weathervane gen`.
 #[derive(Debug, clap::Args)]
@@ -73,10 +74,12 @@ pub const MAX_PLAIN_ZIP_STATIONS: u32 = 90_000;
 /// standard output was closed before the end (`gen --out - | head`): the reader has what
 /// it wanted, which is no error.
 pub fn run(args: &GenArgs) -> Result<Option<GenSummary>> {
+    // On a terminal, a bar of rows written (hidden otherwise: progress::bar).
+    let progress = progress::bar("gen", rows_of(args), "rows");
     let summary = if args.out.as_os_str() == "-" {
         let stdout = io::stdout();
         let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
-        let written = write_csv(args, &mut out)
+        let written = write_rows(args, &mut out, &progress)
             .and_then(|summary| out.flush().map(|()| summary).map_err(Into::into));
         match written {
             Ok(summary) => summary,
@@ -87,12 +90,14 @@ pub fn run(args: &GenArgs) -> Result<Option<GenSummary>> {
         let file =
             File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        let summary =
-            write_csv(args, &mut out).with_context(|| format!("writing {}", args.out.display()))?;
+        let summary = write_rows(args, &mut out, &progress)
+            .with_context(|| format!("writing {}", args.out.display()))?;
         out.flush()
             .with_context(|| format!("writing {}", args.out.display()))?;
         summary
     };
+    // The log line below says what was written.
+    progress.finish_and_clear();
     tracing::info!(
         rows = summary.rows,
         stations = summary.stations,
@@ -114,7 +119,18 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 
 /// Writes the CSV (header and rows) for `args` to `out`; `args.out` is ignored. Buffer
 /// `out` yourself (rows are written one `write_all` each).
-pub fn write_csv<W: Write>(args: &GenArgs, mut out: W) -> Result<GenSummary> {
+pub fn write_csv<W: Write>(args: &GenArgs, out: W) -> Result<GenSummary> {
+    write_rows(args, out, &ProgressBar::hidden())
+}
+
+/// How many rows `args` asks for.
+fn rows_of(args: &GenArgs) -> u64 {
+    let hours = (u64::from(args.days) * 24).min(args.hours.map_or(u64::MAX, u64::from));
+    hours.saturating_mul(u64::from(args.stations))
+}
+
+/// [`write_csv`], counting the rows written on `progress` hour by hour.
+fn write_rows<W: Write>(args: &GenArgs, mut out: W, progress: &ProgressBar) -> Result<GenSummary> {
     let sites = layout(args.seed, args.stations)?;
     let states = {
         let mut seen = [false; STATES.len()];
@@ -171,6 +187,7 @@ pub fn write_csv<W: Write>(args: &GenArgs, mut out: W) -> Result<GenSummary> {
             out.write_all(&line)?;
         }
         rows += stations.len() as u64;
+        progress.inc(stations.len() as u64);
     }
     Ok(GenSummary {
         rows,

@@ -16,6 +16,7 @@ use serde_json::Value;
 use weathervane_core::HourKey;
 use weathervane_core::config::InfluxArgs;
 use weathervane_core::influx::InfluxClient;
+use weathervane_core::progress::{self, ProgressBar};
 use weathervane_core::report::{self, HourReport, MetricValues};
 use weathervane_core::row::{CsvSource, Metric, NUMERIC_COLUMNS};
 use weathervane_core::schema::{
@@ -133,6 +134,7 @@ impl Stored {
     async fn read(
         influx: &InfluxClient,
         hours: &BTreeMap<HourKey, HourInput>,
+        progress: &ProgressBar,
     ) -> anyhow::Result<Self> {
         let mut stored = Stored::default();
         let (Some(first), Some(last)) = (hours.keys().next(), hours.keys().next_back()) else {
@@ -155,6 +157,7 @@ impl Stored {
             if let Some(record) = answer.into_iter().next() {
                 stored.rows.insert(hour.start_secs(), record);
             }
+            progress.inc(1);
         }
         let range = format!(
             "time >= '{}' AND time < '{}'",
@@ -192,7 +195,12 @@ async fn records<T: serde::de::DeserializeOwned>(
 
 pub async fn verify(inputs: &[PathBuf], influx: &InfluxClient) -> anyhow::Result<Verdict> {
     let hours = tokio::task::block_in_place(|| read_input(inputs))?;
-    let stored = Stored::read(influx, &hours).await?;
+    // On a terminal, the hours checked (hidden otherwise; cleared at the end, as the
+    // verdict says the rest).
+    let progress = progress::bar("verify", hours.len() as u64, "hours");
+    let stored = Stored::read(influx, &hours, &progress).await;
+    progress.finish_and_clear();
+    let stored = stored?;
     let mut verdict = Verdict {
         hours: hours.len(),
         ..Verdict::default()

@@ -12,6 +12,7 @@ mod batches;
 mod confirmed;
 mod input;
 mod pending;
+mod progress;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -145,6 +146,8 @@ struct StreamerState {
     confirmed: Mutex<ConfirmedHours>,
     /// Signalled whenever an hour is confirmed (a pending slot is free).
     hour_confirmed: Notify,
+    /// Hours and rows streamed, as bars on a terminal.
+    progress: progress::StreamProgress,
 }
 
 /// Streams the input until shutdown (or, with `--once`, until every hour is confirmed).
@@ -256,6 +259,7 @@ impl StreamerState {
             index: Mutex::new(Arc::new(index)),
             options,
             deployment,
+            progress: progress::StreamProgress::new(),
         })
     }
 }
@@ -334,6 +338,7 @@ async fn stream_all(state: &Arc<StreamerState>) -> Result<(), StreamerError> {
     use std::ops::Bound;
 
     let interval = Duration::from_secs_f64(state.options.hour_interval);
+    show_progress(state);
     // Every hour up to this one is streamed or confirmed, by the current index.
     let mut done: Option<HourKey> = None;
     loop {
@@ -356,6 +361,7 @@ async fn stream_all(state: &Arc<StreamerState>) -> Result<(), StreamerError> {
         }
         if reindex_if_changed(state).await? {
             done = None;
+            show_progress(state);
             continue;
         }
         match stream_hour(state, hour).await? {
@@ -367,6 +373,7 @@ async fn stream_all(state: &Arc<StreamerState>) -> Result<(), StreamerError> {
             Streamed::Stale(change) => {
                 reindex(state, change).await?;
                 done = None;
+                show_progress(state);
                 continue;
             }
         }
@@ -380,6 +387,16 @@ async fn stream_all(state: &Arc<StreamerState>) -> Result<(), StreamerError> {
             tokio::time::sleep(interval).await;
         }
     }
+}
+
+/// Counts the hours and rows of the current index on the progress bars, those not to be
+/// streamed (confirmed, or pending with their current content) as done.
+fn show_progress(state: &StreamerState) {
+    let index = state.index();
+    state.progress.indexed(index.hours().map(|hour| {
+        let rows = index.plan(hour).map_or(0, |plan| plan.rows);
+        (rows, to_stream(state, &index, hour))
+    }));
 }
 
 /// If an input file changed since it was indexed, indexes the input again (see
@@ -516,6 +533,7 @@ async fn stream_hour(state: &Arc<StreamerState>, hour: HourKey) -> Result<Stream
         batches: plan.batches,
         rows: plan.rows,
     });
+    state.progress.queued(plan.rows);
     Ok(Streamed::Queued)
 }
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use weathervane_core::config::InfluxArgs;
 use weathervane_core::influx::InfluxClient;
+use weathervane_core::progress;
 use weathervane_core::row::CsvSource;
 use weathervane_core::schema;
 use weathervane_gen::GenArgs;
@@ -595,16 +596,23 @@ async fn api(
 pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let machine = report::Machine::now();
     let work = tempfile::tempdir()?;
+    // On a terminal, the phases done and the one under way (hidden otherwise).
+    let phases = progress::steps("bench", 6 + args.scale.len() as u64);
+    let phase = |name: String| progress::next_step(&phases, name);
+    phase("generating the input".into());
     let data = tokio::task::block_in_place(|| generate(work.path(), args.stations, args.hours))?;
+    phase("InfluxDB's own write ceiling".into());
     let ceilings = ceiling(&data, args.write_rows, &args.ceiling_writers).await?;
     let best = ceilings
         .iter()
         .max_by(|a, b| a.rows_per_s.total_cmp(&b.rows_per_s))
         .context("no ceiling")?
         .clone();
+    phase("the pipeline through the input".into());
     let stack = tokio::task::block_in_place(start_servers)?;
     let day = pipeline(&stack, &data).await?;
     quiet_influxd(&stack).await;
+    phase("the API under load".into());
     let api = api(
         work.path(),
         &stack,
@@ -615,16 +623,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     )
     .await?;
     drop(stack);
+    phase("recovery from Redis and InfluxDB outages".into());
     let recovery = recovery_phase(work.path(), &args, &best).await?;
+    phase("the streamer's memory per buffered row".into());
     let memory = memory_phase(work.path(), args.stations).await?;
     let mut scale = Vec::new();
     for factor in &args.scale {
+        phase(format!("scale: {factor} x the stations"));
         let stations = args.stations * factor;
         let data =
             tokio::task::block_in_place(|| generate(work.path(), stations, args.scale_hours))?;
         let stack = tokio::task::block_in_place(start_servers)?;
         scale.push((*factor, pipeline(&stack, &data).await?));
     }
+    // The report says the rest.
+    phases.finish_and_clear();
     Ok(BenchReport {
         machine,
         args,

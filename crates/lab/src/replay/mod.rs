@@ -18,6 +18,7 @@ use anyhow::{Context, bail};
 use weathervane_core::HourKey;
 use weathervane_core::config::{InfluxArgs, Secret};
 use weathervane_core::influx::InfluxClient;
+use weathervane_core::progress::{self as bars, ProgressBar};
 use weathervane_core::report::HourReport;
 use weathervane_harness::{LocalStack, Role};
 
@@ -249,6 +250,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ReplayVerdict> {
     let logs = Role::ALL.map(|role| dir.path().join(format!("{role}.log")));
     let mut run = Run {
         args: &args,
+        steps_bar: bars::steps("replay", scenario.steps.len() as u64),
+        hours_bar: bars::bar("reported", hours.len() as u64, "hours"),
         progress: Progress::new(logs, hours),
         started: Instant::now(),
         batches: reports
@@ -270,11 +273,18 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ReplayVerdict> {
         }
     };
     let last_action = run.started.elapsed();
+    run.steps_bar
+        .finish_with_message("every step fired; waiting for every hour");
     let recovered = run.wait_finished(&mut *stack).await?;
+    run.hours_bar.finish();
+    run.steps_bar.set_message("checking InfluxDB and the API");
     let outage_answers = api_during_outage.join_all().await;
     let mut verdict = judge(&run, &scenario, &*stack, &data, &reports, outage_answers).await?;
     verdict.recovery = recovered.map(|at| at - last_action);
     verdict.peaks = run.progress.peaks().clone();
+    // The verdict says the rest.
+    run.steps_bar.finish_and_clear();
+    run.hours_bar.finish_and_clear();
     if args.keep || !verdict.passed() {
         verdict.logs = Some(keep(dir));
     }
@@ -284,6 +294,10 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ReplayVerdict> {
 /// One replay under way: where the pipeline is and what has been fired.
 struct Run<'a> {
     args: &'a ReplayArgs,
+    /// On a terminal: the scenario's steps fired, the next one as its message.
+    steps_bar: ProgressBar,
+    /// On a terminal: the input's hours reported.
+    hours_bar: ProgressBar,
     progress: Progress,
     started: Instant,
     /// Batches per hour of the input, for `batch:H:last`.
@@ -308,6 +322,12 @@ impl Run<'_> {
         let mut api_during_outage = tokio::task::JoinSet::new();
         let (mut influx_down, mut api_down) = (false, false);
         for step in &scenario.steps {
+            self.steps_bar.set_message(format!(
+                "next: {} {} {}",
+                step.action.name(),
+                step.target.name(),
+                step.when
+            ));
             self.wait_for(scenario, step).await?;
             let phase = self.progress.describe();
             // InfluxDB may answer from the moment its resume begins: an answer that comes
@@ -320,6 +340,7 @@ impl Run<'_> {
                 at: self.started.elapsed(),
                 phase,
             });
+            self.steps_bar.inc(1);
             match step.target {
                 Target::Influxdb => {
                     influx_down = step.action.is_fault();
@@ -347,6 +368,14 @@ impl Run<'_> {
         Ok(api_during_outage)
     }
 
+    /// Reads the roles' new events, and shows the hours reported.
+    fn refresh(&mut self) -> anyhow::Result<()> {
+        self.progress.refresh()?;
+        self.hours_bar
+            .set_position(self.progress.reported_hours() as u64);
+        Ok(())
+    }
+
     /// Waits until the step's time or point has come (and its delay passed).
     async fn wait_for(&mut self, scenario: &Scenario, step: &Step) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(self.args.timeout);
@@ -356,7 +385,7 @@ impl Run<'_> {
             .map_or(self.started, |f| self.started + f.at);
         let mut reached: Option<Instant> = None;
         loop {
-            self.progress.refresh()?;
+            self.refresh()?;
             let now = Instant::now();
             if reached.is_none() {
                 reached = self.reached(step.when, previous, now);
@@ -405,7 +434,7 @@ impl Run<'_> {
     async fn wait_finished(&mut self, stack: &mut dyn Stack) -> anyhow::Result<Option<Duration>> {
         let deadline = Instant::now() + Duration::from_secs(self.args.timeout);
         loop {
-            self.progress.refresh()?;
+            self.refresh()?;
             if stack.finished(&self.progress) {
                 return Ok(Some(self.started.elapsed()));
             }

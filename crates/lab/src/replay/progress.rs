@@ -84,6 +84,11 @@ impl Progress {
         self.hours.get(index.checked_sub(1)?).copied()
     }
 
+    /// How many of the input's hours the processor has reported.
+    pub fn reported_hours(&self) -> usize {
+        self.reported.len()
+    }
+
     pub fn has_batch(&self, hour: usize, batch: u32) -> bool {
         self.hour(hour)
             .is_some_and(|h| self.batches.contains(&(h, batch)))
