@@ -14,7 +14,6 @@ mod params;
 mod reports;
 mod server;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +27,8 @@ pub use crate::cache::ReportCache;
 pub use crate::error::AppError;
 pub use crate::limits::{Limits, MAX_BODY_BYTES};
 pub use crate::server::serve;
+/// Moved to core, where every role's admin address parses the same way.
+pub use weathervane_core::listen::ListenAddr;
 
 /// Long enough for a loaded InfluxDB, short enough that a client gets its 503 quickly.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -58,62 +59,6 @@ pub struct ServeOptions {
     pub cache_ttl: u64,
     #[command(flatten)]
     pub limits: Limits,
-}
-
-/// Where the API listens, as given: a host (name or IP) and a port. A name is resolved
-/// when binding.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListenAddr {
-    pub host: String,
-    pub port: u16,
-}
-
-impl std::str::FromStr for ListenAddr {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "{text:?} is not host:port, [IPv6]:port or a port (e.g. 127.0.0.1:9000, localhost:9000, 9000)"
-            )
-        };
-        let port = |digits: &str| digits.parse::<u16>().map_err(|_| bad());
-        let local = |port| ListenAddr {
-            host: "127.0.0.1".into(),
-            port,
-        };
-        if let Some(digits) = text.strip_prefix(':') {
-            return Ok(local(port(digits)?));
-        }
-        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-            return Ok(local(port(text)?));
-        }
-        if let Ok(socket) = text.parse::<SocketAddr>() {
-            return Ok(ListenAddr {
-                host: socket.ip().to_string(),
-                port: socket.port(),
-            });
-        }
-        let (host, digits) = text.rsplit_once(':').ok_or_else(bad)?;
-        let name_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.');
-        if host.is_empty() || !host.chars().all(name_ok) {
-            return Err(bad());
-        }
-        Ok(ListenAddr {
-            host: host.to_owned(),
-            port: port(digits)?,
-        })
-    }
-}
-
-impl std::fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
