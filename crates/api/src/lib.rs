@@ -10,6 +10,7 @@ mod answer;
 mod cache;
 mod error;
 mod limits;
+mod metrics;
 mod params;
 mod reports;
 mod server;
@@ -20,8 +21,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
+use weathervane_core::admin::{API_ADMIN, AdminArgs, AdminError, RoleAdmin};
 use weathervane_core::config::InfluxArgs;
+use weathervane_core::health::Health;
 use weathervane_core::influx::{InfluxClient, InfluxError};
+use weathervane_core::supervise::{Supervisor, TaskFailed};
 
 pub use crate::cache::ReportCache;
 pub use crate::error::AppError;
@@ -42,6 +46,8 @@ pub struct ApiConfig {
     pub influx: InfluxArgs,
     #[command(flatten)]
     pub serve: ServeOptions,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// Where and how the API serves; separate from the InfluxDB settings so `weathervane up`
@@ -72,6 +78,10 @@ pub enum ApiError {
     },
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
 }
 
 #[derive(Clone, Debug)]
@@ -82,7 +92,7 @@ pub struct AppState {
 
 /// The routes behind the request limits.
 pub fn app(state: AppState, limits: &Limits) -> Router {
-    limits::protect(routes(state), limits)
+    limits::protect(routes(state), limits).layer(axum::middleware::from_fn(metrics::count))
 }
 
 fn routes(state: AppState) -> Router {
@@ -99,7 +109,25 @@ fn routes(state: AppState) -> Router {
 
 /// Serves until `shutdown`, then finishes the requests in flight.
 pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), ApiError> {
-    let influx = InfluxClient::new(&config.influx, QUERY_TIMEOUT)?;
+    let admin = RoleAdmin::serve(metrics::ROLE, &["influxdb"], &config.admin, API_ADMIN).await?;
+    run_with(config, shutdown, admin).await
+}
+
+/// [`run`] under `weathervane up`: the shared admin server shows `health`.
+pub async fn run_shared(
+    config: ApiConfig,
+    shutdown: CancellationToken,
+    health: Health,
+) -> Result<(), ApiError> {
+    run_with(config, shutdown, RoleAdmin::shared(health)).await
+}
+
+async fn run_with(
+    config: ApiConfig,
+    shutdown: CancellationToken,
+    admin: RoleAdmin,
+) -> Result<(), ApiError> {
+    let influx = InfluxClient::new(&config.influx, QUERY_TIMEOUT)?.with_metrics(metrics::ROLE);
     influx.check_certificates().await?;
     let state = AppState {
         influx,
@@ -116,15 +144,20 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), A
         })?;
     let addr = listener.local_addr().map_err(ApiError::Serve)?;
     tracing::info!(%addr, "API listening.");
-    let limits = &config.serve.limits;
-    serve(
-        listener,
-        app(state, limits),
-        limits,
-        shutdown,
-        SHUTDOWN_GRACE,
-    )
-    .await;
+    let mut supervisor = Supervisor::new();
+    metrics::supervise_admin(&mut supervisor, admin, state.influx.clone());
+    let (limits, token) = (config.serve.limits.clone(), supervisor.token());
+    supervisor.spawn_until_stopped("api-server", async move {
+        serve(
+            listener,
+            app(state, &limits),
+            &limits,
+            token,
+            SHUTDOWN_GRACE,
+        )
+        .await
+    });
+    supervisor.run(&shutdown).await?;
     Ok(())
 }
 

@@ -250,6 +250,9 @@ impl Publisher {
 pub struct Outbound {
     pub channel: String,
     pub payload: std::sync::Arc<[u8]>,
+    /// For a data batch, its rows: counted as published (`rows_published_total`,
+    /// `batches_published_total`) once Redis takes it.
+    pub data_rows: Option<u64>,
 }
 
 impl Outbound {
@@ -257,7 +260,14 @@ impl Outbound {
         Self {
             channel,
             payload: payload.into(),
+            data_rows: None,
         }
+    }
+
+    /// A data batch of `rows` rows.
+    pub fn batch_of(mut self, rows: u64) -> Self {
+        self.data_rows = Some(rows);
+        self
     }
 
     /// Weight in a buffer.
@@ -293,7 +303,14 @@ impl Target<Outbound> for PublishTarget {
                     self.publisher.count_error("unheard");
                     return Delivery::Retry(format!("nobody is subscribed to {}", message.channel));
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    if let (Some(rows), Some(role)) =
+                        (message.data_rows, self.publisher.metrics_role)
+                    {
+                        metrics::counter(role, "rows_published_total", &[]).increment(rows);
+                        metrics::counter(role, "batches_published_total", &[]).increment(1);
+                    }
+                }
                 Err(error) => return Delivery::Retry(error.to_string()),
             }
         }

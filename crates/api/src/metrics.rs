@@ -1,0 +1,64 @@
+//! The API's request metrics: one middleware, added to the router with one `.layer`, that
+//! counts every answer by matched route and status
+//! (`weathervane_api_http_requests_total{endpoint,status}`) and times it
+//! (`weathervane_api_http_request_duration_seconds{endpoint}`). The endpoint label is the
+//! route's path as declared (`/avg`), so its values are bounded by the routes; a path no
+//! route matched is `unmatched`. Also the role's admin side (health and the InfluxDB probe
+//! beside the API server).
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use weathervane_core::admin::{self, RoleAdmin};
+use weathervane_core::influx::InfluxClient;
+use weathervane_core::metrics;
+use weathervane_core::supervise::Supervisor;
+
+/// The role's name: its metrics' prefix and its health's.
+pub const ROLE: &str = "api";
+/// The label of a request no route matched (so junk paths cannot add series).
+const UNMATCHED: &str = "unmatched";
+
+/// The middleware that counts requests:
+/// `router.layer(axum::middleware::from_fn(metrics::count))`.
+pub async fn count(request: Request, next: Next) -> Response {
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, |path| path.as_str())
+        .to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram(
+        ROLE,
+        "http_request_duration_seconds",
+        &[("endpoint", &endpoint)],
+    )
+    .record(started.elapsed().as_secs_f64());
+    metrics::counter(
+        ROLE,
+        "http_requests_total",
+        &[("endpoint", &endpoint), ("status", &status)],
+    )
+    .increment(1);
+    response
+}
+
+/// A cache lookup's outcome, counted.
+pub fn count_cache(hit: bool) {
+    let name = if hit {
+        "cache_hits_total"
+    } else {
+        "cache_misses_total"
+    };
+    metrics::counter(ROLE, name, &[]).increment(1);
+}
+
+/// Spawns the role's watchdog, its admin server (when alone) and its InfluxDB probe.
+pub fn supervise_admin(supervisor: &mut Supervisor, admin: RoleAdmin, influx: InfluxClient) {
+    let health = admin.supervise(supervisor);
+    admin::supervise_influx_probe(supervisor, influx, &health);
+}
