@@ -46,7 +46,7 @@ pub struct AdminArgs {
     /// Address of the admin server (GET /livez, /readyz, /metrics): host:port or a bare
     /// port on 127.0.0.1. Default 127.0.0.1:9101 (streamer), :9102 (ingester), :9103
     /// (processor), :9104 (api), :9100 (up).
-    #[arg(long = "admin-addr", env = "WEATHERVANE_ADMIN_ADDR")]
+    #[arg(id = "admin_addr", long = "admin-addr", env = "WEATHERVANE_ADMIN_ADDR")]
     pub addr: Option<ListenAddr>,
 }
 
