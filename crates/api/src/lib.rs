@@ -104,6 +104,7 @@ fn routes(state: AppState) -> Router {
         .fallback(|| async {
             AppError::NotFound("no such endpoint; try /avg, /extremes or /state_extremes".into())
         })
+        .route_layer(axum::middleware::from_fn(metrics::mark_route))
         .with_state(state)
 }
 

@@ -1,10 +1,11 @@
-//! The API's request metrics: one middleware, added to the router with one `.layer`, that
-//! counts every answer by matched route and status
-//! (`weathervane_api_http_requests_total{endpoint,status}`) and times it
-//! (`weathervane_api_http_request_duration_seconds{endpoint}`). The endpoint label is the
-//! route's path as declared (`/avg`), so its values are bounded by the routes; a path no
-//! route matched is `unmatched`. Also the role's admin side (health and the InfluxDB probe
-//! beside the API server).
+//! The API's request metrics: [`count`], layered around the whole app (outside the
+//! request limits, so their 503s and 414s count too), counts every answer by endpoint and
+//! status (`weathervane_api_http_requests_total{endpoint,status}`) and times it
+//! (`weathervane_api_http_request_duration_seconds{endpoint}`); [`mark_route`], a route
+//! layer, tells it which route answered. The endpoint label is the route's path as
+//! declared (`/avg`), so its values are bounded by the routes; an answer no route gave
+//! (an unknown path, a request the limits refused) is `other`. Also the role's admin side
+//! (health and the InfluxDB probe beside the API server).
 
 use std::time::Instant;
 
@@ -18,19 +19,37 @@ use weathervane_core::supervise::Supervisor;
 
 /// The role's name: its metrics' prefix and its health's.
 pub const ROLE: &str = "api";
-/// The label of a request no route matched (so junk paths cannot add series).
-const UNMATCHED: &str = "unmatched";
+/// The label of an answer no route gave (so junk paths cannot add series).
+const OTHER: &str = "other";
+
+/// Which route answered, handed from [`mark_route`] to [`count`] in the response.
+#[derive(Clone, Debug)]
+struct Route(String);
+
+/// The route layer that names the route in its answer:
+/// `.route_layer(axum::middleware::from_fn(metrics::mark_route))`.
+pub async fn mark_route(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| Route(path.as_str().to_owned()));
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(route);
+    }
+    response
+}
 
 /// The middleware that counts requests:
 /// `router.layer(axum::middleware::from_fn(metrics::count))`.
 pub async fn count(request: Request, next: Next) -> Response {
-    let endpoint = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, |path| path.as_str())
-        .to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
+    let endpoint = response
+        .extensions()
+        .get::<Route>()
+        .map_or(OTHER, |route| route.0.as_str())
+        .to_owned();
     let status = response.status().as_u16().to_string();
     metrics::histogram(
         ROLE,

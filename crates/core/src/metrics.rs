@@ -104,14 +104,14 @@ pub const CATALOG: &[MetricDef] = &[
     ),
     def(
         STREAMER,
-        "hours_pending",
+        "hour_backlog",
         G,
         &[],
         "Hours streamed and not yet confirmed.",
     ),
     def(
         STREAMER,
-        "hours_confirmed_total",
+        "hour_confirmations_total",
         C,
         &[],
         "Hours whose report counted exactly the rows sent.",
@@ -146,7 +146,7 @@ pub const CATALOG: &[MetricDef] = &[
     ),
     def(
         INGESTER,
-        "hours_stored_total",
+        "hour_completions_total",
         C,
         &[],
         "Hours with every batch stored (the processor is notified).",
@@ -160,7 +160,7 @@ pub const CATALOG: &[MetricDef] = &[
     ),
     def(
         PROCESSOR,
-        "hours_reported_total",
+        "hour_reports_total",
         C,
         &[],
         "Hours whose reports were written.",
@@ -265,7 +265,8 @@ pub const CATALOG: &[MetricDef] = &[
     ),
 ];
 
-/// `weathervane_<role>_<name>`.
+/// `weathervane_<role>_<name>`. Counts of hours say `hour` in the singular
+/// (`hour_reports_total`): promtool reads a `hours` word as a unit and asks for seconds.
 pub fn name(role: &str, metric: &str) -> String {
     format!("weathervane_{role}_{metric}")
 }
@@ -374,6 +375,11 @@ mod tests {
                     metric.name
                 );
             }
+            assert!(
+                !metric.name.split('_').any(|word| word == "hours"),
+                "promtool takes `hours` for a unit: {}",
+                metric.name
+            );
             for label in metric.labels {
                 assert!(!["hour", "zip_code", "state"].contains(label), "{label}");
             }

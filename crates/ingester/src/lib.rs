@@ -153,7 +153,7 @@ impl IngesterMetrics {
             rows_stored: counter("rows_stored_total"),
             rows_dead_lettered: counter("rows_dead_lettered_total"),
             batches_requested: counter("batches_requested_total"),
-            hours_stored: counter("hours_stored_total"),
+            hours_stored: counter("hour_completions_total"),
             messages_rejected: counter("messages_rejected_total"),
         }
     }

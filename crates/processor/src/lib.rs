@@ -203,7 +203,7 @@ impl Target<ReportJob> for ReportTarget {
                 });
                 metrics::histogram(ROLE, "report_duration_seconds", &[])
                     .record(started.elapsed().as_secs_f64());
-                metrics::counter(ROLE, "hours_reported_total", &[]).increment(1);
+                metrics::counter(ROLE, "hour_reports_total", &[]).increment(1);
                 metrics::counter(ROLE, "rows_reported_total", &[]).increment(job.rows);
                 let reported = Outbound::new(
                     Channel::Reported { hour: job.hour }.name(&self.deployment.namespace),

@@ -175,8 +175,8 @@ impl StreamerMetrics {
             rows_read: counter("rows_read_total"),
             rows_rejected: counter("rows_rejected_total"),
             batches_resent: counter("batches_resent_total"),
-            hours_pending: metrics::gauge(ROLE, "hours_pending", &[]),
-            hours_confirmed: counter("hours_confirmed_total"),
+            hours_pending: metrics::gauge(ROLE, "hour_backlog", &[]),
+            hours_confirmed: counter("hour_confirmations_total"),
             messages_rejected: counter("messages_rejected_total"),
         }
     }
