@@ -314,3 +314,140 @@ async fn a_real_prometheus_scrapes_every_role_and_sees_the_truth() {
         "the streamer's one buffer"
     );
 }
+
+/// CPU seconds (user + system) process `pid` has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // USER_HZ is 100 on Linux (sysconf(_SC_CLK_TCK)).
+    ticks / 100.0
+}
+
+/// The pids of a run's four roles.
+fn role_pids(run: &mut Run) -> Vec<(Role, u32)> {
+    let mut pids: Vec<(Role, u32)> = [Role::Ingester, Role::Processor, Role::Api]
+        .into_iter()
+        .map(|role| (role, run.stack.process(role).pid().unwrap()))
+        .collect();
+    pids.insert(0, (Role::Streamer, run._streamer.pid().unwrap()));
+    pids
+}
+
+/// What a `/metrics` scrape costs each role: a measurement, printed, not a check (its
+/// figures depend on the machine). `cargo test --test metrics -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check; run with --ignored --nocapture"]
+async fn scrape_cost() {
+    const SCRAPES: u32 = 1000;
+    let mut run = run_pipeline(200, 21).await;
+    println!("after a run of {} rows:", run.rows.len());
+    let pids = role_pids(&mut run);
+    // One client, kept alive, as Prometheus scrapes.
+    let client = weathervane_e2e::http_client();
+    for (role, pid) in pids {
+        let admin = run.stack.admin_url(role);
+        let size = scrape(&admin).await.len();
+        let cpu_before = cpu_seconds(pid);
+        let started = Instant::now();
+        let mut slowest = Duration::ZERO;
+        for _ in 0..SCRAPES {
+            let one = Instant::now();
+            scrape_once(&client, &admin).await.unwrap();
+            slowest = slowest.max(one.elapsed());
+        }
+        let wall = started.elapsed() / SCRAPES;
+        let cpu = (cpu_seconds(pid) - cpu_before) / f64::from(SCRAPES);
+        println!(
+            "{role:>9}: {size} bytes; {SCRAPES} scrapes: {:.3} ms each (wall, slowest {:.2} ms), {:.3} ms of the role's CPU each",
+            wall.as_secs_f64() * 1000.0,
+            slowest.as_secs_f64() * 1000.0,
+            cpu * 1000.0
+        );
+    }
+
+    // A whole run with and without a scraper hitting every role as fast as it answers.
+    for scraping in [false, true] {
+        let local = LocalStack::builder()
+            .role(Role::Ingester)
+            .role(Role::Processor)
+            .role(Role::Api)
+            .start()
+            .unwrap();
+        let mut stack = Stack::with(local);
+        for role in [Role::Ingester, Role::Processor, Role::Api] {
+            wait_readyz(
+                &stack.admin_url(role),
+                Duration::from_secs(30),
+                "ready",
+                |s, _| s == 200,
+            )
+            .await;
+        }
+        let input = stack.generate(200, 1, 21);
+        let admins: Vec<String> = Role::ALL.iter().map(|r| stack.admin_url(*r)).collect();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let scraper = scraping.then(|| {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let client = weathervane_e2e::http_client();
+                let mut scrapes = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    for admin in &admins {
+                        // The streamer may not listen yet, or any more.
+                        let _ = scrape_once(&client, admin).await;
+                        scrapes += 1;
+                    }
+                }
+                scrapes
+            })
+        });
+        let started = Instant::now();
+        let mut streamer = stack.streamer(&input, &["--once"]);
+        streamer.start().unwrap();
+        let streamer_pid = streamer.pid().unwrap();
+        let mut streamer_cpu = 0.0;
+        while streamer.is_running() {
+            streamer_cpu = cpu_seconds(streamer_pid).max(streamer_cpu);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = started.elapsed();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let scrapes = match scraper {
+            Some(task) => task.await.unwrap(),
+            None => 0,
+        };
+        let cpu: Vec<String> = [Role::Ingester, Role::Processor, Role::Api]
+            .into_iter()
+            .map(|role| {
+                let pid = stack.process(role).pid().unwrap();
+                format!("{role} {:.2} s", cpu_seconds(pid))
+            })
+            .collect();
+        println!(
+            "run of 4800 rows {}: {:.1} s; CPU: streamer ≥{streamer_cpu:.2} s, {} ({scrapes} scrapes)",
+            if scraping {
+                "while scraped nonstop"
+            } else {
+                "unscraped"
+            },
+            elapsed.as_secs_f64(),
+            cpu.join(", "),
+        );
+    }
+}
+
+/// `/metrics` once, ignoring failures (for the nonstop scraper).
+async fn scrape_once(client: &reqwest::Client, admin: &str) -> Result<(), ()> {
+    client
+        .get(format!("{admin}/metrics"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .map_err(drop)?
+        .text()
+        .await
+        .map_err(drop)?;
+    Ok(())
+}
