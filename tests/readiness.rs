@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use weathervane_e2e::Stack;
-use weathervane_e2e::admin::{admin_get, readyz, wait_readyz};
+use weathervane_e2e::admin::{admin_get, readyz, scrape, value, wait_readyz};
 use weathervane_harness::{LocalStack, ManagedProcess, Role};
 
 /// Longer than a reconnect backoff, the 1 s InfluxDB probe and a 2 s Redis PING timeout.
@@ -28,6 +28,15 @@ async fn all_ready(stack: &Stack) {
             status == 200 && body["ready"] == true
         })
         .await;
+        let metrics = scrape(&stack.admin_url(role)).await;
+        let outage = format!("weathervane_{}_outage", role.name());
+        for target in ["redis", "influxdb"].into_iter().filter(|t| uses(role, t)) {
+            assert_eq!(
+                value(&metrics, &outage, &[("target", target)]),
+                0.0,
+                "{role}"
+            );
+        }
     }
 }
 
@@ -48,6 +57,14 @@ async fn only_its_users_are_not_ready(stack: &Stack, target: &str) {
                     .as_str()
                     .is_some_and(|d| !d.is_empty()),
                 "{role}: the failing check says why: {body}"
+            );
+            // The same state as a metric: the target's outage gauge is 1.
+            let metrics = scrape(&admin).await;
+            let outage = format!("weathervane_{}_outage", role.name());
+            assert_eq!(
+                value(&metrics, &outage, &[("target", target)]),
+                1.0,
+                "{role}"
             );
         }
     }

@@ -81,3 +81,45 @@ pub fn supervise_admin(supervisor: &mut Supervisor, admin: RoleAdmin, influx: In
     let health = admin.supervise(supervisor);
     admin::supervise_influx_probe(supervisor, influx, &health);
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::middleware::from_fn;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[test]
+    fn answers_are_counted_by_the_route_that_gave_them_and_junk_paths_share_one_label() {
+        let text = metrics::capture(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                // As the api wires it: the routes inside a fallback service (the limits),
+                // the counter around everything.
+                let routes = Router::new()
+                    .route("/avg", get(|| async { "ok" }))
+                    .fallback(|| async { (StatusCode::NOT_FOUND, "no") })
+                    .route_layer(from_fn(mark_route));
+                let app = Router::new().fallback_service(routes).layer(from_fn(count));
+                for uri in ["/avg?state=CA", "/avg", "/no/such/1", "/no/such/2"] {
+                    let request = Request::get(uri).body(Body::empty()).unwrap();
+                    app.clone().oneshot(request).await.unwrap();
+                }
+            });
+        });
+        for line in [
+            r#"weathervane_api_http_requests_total{endpoint="/avg",status="200"} 2"#,
+            r#"weathervane_api_http_requests_total{endpoint="other",status="404"} 2"#,
+            r#"weathervane_api_http_request_duration_seconds_count{endpoint="/avg"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("/no/such"), "{text}");
+    }
+}

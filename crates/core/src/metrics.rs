@@ -346,9 +346,33 @@ pub fn histogram(role: &str, metric: &str, with: Labels<'_>) -> Histogram {
     metrics::histogram!(name(role, metric), labels(with))
 }
 
+/// Runs `work` with a recorder of its own (on this thread only) and returns what it
+/// counted, as Prometheus text: for unit tests of code that counts, without the process's
+/// global recorder.
+pub fn capture(work: impl FnOnce()) -> String {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(BUCKETS)
+        .expect("the buckets are not empty")
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, work);
+    handle.render()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capture_sees_what_was_counted_under_it_only() {
+        let text = capture(|| counter("ingester", "rows_stored_total", &[]).increment(3));
+        assert!(
+            text.contains("weathervane_ingester_rows_stored_total 3"),
+            "{text}"
+        );
+        let text = capture(|| {});
+        assert!(!text.contains("rows_stored"), "{text}");
+    }
 
     #[test]
     fn names_follow_prometheus_conventions() {
