@@ -468,6 +468,36 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
         started.elapsed().as_secs_f64()
     );
 
+    // Every role's healthcheck (its /readyz, through `weathervane probe`: the image has
+    // no curl) passes once its dependencies are back, and its /metrics counts its work.
+    for (role, port) in [
+        ("streamer", 9101),
+        ("ingester", 9102),
+        ("processor", 9103),
+        ("api", 9104),
+    ] {
+        let container = project.container(role).unwrap();
+        container.wait_healthy(STAGE_TIMEOUT).unwrap();
+        let metrics = container
+            .exec(&[
+                "weathervane",
+                "probe",
+                &format!("http://127.0.0.1:{port}/metrics"),
+            ])
+            .unwrap();
+        let outage = format!("weathervane_{role}_outage{{target=\"influxdb\"}}");
+        assert!(
+            metrics.contains(&format!("weathervane_{role}_")),
+            "{role}: {metrics}"
+        );
+        if role != "streamer" {
+            assert!(
+                metrics.contains(&format!("{outage} 0")),
+                "{role}: {metrics}"
+            );
+        }
+    }
+
     let secrets = generated_secrets(&project);
     // As the README says to: the read-only user, its password from the volume, in a file
     // (a variable would be in the command that a failing `run` shows).

@@ -140,6 +140,15 @@ async fn no_message_on_the_bus_crashes_a_role_or_changes_what_is_stored() {
         ],
     );
     streamer.start().unwrap();
+    // Subscribed (its /readyz says so) before the flood, which would otherwise be over
+    // before a slow-starting streamer hears any of it.
+    weathervane_e2e::admin::wait_readyz(
+        &stack.admin_url(Role::Streamer),
+        TIMEOUT,
+        "ready",
+        |status, _| status == 200,
+    )
+    .await;
     // While the real hours stream: the same again, and a flood of requests for one batch.
     for (channel, body) in hostile {
         publish(channel, body).await;

@@ -179,6 +179,8 @@ fn a_role_whose_stderr_reader_is_gone_keeps_working_and_stops_on_sigterm() {
             .env("INFLUXDB_DB", weathervane_harness::stack::DB)
             .env("RUST_LOG", "debug")
             .env("WEATHERVANE_EVENTS", "stderr")
+            // Not the fixed default port: tests run side by side.
+            .env("WEATHERVANE_ADMIN_ADDR", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -342,6 +344,8 @@ fn under_up_every_json_log_line_names_its_role() {
         .env("REDIS_URL", stack.redis.url())
         .env("INFLUXDB_URL", stack.influx.url())
         .env("API_ADDR", &api_addr)
+        // Not the fixed default port: tests run side by side.
+        .env("WEATHERVANE_ADMIN_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "info");
     up.start().unwrap();
     let status = up.wait_timeout(Duration::from_secs(120)).unwrap();

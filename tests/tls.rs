@@ -95,7 +95,9 @@ async fn a_wrong_ca_or_a_missing_client_certificate_fails_at_once_and_says_so() 
         .arg("--input")
         .arg(&input)
         .env("REDIS_URL", stack.redis.url())
-        .env("REDIS_CA_FILE", &certificates.ca);
+        .env("REDIS_CA_FILE", &certificates.ca)
+        // Not the fixed default port: tests run side by side.
+        .env("WEATHERVANE_ADMIN_ADDR", "127.0.0.1:0");
     assert_fails_fast(&stack, streamer, "certificate");
 
     // InfluxDB's certificate is not signed by the CA the processor trusts.

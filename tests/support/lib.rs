@@ -8,6 +8,7 @@ use std::path::Path;
 use weathervane_harness::events::{Event, events_of};
 use weathervane_harness::{LocalStack, Login, ManagedProcess, Role};
 
+pub mod admin;
 mod certificates;
 pub use certificates::TestCertificates;
 

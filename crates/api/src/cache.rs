@@ -61,14 +61,16 @@ impl ReportCache {
             .get(key)
             .filter(|(at, _)| at.elapsed() < self.ttl)
             .map(|(_, body)| Cached::Answer(body.clone()));
-        answer.or_else(|| {
+        let answer = answer.or_else(|| {
             self.missing
                 .lock()
                 .unwrap()
                 .get(key)
                 .filter(|(at, _)| at.elapsed() < self.missing_ttl())
                 .map(|(_, message)| Cached::Missing(message.clone()))
-        })
+        });
+        crate::metrics::count_cache(answer.is_some());
+        answer
     }
 
     pub fn put(&self, key: String, body: Bytes) {

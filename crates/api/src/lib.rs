@@ -15,25 +15,30 @@ mod discovery;
 mod error;
 mod limits;
 mod openapi;
+mod metrics;
 mod params;
 mod reports;
 mod server;
 mod table;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use tokio_util::sync::CancellationToken;
+use weathervane_core::admin::{API_ADMIN, AdminArgs, AdminError, RoleAdmin};
 use weathervane_core::config::InfluxArgs;
+use weathervane_core::health::Health;
 use weathervane_core::influx::{InfluxClient, InfluxError};
+use weathervane_core::supervise::{Supervisor, TaskFailed};
 
 pub use crate::cache::ReportCache;
 pub use crate::cors::CorsOrigins;
 pub use crate::error::AppError;
 pub use crate::limits::{Limits, MAX_BODY_BYTES};
 pub use crate::server::serve;
+/// Moved to core, where every role's admin address parses the same way.
+pub use weathervane_core::listen::ListenAddr;
 
 /// Long enough for a loaded InfluxDB, short enough that a client gets its 503 quickly.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -47,6 +52,8 @@ pub struct ApiConfig {
     pub influx: InfluxArgs,
     #[command(flatten)]
     pub serve: ServeOptions,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// Where and how the API serves; separate from the InfluxDB settings so `weathervane up`
@@ -82,62 +89,6 @@ fn cors_item(value: &str) -> Result<String, String> {
     CorsOrigins::from_list(&[value.to_owned()]).map(|_| value.trim().to_owned())
 }
 
-/// Where the API listens, as given: a host (name or IP) and a port. A name is resolved
-/// when binding.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListenAddr {
-    pub host: String,
-    pub port: u16,
-}
-
-impl std::str::FromStr for ListenAddr {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "{text:?} is not host:port, [IPv6]:port or a port (e.g. 127.0.0.1:9000, localhost:9000, 9000)"
-            )
-        };
-        let port = |digits: &str| digits.parse::<u16>().map_err(|_| bad());
-        let local = |port| ListenAddr {
-            host: "127.0.0.1".into(),
-            port,
-        };
-        if let Some(digits) = text.strip_prefix(':') {
-            return Ok(local(port(digits)?));
-        }
-        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-            return Ok(local(port(text)?));
-        }
-        if let Ok(socket) = text.parse::<SocketAddr>() {
-            return Ok(ListenAddr {
-                host: socket.ip().to_string(),
-                port: socket.port(),
-            });
-        }
-        let (host, digits) = text.rsplit_once(':').ok_or_else(bad)?;
-        let name_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.');
-        if host.is_empty() || !host.chars().all(name_ok) {
-            return Err(bad());
-        }
-        Ok(ListenAddr {
-            host: host.to_owned(),
-            port: port(digits)?,
-        })
-    }
-}
-
-impl std::fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
@@ -151,6 +102,10 @@ pub enum ApiError {
     Serve(std::io::Error),
     #[error("--cors-origin: {0}")]
     Cors(String),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
 }
 
 #[derive(Clone, Debug)]
@@ -161,7 +116,7 @@ pub struct AppState {
 
 /// The routes behind the request limits.
 pub fn app(state: AppState, limits: &Limits) -> Router {
-    limits::protect(routes(state), limits)
+    limits::protect(routes(state), limits).layer(axum::middleware::from_fn(metrics::count))
 }
 
 fn routes(state: AppState) -> Router {
@@ -172,13 +127,32 @@ fn routes(state: AppState) -> Router {
                 "no such endpoint; try /avg, /extremes or /state_extremes, or see /docs".into(),
             )
         })
+        .route_layer(axum::middleware::from_fn(metrics::mark_route))
         .with_state(state)
 }
 
 /// Serves until `shutdown`, then finishes the requests in flight.
 pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), ApiError> {
+    let admin = RoleAdmin::serve(metrics::ROLE, &["influxdb"], &config.admin, API_ADMIN).await?;
+    run_with(config, shutdown, admin).await
+}
+
+/// [`run`] under `weathervane up`: the shared admin server shows `health`.
+pub async fn run_shared(
+    config: ApiConfig,
+    shutdown: CancellationToken,
+    health: Health,
+) -> Result<(), ApiError> {
+    run_with(config, shutdown, RoleAdmin::shared(health)).await
+}
+
+async fn run_with(
+    config: ApiConfig,
+    shutdown: CancellationToken,
+    admin: RoleAdmin,
+) -> Result<(), ApiError> {
     let cors = config.serve.cors().map_err(ApiError::Cors)?;
-    let influx = InfluxClient::new(&config.influx, QUERY_TIMEOUT)?;
+    let influx = InfluxClient::new(&config.influx, QUERY_TIMEOUT)?.with_metrics(metrics::ROLE);
     influx.check_certificates().await?;
     let state = AppState {
         influx,
@@ -195,15 +169,20 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), A
         })?;
     let addr = listener.local_addr().map_err(ApiError::Serve)?;
     tracing::info!(%addr, "API listening.");
-    let limits = &config.serve.limits;
-    serve(
-        listener,
-        cors::allow(app(state, limits), &cors),
-        limits,
-        shutdown,
-        SHUTDOWN_GRACE,
-    )
-    .await;
+    let mut supervisor = Supervisor::new();
+    metrics::supervise_admin(&mut supervisor, admin, state.influx.clone());
+    let (limits, token) = (config.serve.limits.clone(), supervisor.token());
+    supervisor.spawn_until_stopped("api-server", async move {
+        serve(
+            listener,
+            cors::allow(app(state, &limits), &cors),
+            &limits,
+            token,
+            SHUTDOWN_GRACE,
+        )
+        .await
+    });
+    supervisor.run(&shutdown).await?;
     Ok(())
 }
 

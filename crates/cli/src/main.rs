@@ -64,6 +64,15 @@ enum Command {
     /// Check that InfluxDB holds exactly the input's rows and the right reports.
     #[cfg(feature = "lab")]
     Verify(weathervane_lab::verify::VerifyArgs),
+    /// GET an admin URL (e.g. http://127.0.0.1:9101/readyz): exit 0 on a 200, 1 otherwise.
+    /// A container healthcheck that needs no curl.
+    Probe {
+        /// An http:// URL.
+        url: String,
+        /// Seconds to wait for the whole answer.
+        #[arg(long, default_value_t = 2.0)]
+        timeout: f64,
+    },
     /// Print a shell completion script, e.g. `weathervane completions bash >
     /// /etc/bash_completion.d/weathervane`.
     Completions {
@@ -123,7 +132,7 @@ impl Command {
             Command::Streamer(config) => config.stream.once,
             Command::Up(args) => args.once(),
             Command::Ingester(_) | Command::Processor(_) | Command::Api(_) => false,
-            Command::Completions { .. } => true,
+            Command::Completions { .. } | Command::Probe { .. } => true,
             #[cfg(feature = "lab")]
             _ => true,
         }
@@ -145,6 +154,13 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
         use clap::CommandFactory;
         let mut cli = Cli::command();
         clap_complete::generate(*shell, &mut cli, "weathervane", &mut std::io::stdout());
+        return Ok(Outcome::Done);
+    }
+    if let Command::Probe { url, timeout } = &command {
+        let timeout = std::time::Duration::try_from_secs_f64(*timeout)
+            .context("--timeout must be a number of seconds")?;
+        let body = weathervane_core::admin::probe(url, timeout)?;
+        let _ = std::io::stdout().write_all(body.as_bytes());
         return Ok(Outcome::Done);
     }
     #[cfg(feature = "lab")]
@@ -190,7 +206,7 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
             Command::Replay(args) => lab::replay(args).await,
             #[cfg(feature = "lab")]
             Command::Gen(_) => unreachable!("handled above"),
-            Command::Completions { .. } => unreachable!("handled above"),
+            Command::Completions { .. } | Command::Probe { .. } => unreachable!("handled above"),
         }
     })
 }
@@ -255,6 +271,7 @@ mod tests {
             "processor",
             "api",
             "up",
+            "probe",
             "completions",
         ] {
             assert!(

@@ -1,12 +1,17 @@
 //! `weathervane up`: the four roles as tasks of one process, for a quick start. Each role
-//! runs exactly as it does alone; the first to fail stops the others.
+//! runs exactly as it does alone; the first to fail stops the others. One admin server
+//! (`--admin-addr`, default 127.0.0.1:9100) answers for all four: its /readyz is ready
+//! when every role is, and /metrics is the process's one registry.
 
 use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use weathervane_api::{ApiConfig, ServeOptions};
+use weathervane_core::admin::{self, AdminArgs};
 use weathervane_core::config::{BufferArgs, InfluxArgs, RedisArgs};
+use weathervane_core::health::Health;
+use weathervane_core::supervise::Supervisor;
 use weathervane_core::telemetry::role_span;
 use weathervane_ingester::IngesterConfig;
 use weathervane_processor::ProcessorConfig;
@@ -24,6 +29,9 @@ pub struct UpArgs {
     stream: StreamOptions,
     #[command(flatten)]
     serve: ServeOptions,
+    /// One admin server for the four roles (default 127.0.0.1:9100).
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 impl UpArgs {
@@ -40,10 +48,47 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         buffer,
         stream,
         serve,
+        admin,
     } = args;
     let once = stream.once;
     let roles = shutdown.child_token();
     let mut set: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
+    // One admin server and one metrics registry for the process; /readyz combines the
+    // roles' health.
+    let listener = admin::bind(&admin.addr_or(admin::UP_ADMIN)).await?;
+    let [
+        streamer_health,
+        ingester_health,
+        processor_health,
+        api_health,
+    ] = [
+        Health::new("streamer", &["redis"]),
+        Health::new("ingester", &["redis", "influxdb"]),
+        Health::new("processor", &["redis", "influxdb"]),
+        Health::new("api", &["influxdb"]),
+    ];
+    let mut admin_tasks = Supervisor::new();
+    admin::supervise_server(
+        &mut admin_tasks,
+        listener,
+        vec![
+            streamer_health.clone(),
+            ingester_health.clone(),
+            processor_health.clone(),
+            api_health.clone(),
+        ],
+    );
+    set.spawn({
+        let token = roles.clone();
+        async move {
+            admin_tasks
+                .run(&token)
+                .await
+                .context("admin server")
+                .map(|()| "admin")
+        }
+        .instrument(role_span("up"))
+    });
     set.spawn({
         let (config, token) = (
             IngesterConfig {
@@ -53,11 +98,12 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
                 write_batches: 10,
                 writers: 3,
                 dead_letters: weathervane_ingester::DEFAULT_DEAD_LETTERS.into(),
+                admin: AdminArgs::default(),
             },
             roles.clone(),
         );
         async move {
-            weathervane_ingester::run(config, token)
+            weathervane_ingester::run_shared(config, token, ingester_health)
                 .await
                 .context("ingester")
                 .map(|()| "ingester")
@@ -69,11 +115,12 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
             ProcessorConfig {
                 redis: redis.clone(),
                 influx: influx.clone(),
+                admin: AdminArgs::default(),
             },
             roles.clone(),
         );
         async move {
-            weathervane_processor::run(config, token)
+            weathervane_processor::run_shared(config, token, processor_health)
                 .await
                 .context("processor")
                 .map(|()| "processor")
@@ -81,9 +128,16 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         .instrument(role_span("processor"))
     });
     set.spawn({
-        let (config, token) = (ApiConfig { influx, serve }, roles.clone());
+        let (config, token) = (
+            ApiConfig {
+                influx,
+                serve,
+                admin: AdminArgs::default(),
+            },
+            roles.clone(),
+        );
         async move {
-            weathervane_api::run(config, token)
+            weathervane_api::run_shared(config, token, api_health)
                 .await
                 .context("api")
                 .map(|()| "api")
@@ -96,11 +150,12 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
                 redis,
                 buffer,
                 stream,
+                admin: AdminArgs::default(),
             },
             roles.clone(),
         );
         async move {
-            weathervane_streamer::run(config, token)
+            weathervane_streamer::run_shared(config, token, streamer_health)
                 .await
                 .context("streamer")
                 .map(|()| "streamer")

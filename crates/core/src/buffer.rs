@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::event::{self, Event};
+use crate::metrics::{self, Gauge};
 use crate::shutdown::sleep_or_cancel;
 use crate::supervise::Supervisor;
 
@@ -29,13 +30,24 @@ pub struct BoundedQueue<T> {
     peak_len: AtomicUsize,
     item_ready: Notify,
     space_freed: Notify,
+    /// `weathervane_<role>_buffer_items` and `_buffer_bytes`, from a name `<role>-<buffer>`.
+    items_gauge: Gauge,
+    bytes_gauge: Gauge,
 }
 
 impl<T> BoundedQueue<T> {
     /// `name` appears in logs; `max_items` and `max_bytes` are both caps. An item larger
     /// than `max_bytes` is still taken when the queue is empty, so nothing can wedge.
+    /// A name `<role>-<buffer>` (`ingester-writes`) is also its metrics' role and label.
     pub fn new(name: &'static str, max_items: usize, max_bytes: usize) -> Self {
+        let (role, buffer) = name.split_once('-').unwrap_or(("buffer", name));
+        let items_gauge = metrics::gauge(role, "buffer_items", &[("buffer", buffer)]);
+        let bytes_gauge = metrics::gauge(role, "buffer_bytes", &[("buffer", buffer)]);
+        items_gauge.set(0.0);
+        bytes_gauge.set(0.0);
         Self {
+            items_gauge,
+            bytes_gauge,
             name,
             queue: ArrayQueue::new(max_items.max(1)),
             max_bytes,
@@ -57,8 +69,9 @@ impl<T> BoundedQueue<T> {
             return Err(item);
         }
         self.queue.push((item, bytes)).map_err(|(item, _)| item)?;
-        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        let held = self.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
         self.peak_len.fetch_max(self.queue.len(), Ordering::Relaxed);
+        self.count(held);
         self.item_ready.notify_one();
         Ok(())
     }
@@ -79,7 +92,8 @@ impl<T> BoundedQueue<T> {
 
     pub fn pop(&self) -> Option<T> {
         let (item, bytes) = self.queue.pop()?;
-        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        let held = self.bytes.fetch_sub(bytes, Ordering::AcqRel) - bytes;
+        self.count(held);
         self.space_freed.notify_waiters();
         Some(item)
     }
@@ -102,6 +116,13 @@ impl<T> BoundedQueue<T> {
 
     pub fn len(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Sets the gauges: as racy as `len` under concurrent pushes and pops, and exact once
+    /// the queue is quiet (the last writer sets the current values).
+    fn count(&self, bytes: usize) {
+        self.items_gauge.set(self.queue.len() as f64);
+        self.bytes_gauge.set(bytes as f64);
     }
 
     pub fn is_empty(&self) -> bool {

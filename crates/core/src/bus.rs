@@ -13,6 +13,8 @@ use crate::backoff::Backoff;
 use crate::buffer::{Delivery, Target};
 use crate::channel::Pattern;
 use crate::config::{ConfigError, RedisArgs, redact_url};
+use crate::health::Check;
+use crate::metrics;
 use crate::shutdown::sleep_or_cancel;
 use crate::tls;
 
@@ -149,6 +151,8 @@ pub struct Publisher {
     client: Client,
     url: String,
     connection: Option<MultiplexedConnection>,
+    /// The role whose `redis_*` metrics this publisher counts in, if any.
+    metrics_role: Option<&'static str>,
 }
 
 impl Publisher {
@@ -158,7 +162,48 @@ impl Publisher {
             client: open(args)?,
             url: redact_url(&args.url),
             connection: None,
+            metrics_role: None,
         })
+    }
+
+    /// This publisher, counting its calls' latency and errors in `role`'s metrics
+    /// (`weathervane_<role>_redis_command_duration_seconds`, `..._redis_errors_total`).
+    pub fn with_metrics(mut self, role: &'static str) -> Self {
+        self.metrics_role = Some(role);
+        self
+    }
+
+    /// Counts a failed delivery of kind `kind` (`unheard`: nobody subscribed).
+    pub fn count_error(&self, kind: &'static str) {
+        if let Some(role) = self.metrics_role {
+            metrics::counter(role, "redis_errors_total", &[("kind", kind)]).increment(1);
+        }
+    }
+
+    /// `PUBLISH`, counted: see [`Self::publish_uncounted`].
+    pub async fn publish(&mut self, channel: &str, payload: &[u8]) -> Result<u32, BusError> {
+        let started = Instant::now();
+        let published = self.publish_uncounted(channel, payload).await;
+        if let Some(role) = self.metrics_role {
+            metrics::histogram(
+                role,
+                "redis_command_duration_seconds",
+                &[("command", "publish")],
+            )
+            .record(started.elapsed().as_secs_f64());
+            if let Err(error) = &published {
+                let text = error.to_string();
+                let kind = if text.contains("timed out") {
+                    "timeout"
+                } else if self.connection.is_none() && text.contains("connect") {
+                    "connect"
+                } else {
+                    "command"
+                };
+                self.count_error(kind);
+            }
+        }
+        published
     }
 
     fn unavailable(&self, reason: impl ToString) -> BusError {
@@ -169,7 +214,7 @@ impl Publisher {
     }
 
     /// `PUBLISH`: how many subscribers received the message (0 means nobody did).
-    pub async fn publish(&mut self, channel: &str, payload: &[u8]) -> Result<u32, BusError> {
+    async fn publish_uncounted(&mut self, channel: &str, payload: &[u8]) -> Result<u32, BusError> {
         if self.connection.is_none() {
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -205,6 +250,9 @@ impl Publisher {
 pub struct Outbound {
     pub channel: String,
     pub payload: std::sync::Arc<[u8]>,
+    /// For a data batch, its rows: counted as published (`rows_published_total`,
+    /// `batches_published_total`) once Redis takes it.
+    pub data_rows: Option<u64>,
 }
 
 impl Outbound {
@@ -212,7 +260,14 @@ impl Outbound {
         Self {
             channel,
             payload: payload.into(),
+            data_rows: None,
         }
+    }
+
+    /// A data batch of `rows` rows.
+    pub fn batch_of(mut self, rows: u64) -> Self {
+        self.data_rows = Some(rows);
+        self
     }
 
     /// Weight in a buffer.
@@ -245,9 +300,17 @@ impl Target<Outbound> for PublishTarget {
                 .await
             {
                 Ok(0) if self.unheard == Unheard::Retry => {
+                    self.publisher.count_error("unheard");
                     return Delivery::Retry(format!("nobody is subscribed to {}", message.channel));
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    if let (Some(rows), Some(role)) =
+                        (message.data_rows, self.publisher.metrics_role)
+                    {
+                        metrics::counter(role, "rows_published_total", &[]).increment(rows);
+                        metrics::counter(role, "batches_published_total", &[]).increment(1);
+                    }
+                }
                 Err(error) => return Delivery::Retry(error.to_string()),
             }
         }
@@ -303,6 +366,8 @@ pub struct Subscription {
     /// Whether a session was ever established: the first failure is "cannot reach", not
     /// "lost".
     ever_connected: bool,
+    /// Where the subscription's state is reported (the role's `redis` readiness check).
+    health: Option<Check>,
 }
 
 impl Subscription {
@@ -320,7 +385,15 @@ impl Subscription {
             backoff: Backoff::new(),
             lost_at: None,
             ever_connected: false,
+            health: None,
         })
+    }
+
+    /// This subscription, reporting whether it is up as `check` (ready once subscribed,
+    /// not ready from a lost connection or a failed PING until subscribed again).
+    pub fn with_health(mut self, check: Check) -> Self {
+        self.health = Some(check);
+        self
     }
 
     async fn connect(&mut self) -> Result<(PubSubSink, PubSubStream), ConnectFailure> {
@@ -341,6 +414,9 @@ impl Subscription {
     }
 
     fn lost(&mut self, reason: &str) {
+        if let Some(check) = &self.health {
+            check.failed(format!("Redis subscription at {} down: {reason}", self.url));
+        }
         let was_connected = self.session.take().is_some() || self.ever_connected;
         if self.lost_at.is_none() {
             if was_connected {
@@ -369,6 +445,9 @@ impl Subscription {
                     Ok(session) => {
                         self.session = Some(session);
                         self.ever_connected = true;
+                        if let Some(check) = &self.health {
+                            check.ok();
+                        }
                         match self.lost_at.take() {
                             Some(since) => {
                                 tracing::info!(patterns = ?self.patterns, after_ms = since.elapsed().as_millis() as u64, "Redis subscription recovered.")
@@ -413,7 +492,12 @@ impl Subscription {
                         _ = shutdown.cancelled() => return None,
                     };
                     match pinged {
-                        Ok(Ok(_)) => self.backoff.reset(),
+                        Ok(Ok(_)) => {
+                        self.backoff.reset();
+                        if let Some(check) = &self.health {
+                            check.ok();
+                        }
+                    }
                         Ok(Err(error)) => self.lost(&error.to_string()),
                         Err(_) => self.lost("PING timed out (Redis hung?)"),
                     }

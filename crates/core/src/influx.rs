@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::{ConfigError, InfluxArgs, Secret, redact_url};
+use crate::metrics;
 use crate::tls;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -215,6 +216,8 @@ pub struct InfluxClient {
     /// Sent as HTTP Basic auth, never in the URL (which proxies and servers log).
     user: Option<(String, Secret)>,
     token: Option<Secret>,
+    /// The role whose `influxdb_*` metrics this client's calls count in, if any.
+    metrics_role: Option<&'static str>,
 }
 
 impl InfluxClient {
@@ -286,7 +289,27 @@ impl InfluxClient {
             db: args.db.clone(),
             user,
             token: args.token()?,
+            metrics_role: None,
         })
+    }
+
+    /// This client, counting its calls' latency and errors in `role`'s metrics
+    /// (`weathervane_<role>_influxdb_request_duration_seconds`, `..._influxdb_errors_total`).
+    pub fn with_metrics(mut self, role: &'static str) -> Self {
+        self.metrics_role = Some(role);
+        self
+    }
+
+    /// Counts one call of `op` that took `elapsed` and failed with `error` (kind), if so.
+    fn count(&self, op: &'static str, elapsed: Duration, error: Option<&'static str>) {
+        let Some(role) = self.metrics_role else {
+            return;
+        };
+        metrics::histogram(role, "influxdb_request_duration_seconds", &[("op", op)])
+            .record(elapsed.as_secs_f64());
+        if let Some(kind) = error {
+            metrics::counter(role, "influxdb_errors_total", &[("kind", kind)]).increment(1);
+        }
     }
 
     /// This client logging in as `user` with `password` instead of what its
@@ -333,6 +356,34 @@ impl InfluxClient {
     /// answer is the caller's to read.
     async fn send(
         &self,
+        op: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, String), InfluxError> {
+        let started = std::time::Instant::now();
+        let answer = self.send_uncounted(request).await;
+        let kind = match &answer {
+            Ok((status, _)) if status.is_success() => None,
+            Ok(_) | Err(InfluxError::Rejected { .. } | InfluxError::TooLarge { .. }) => {
+                Some("rejected")
+            }
+            Err(InfluxError::Unauthorized { .. }) => Some("unauthorized"),
+            Err(InfluxError::Certificate { .. }) => Some("certificate"),
+            Err(InfluxError::Unavailable { reason, .. }) if reason.starts_with("timed out") => {
+                Some("timeout")
+            }
+            Err(InfluxError::Unavailable { reason, .. })
+                if reason.starts_with("cannot connect") =>
+            {
+                Some("connect")
+            }
+            Err(_) => Some("unavailable"),
+        };
+        self.count(op, started.elapsed(), kind);
+        answer
+    }
+
+    async fn send_uncounted(
+        &self,
         request: reqwest::RequestBuilder,
     ) -> Result<(StatusCode, String), InfluxError> {
         let response = request.send().await.map_err(|e| {
@@ -372,7 +423,7 @@ impl InfluxClient {
     /// `GET /ping`: is the server there?
     pub async fn ping(&self) -> Result<(), InfluxError> {
         let (status, body) = self
-            .send(self.request(reqwest::Method::GET, "/ping"))
+            .send("ping", self.request(reqwest::Method::GET, "/ping"))
             .await?;
         match status {
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
@@ -389,7 +440,7 @@ impl InfluxClient {
         let request = self
             .request(reqwest::Method::POST, "/query")
             .query(&[("q", statement.as_str())]);
-        let (status, body) = self.send(request).await?;
+        let (status, body) = self.send("query", request).await?;
         if !status.is_success() {
             return Err(InfluxError::Rejected {
                 url: self.shown.clone(),
@@ -426,7 +477,7 @@ impl InfluxClient {
             .request(reqwest::Method::POST, "/write")
             .query(&[("db", self.db.as_str()), ("precision", "s")])
             .body(lines.to_vec());
-        let (status, body) = self.send(request).await?;
+        let (status, body) = self.send("write", request).await?;
         match status {
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
             _ => Err(InfluxError::from_answer(
@@ -481,7 +532,7 @@ impl InfluxClient {
             ("q", statement),
             ("epoch", "s"),
         ]);
-        let (status, body) = self.send(request).await?;
+        let (status, body) = self.send("query", request).await?;
         let rejected = |body: String| InfluxError::Rejected {
             url: self.shown.clone(),
             status: status.as_u16(),

@@ -1,5 +1,5 @@
 //! Private, throwaway infrastructure for tests, the `replay` tool and the benchmark:
-//! `redis-server`, `influxd` and `weathervane` role processes on free 127.0.0.1 ports,
+//! `redis-server`, `influxd`, `prometheus` and `weathervane` role processes on free 127.0.0.1 ports,
 //! each in its own temp dir, with real fault actions (SIGKILL, SIGTERM, SIGSTOP/SIGCONT);
 //! the whole stack wired once (`stack`); a docker-compose project driven from outside
 //! (`compose`); and the roles' typed events read back from their logs (`events`).
@@ -31,7 +31,8 @@ use nix::sys::signal::Signal;
 
 pub use process::ManagedProcess;
 pub use server::{
-    InfluxServer, Login, RedisAcl, RedisServer, ServerTls, influx_identifier, influx_string,
+    InfluxServer, Login, PrometheusServer, RedisAcl, RedisServer, ServerTls, influx_identifier,
+    influx_string,
 };
 pub use stack::{InfluxUsers, LocalStack, LocalStackBuilder, Role};
 pub use weathervane_core::tls::install_provider as install_tls_provider;
@@ -100,6 +101,12 @@ pub enum HarnessError {
         status: String,
         log: PathBuf,
         tail: String,
+    },
+    #[error("Prometheus on 127.0.0.1:{port} could not answer {query:?}: {reason}")]
+    PrometheusQuery {
+        port: u16,
+        query: String,
+        reason: String,
     },
     #[error("not supported: {0}")]
     Unsupported(&'static str),

@@ -702,3 +702,84 @@ macro_rules! fault_actions {
 
 fault_actions!(RedisServer);
 fault_actions!(InfluxServer);
+fault_actions!(PrometheusServer);
+
+/// Prometheus says it is ready once its TSDB is open and it will scrape.
+static PROMETHEUS: Probe = Probe {
+    program: "prometheus",
+    request: "/-/ready",
+    timeout: Duration::from_secs(30),
+    answered: |port, _| {
+        matches!(
+            http(port, "GET", "/-/ready", "", PROBE_TIMEOUT),
+            Ok((200, _))
+        )
+    },
+};
+
+/// How long one query of [`PrometheusServer::query`] may take.
+const PROMETHEUS_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A private Debian `prometheus` scraping `targets` (`host:port`, plain http, `/metrics`)
+/// every second, with its TSDB in its own temp dir.
+#[derive(Debug)]
+pub struct PrometheusServer {
+    daemon: Daemon,
+}
+
+impl PrometheusServer {
+    /// Starts Prometheus with one scrape job per `(job, target)`.
+    pub fn start(targets: &[(String, String)]) -> Result<Self> {
+        let daemon = Daemon::launch(&PROMETHEUS, None, |dir, port| {
+            let config = dir.join("prometheus.yml");
+            fs::write(&config, prometheus_config(targets)).map_err(|source| {
+                HarnessError::WriteConfig {
+                    path: config.clone(),
+                    source,
+                }
+            })?;
+            Ok(ManagedProcess::new("prometheus", "prometheus", dir)
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--log.level=warn"))
+        })?;
+        Ok(Self { daemon })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.daemon.port)
+    }
+
+    /// `GET /api/v1/query?query=<promql>`: the raw JSON answer (the caller parses it).
+    pub fn query(&self, promql: &str) -> Result<String> {
+        let target = format!("/api/v1/query?query={}", percent_encode(promql));
+        let port = self.daemon.port;
+        let failed = |reason: String| HarnessError::PrometheusQuery {
+            port,
+            query: promql.to_owned(),
+            reason,
+        };
+        let (status, body) = http(port, "GET", &target, "", PROMETHEUS_QUERY_TIMEOUT)
+            .map_err(|error| failed(error.to_string()))?;
+        if status != 200 {
+            return Err(failed(format!("status {status}: {body}")));
+        }
+        Ok(body)
+    }
+}
+
+/// The config of [`PrometheusServer`]: every target scraped each second.
+fn prometheus_config(targets: &[(String, String)]) -> String {
+    let mut text =
+        String::from("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n");
+    for (job, target) in targets {
+        text.push_str(&format!(
+            "  - job_name: {job:?}\n    static_configs:\n      - targets: [{target:?}]\n"
+        ));
+    }
+    text
+}

@@ -1,11 +1,13 @@
 //! `LocalStack`: the whole pipeline on this machine, for tests, replay and bench. A
 //! private `redis-server` and `influxd` and the roles as `weathervane` processes, wired to
-//! them by environment (`REDIS_URL`, `INFLUXDB_URL`, `INFLUXDB_DB`, `API_ADDR`) with
+//! them by environment (`REDIS_URL`, `INFLUXDB_URL`, `INFLUXDB_DB`, `API_ADDR`, and a free
+//! `WEATHERVANE_ADMIN_ADDR` per role, see [`LocalStack::admin_url`]) with
 //! `WEATHERVANE_EVENTS=stderr`, so each role's log file carries its typed events (see
 //! [`crate::events`]). It owns which roles run and where their logs go, and under access
 //! control the InfluxDB database and users; what the roles are asked to do (input, batch
 //! sizes) and the logins they are given come from the caller.
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -160,6 +162,10 @@ impl LocalStackBuilder {
             influx,
             influx_users: self.influx_users,
             api_addr: format!("127.0.0.1:{}", free_port()?),
+            admin_addrs: Role::ALL
+                .iter()
+                .map(|&role| Ok((role, format!("127.0.0.1:{}", free_port()?))))
+                .collect::<Result<_>>()?,
             env: self.env,
             dir,
             _owned_dir: owned_dir,
@@ -207,6 +213,9 @@ pub struct LocalStack {
     pub influx: InfluxServer,
     influx_users: Option<InfluxUsers>,
     api_addr: String,
+    /// Each role's admin server (`WEATHERVANE_ADMIN_ADDR`): a free port each, since tests
+    /// run side by side and the defaults are fixed.
+    admin_addrs: HashMap<Role, String>,
     env: Vec<(OsString, OsString)>,
     dir: PathBuf,
     /// The temp dir behind `dir` when the caller gave none; removed last.
@@ -227,6 +236,7 @@ impl LocalStack {
             .env("INFLUXDB_URL", self.influx.url())
             .env("INFLUXDB_DB", DB)
             .env("API_ADDR", &self.api_addr)
+            .env("WEATHERVANE_ADMIN_ADDR", &self.admin_addrs[&role])
             .env("WEATHERVANE_EVENTS", "stderr");
         Ok(self
             .env
@@ -264,5 +274,15 @@ impl LocalStack {
     /// The address the api role listens on.
     pub fn api_addr(&self) -> &str {
         &self.api_addr
+    }
+
+    /// The `host:port` of `role`'s admin server (`/livez`, `/readyz`, `/metrics`).
+    pub fn admin_addr(&self, role: Role) -> &str {
+        &self.admin_addrs[&role]
+    }
+
+    /// `http://host:port` of `role`'s admin server.
+    pub fn admin_url(&self, role: Role) -> String {
+        format!("http://{}", self.admin_addrs[&role])
     }
 }

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use weathervane_core::admin::{self, AdminArgs, AdminError, RoleAdmin};
 use weathervane_core::buffer::{self, BoundedQueue, Delivery, Target};
 use weathervane_core::bus::{
     self, BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard,
@@ -32,7 +33,9 @@ use weathervane_core::bus::{
 use weathervane_core::channel::{Channel, Deployment, Pattern};
 use weathervane_core::config::{BufferArgs, InfluxArgs, RedisArgs};
 use weathervane_core::event::{self, Event};
+use weathervane_core::health::Health;
 use weathervane_core::influx::{InfluxClient, InfluxError};
+use weathervane_core::metrics::{self, Counter};
 use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourStored};
 use weathervane_core::supervise::{Supervisor, TaskFailed};
 use weathervane_core::{Generation, HourKey, schema};
@@ -71,6 +74,8 @@ pub struct IngesterConfig {
     /// `hour,zip_code,time,reason`); created on first use, appended to, never truncated.
     #[arg(long, env = "WEATHERVANE_DEAD_LETTERS", default_value = DEFAULT_DEAD_LETTERS)]
     pub dead_letters: PathBuf,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +86,8 @@ pub enum IngesterError {
     Influx(#[from] InfluxError),
     #[error(transparent)]
     Task(#[from] TaskFailed),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error("cannot read the dead-letter file {path}: {source}")]
     DeadLetters {
         path: PathBuf,
@@ -121,6 +128,35 @@ struct IngesterState {
     dead_letters: Mutex<DeadLetters>,
     /// InfluxDB is refusing our credentials (logged once per such outage).
     credentials_refused: AtomicBool,
+    metrics: IngesterMetrics,
+}
+
+/// The role's name: its metrics' prefix and its health's.
+const ROLE: &str = "ingester";
+
+/// The ingester's own counters (see `weathervane_core::metrics::CATALOG`).
+struct IngesterMetrics {
+    rows_received: Counter,
+    /// Rows InfluxDB acknowledged: counted only after a write's 204.
+    rows_stored: Counter,
+    rows_dead_lettered: Counter,
+    batches_requested: Counter,
+    hours_stored: Counter,
+    messages_rejected: Counter,
+}
+
+impl IngesterMetrics {
+    fn new() -> Self {
+        let counter = |name| metrics::counter(ROLE, name, &[]);
+        Self {
+            rows_received: counter("rows_received_total"),
+            rows_stored: counter("rows_stored_total"),
+            rows_dead_lettered: counter("rows_dead_lettered_total"),
+            batches_requested: counter("batches_requested_total"),
+            hours_stored: counter("hour_completions_total"),
+            messages_rejected: counter("messages_rejected_total"),
+        }
+    }
 }
 
 impl IngesterState {
@@ -132,6 +168,9 @@ impl IngesterState {
             hour,
             batches: batches.clone(),
         });
+        self.metrics
+            .batches_requested
+            .increment(batches.len() as u64);
         for batch in batches {
             let channel = Channel::Request { batch, hour }.name(&self.deployment.namespace);
             let message = Outbound::new(channel, payload::encode(&self.deployment.id, &()));
@@ -158,22 +197,47 @@ impl IngesterState {
 }
 
 pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<(), IngesterError> {
-    let influx = InfluxClient::new(&config.influx, WRITE_TIMEOUT)?;
+    let admin = RoleAdmin::serve(
+        ROLE,
+        &["redis", "influxdb"],
+        &config.admin,
+        admin::INGESTER_ADMIN,
+    )
+    .await?;
+    run_with(config, shutdown, admin).await
+}
+
+/// [`run`] under `weathervane up`: the shared admin server shows `health`.
+pub async fn run_shared(
+    config: IngesterConfig,
+    shutdown: CancellationToken,
+    health: Health,
+) -> Result<(), IngesterError> {
+    run_with(config, shutdown, RoleAdmin::shared(health)).await
+}
+
+async fn run_with(
+    config: IngesterConfig,
+    shutdown: CancellationToken,
+    admin: RoleAdmin,
+) -> Result<(), IngesterError> {
+    let influx = InfluxClient::new(&config.influx, WRITE_TIMEOUT)?.with_metrics(ROLE);
     let dead_letters =
         DeadLetters::open(&config.dead_letters).map_err(|source| IngesterError::DeadLetters {
             path: config.dead_letters.clone(),
             source,
         })?;
     tracing::info!(dead_letters = %dead_letters.path().display(), "Points InfluxDB refuses go to the dead-letter file.");
-    let subscription = Subscription::new(&config.redis, &[Pattern::Data, Pattern::Announce])?;
+    let subscription = Subscription::new(&config.redis, &[Pattern::Data, Pattern::Announce])?
+        .with_health(admin.health.check("redis"));
     bus::check_certificates(&config.redis).await?;
     influx.check_certificates().await?;
     let request_target = PublishTarget {
-        publisher: Publisher::new(&config.redis)?,
+        publisher: Publisher::new(&config.redis)?.with_metrics(ROLE),
         unheard: Unheard::Retry,
     };
     let notice_target = PublishTarget {
-        publisher: Publisher::new(&config.redis)?,
+        publisher: Publisher::new(&config.redis)?.with_metrics(ROLE),
         unheard: Unheard::Retry,
     };
     let rows = config
@@ -193,8 +257,11 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
         rejected_payloads: AtomicU64::new(0),
         dead_letters: Mutex::new(dead_letters),
         credentials_refused: AtomicBool::new(false),
+        metrics: IngesterMetrics::new(),
     });
     let mut supervisor = Supervisor::new();
+    let health = admin.supervise(&mut supervisor);
+    admin::supervise_influx_probe(&mut supervisor, influx.clone(), &health);
     let write_batches = config.write_batches.max(1);
     buffer::supervise_flush(&mut supervisor, state.requests.clone(), 1, request_target);
     buffer::supervise_flush(&mut supervisor, state.notices.clone(), 1, notice_target);
@@ -231,6 +298,7 @@ async fn listen(
                 BusEvent::Message { channel, payload } => {
                     if let Err(error) = handle(&state, &channel, &payload).await {
                         let rejected = state.rejected_payloads.fetch_add(1, Ordering::Relaxed) + 1;
+                        state.metrics.messages_rejected.increment(1);
                         event::emit(Event::MessageRejected {
                             channel,
                             reason: error.to_string(),
@@ -278,6 +346,7 @@ async fn handle(
                     ));
                 }
                 event::emit(Event::BatchReceived { hour, batch, rows });
+                state.metrics.rows_received.increment(rows);
                 let bytes = lines.len();
                 let chunk = WriteChunk {
                     hour,
@@ -325,6 +394,8 @@ impl InfluxTarget {
     /// processor if that completed the hour.
     async fn stored(&self, chunk: &WriteChunk, refused: u64) {
         let rows = chunk.ends.len() as u64 - refused;
+        self.state.metrics.rows_stored.increment(rows);
+        self.state.metrics.rows_dead_lettered.increment(refused);
         let completed = self.state.ledger.lock().unwrap().on_stored(
             chunk.hour,
             chunk.batch,
@@ -337,6 +408,7 @@ impl InfluxTarget {
                 hour: chunk.hour,
                 rows: rows.stored,
             });
+            self.state.metrics.hours_stored.increment(1);
             self.state
                 .notify_stored(chunk.hour, rows, chunk.generation)
                 .await;

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use weathervane_core::admin::{self, AdminArgs, AdminError, RoleAdmin};
 use weathervane_core::buffer::{self, BoundedQueue, Delivery, Target};
 use weathervane_core::bus::{
     self, BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard,
@@ -21,7 +22,9 @@ use weathervane_core::bus::{
 use weathervane_core::channel::{Channel, Deployment, Pattern};
 use weathervane_core::config::{InfluxArgs, RedisArgs};
 use weathervane_core::event::{self, Event};
+use weathervane_core::health::Health;
 use weathervane_core::influx::{InfluxClient, InfluxError, Series};
+use weathervane_core::metrics;
 use weathervane_core::payload::{self, HourReported};
 use weathervane_core::report::{self, HourReport, MetricValues};
 use weathervane_core::row::Metric;
@@ -38,6 +41,8 @@ pub struct ProcessorConfig {
     pub redis: RedisArgs,
     #[command(flatten)]
     pub influx: InfluxArgs,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +53,12 @@ pub enum ProcessorError {
     Influx(#[from] InfluxError),
     #[error(transparent)]
     Task(#[from] TaskFailed),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
+
+/// The role's name: its metrics' prefix and its health's.
+const ROLE: &str = "processor";
 
 /// What the listener and the report flusher share.
 struct ProcessorState {
@@ -71,14 +81,39 @@ pub async fn run(
     config: ProcessorConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
-    let influx = InfluxClient::new(&config.influx, QUERY_TIMEOUT)?;
-    let subscription = Subscription::new(&config.redis, &[Pattern::Stored])?;
+    let admin = RoleAdmin::serve(
+        ROLE,
+        &["redis", "influxdb"],
+        &config.admin,
+        admin::PROCESSOR_ADMIN,
+    )
+    .await?;
+    run_with(config, shutdown, admin).await
+}
+
+/// [`run`] under `weathervane up`: the shared admin server shows `health`.
+pub async fn run_shared(
+    config: ProcessorConfig,
+    shutdown: CancellationToken,
+    health: Health,
+) -> Result<(), ProcessorError> {
+    run_with(config, shutdown, RoleAdmin::shared(health)).await
+}
+
+async fn run_with(
+    config: ProcessorConfig,
+    shutdown: CancellationToken,
+    admin: RoleAdmin,
+) -> Result<(), ProcessorError> {
+    let influx = InfluxClient::new(&config.influx, QUERY_TIMEOUT)?.with_metrics(ROLE);
+    let subscription = Subscription::new(&config.redis, &[Pattern::Stored])?
+        .with_health(admin.health.check("redis"));
     bus::check_certificates(&config.redis).await?;
     influx.check_certificates().await?;
     // A report nobody hears is not kept: the streamer announces the hour again and the
     // report follows.
     let reported_target = PublishTarget {
-        publisher: Publisher::new(&config.redis)?,
+        publisher: Publisher::new(&config.redis)?.with_metrics(ROLE),
         unheard: Unheard::Drop,
     };
     let state = Arc::new(ProcessorState {
@@ -87,6 +122,8 @@ pub async fn run(
         reported: Arc::new(BoundedQueue::new("processor-acks", 10_000, 1 << 20)),
     });
     let mut supervisor = Supervisor::new();
+    let health = admin.supervise(&mut supervisor);
+    admin::supervise_influx_probe(&mut supervisor, influx.clone(), &health);
     let token = supervisor.token();
     let report_target = ReportTarget {
         influx,
@@ -122,6 +159,7 @@ async fn listen(
             NoticeVerdict::AlreadyQueued | NoticeVerdict::NotANotice => {}
             NoticeVerdict::Malformed(reason) => {
                 rejected += 1;
+                metrics::counter(ROLE, "messages_rejected_total", &[]).increment(1);
                 event::emit(Event::MessageRejected {
                     channel,
                     reason,
@@ -163,6 +201,10 @@ impl Target<ReportJob> for ReportTarget {
                     states,
                     elapsed_ms: started.elapsed().as_millis() as u64,
                 });
+                metrics::histogram(ROLE, "report_duration_seconds", &[])
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter(ROLE, "hour_reports_total", &[]).increment(1);
+                metrics::counter(ROLE, "rows_reported_total", &[]).increment(job.rows);
                 let reported = Outbound::new(
                     Channel::Reported { hour: job.hour }.name(&self.deployment.namespace),
                     payload::encode(

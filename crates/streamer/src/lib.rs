@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use weathervane_core::admin::{self, AdminArgs, AdminError, RoleAdmin};
 use weathervane_core::buffer::{self, BoundedQueue};
 use weathervane_core::bus::{
     self, BusError, BusEvent, Outbound, PublishTarget, Publisher, Subscription, Unheard,
@@ -28,6 +29,8 @@ use weathervane_core::channel::{Channel, Deployment, DeploymentId, Pattern};
 use weathervane_core::config::{BufferArgs, RedisArgs};
 use weathervane_core::event::{self, Event};
 use weathervane_core::generation::GenerationDigest;
+use weathervane_core::health::Health;
+use weathervane_core::metrics::{self, Counter, Gauge};
 use weathervane_core::payload::{self, BatchEnvelope, HourAnnouncement, HourReported};
 use weathervane_core::row::{self, CsvError, ReadOptions, TimeColumn};
 use weathervane_core::shutdown::sleep_or_cancel;
@@ -49,6 +52,8 @@ pub struct StreamerConfig {
     pub buffer: BufferArgs,
     #[command(flatten)]
     pub stream: StreamOptions,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// What to stream and how fast; separate from the connection settings so `weathervane up`
@@ -130,6 +135,8 @@ pub enum StreamerError {
         "hour {hour} of the input reads differently than it was indexed, though no file changed"
     )]
     ReadsDifferently { hour: HourKey },
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
 
 /// What the streaming loop, the listener and the announcer share.
@@ -148,6 +155,34 @@ struct StreamerState {
     hour_confirmed: Notify,
     /// Hours and rows streamed, as bars on a terminal.
     progress: progress::StreamProgress,
+    metrics: StreamerMetrics,
+}
+
+/// The role's name: its metrics' prefix and its health's.
+const ROLE: &str = "streamer";
+
+/// The streamer's own counters (see `weathervane_core::metrics::CATALOG`).
+struct StreamerMetrics {
+    rows_read: Counter,
+    rows_rejected: Counter,
+    batches_resent: Counter,
+    hours_pending: Gauge,
+    hours_confirmed: Counter,
+    messages_rejected: Counter,
+}
+
+impl StreamerMetrics {
+    fn new() -> Self {
+        let counter = |name| metrics::counter(ROLE, name, &[]);
+        Self {
+            rows_read: counter("rows_read_total"),
+            rows_rejected: counter("rows_rejected_total"),
+            batches_resent: counter("batches_resent_total"),
+            hours_pending: metrics::gauge(ROLE, "hour_backlog", &[]),
+            hours_confirmed: counter("hour_confirmations_total"),
+            messages_rejected: counter("messages_rejected_total"),
+        }
+    }
 }
 
 /// Streams the input until shutdown (or, with `--once`, until every hour is confirmed).
@@ -157,10 +192,29 @@ struct StreamerState {
 /// no publish, push into a full queue or reconnect to a hung Redis holds the role past
 /// shutdown. If one ends early, fails or panics, the role stops with [`TaskFailed`].
 pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<(), StreamerError> {
+    let admin = RoleAdmin::serve(ROLE, &["redis"], &config.admin, admin::STREAMER_ADMIN).await?;
+    run_with(config, shutdown, admin).await
+}
+
+/// [`run`] under `weathervane up`: the shared admin server shows `health`.
+pub async fn run_shared(
+    config: StreamerConfig,
+    shutdown: CancellationToken,
+    health: Health,
+) -> Result<(), StreamerError> {
+    run_with(config, shutdown, RoleAdmin::shared(health)).await
+}
+
+async fn run_with(
+    config: StreamerConfig,
+    shutdown: CancellationToken,
+    admin: RoleAdmin,
+) -> Result<(), StreamerError> {
     let StreamerConfig {
         redis,
         buffer,
         stream: options,
+        admin: _,
     } = config;
     let interval_ok = |s: f64| s.is_finite() && s >= 0.0;
     for (flag, seconds) in [
@@ -175,12 +229,14 @@ pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<
     if !(options.max_abs_value > 0.0 && options.max_abs_value <= row::HARD_MAX_ABS_VALUE) {
         return Err(StreamerError::MaxAbsValue(options.max_abs_value));
     }
-    let publisher = Publisher::new(&redis)?;
-    let subscription = Subscription::new(&redis, &[Pattern::Request, Pattern::Reported])?;
+    let publisher = Publisher::new(&redis)?.with_metrics(ROLE);
+    let subscription = Subscription::new(&redis, &[Pattern::Request, Pattern::Reported])?
+        .with_health(admin.health.check("redis"));
     bus::check_certificates(&redis).await?;
     let state = Arc::new(StreamerState::open(options, &buffer, redis.deployment())?);
 
     let mut supervisor = Supervisor::new();
+    admin.supervise(&mut supervisor);
     let token = supervisor.token();
     let target = PublishTarget {
         publisher,
@@ -229,6 +285,8 @@ impl StreamerState {
             &mut rejects,
         )?;
         tracing::info!(rejects_file = %rejects.path().display(), "Rejected rows go to the rejects file.");
+        let metrics = StreamerMetrics::new();
+        metrics.rows_rejected.absolute(rejects.count());
         event::emit(Event::InputIndexed {
             files: options.input.len(),
             rows: index.row_count() as u64,
@@ -256,6 +314,7 @@ impl StreamerState {
             pending: Mutex::new(PendingHours::new(options.max_pending_hours, announce_every)),
             confirmed: Mutex::new(confirmed),
             hour_confirmed: Notify::new(),
+            metrics,
             index: Mutex::new(Arc::new(index)),
             options,
             deployment,
@@ -267,6 +326,12 @@ impl StreamerState {
 impl StreamerState {
     fn index(&self) -> Arc<InputIndex> {
         self.index.lock().unwrap().clone()
+    }
+
+    /// Sets the pending-hours gauge after `pending` changed.
+    fn count_pending(&self) {
+        let pending = self.pending.lock().unwrap().len();
+        self.metrics.hours_pending.set(pending as f64);
     }
 }
 
@@ -450,6 +515,9 @@ async fn reindex(state: &Arc<StreamerState>, change: Changed) -> Result<(), Stre
             "An input file changed; indexed the input again, streaming what changed."
         );
         *state.index.lock().unwrap() = Arc::new(index);
+        let rejected = state.rejects.lock().unwrap().count();
+        state.metrics.rows_rejected.absolute(rejected);
+        state.count_pending();
         state.hour_confirmed.notify_waiters();
         Ok(())
     })
@@ -484,21 +552,25 @@ async fn stream_hour(state: &Arc<StreamerState>, hour: HourKey) -> Result<Stream
         plan.generation,
         Instant::now(),
     );
+    state.count_pending();
     let mut digest = GenerationDigest::new(state.options.batch_size);
     for batch in 0..plan.batches {
         let id = state.deployment.id.clone();
         let payload = match read_batch(index.clone(), hour, batch, plan, id, false).await? {
             Ok(BatchRead { rows, payload }) => {
                 rows.iter().for_each(|row| digest.add(row));
-                payload
+                (rows.len() as u64, payload)
             }
             Err(change) => {
                 state.pending.lock().unwrap().forget(hour);
+                state.count_pending();
                 return Ok(Streamed::Stale(change));
             }
         };
+        let (rows, payload) = payload;
+        state.metrics.rows_read.increment(rows);
         let channel = Channel::Data { batch, hour }.name(&state.deployment.namespace);
-        let message = Outbound::new(channel, payload);
+        let message = Outbound::new(channel, payload).batch_of(rows);
         let bytes = message.bytes();
         state.outbound.push(message, bytes).await;
         if !batch_interval.is_zero() && batch + 1 < plan.batches {
@@ -507,6 +579,7 @@ async fn stream_hour(state: &Arc<StreamerState>, hour: HourKey) -> Result<Stream
     }
     if digest.finish() != plan.generation {
         state.pending.lock().unwrap().forget(hour);
+        state.count_pending();
         return match index.changed()? {
             // The batches already queued carry a generation that is never announced; the
             // hour's new content replaces them downstream.
@@ -656,6 +729,7 @@ async fn listen(
             Err(error) => error.to_string(),
         };
         rejected += 1;
+        state.metrics.messages_rejected.increment(1);
         event::emit(Event::MessageRejected {
             channel,
             reason,
@@ -690,8 +764,8 @@ async fn resend(state: &StreamerState, hour: HourKey, batch: u32) {
         return;
     };
     let id = state.deployment.id.clone();
-    let payload = match read_batch(index, hour, batch, plan, id, true).await {
-        Ok(Ok(read)) => read.payload,
+    let (rows, payload) = match read_batch(index, hour, batch, plan, id, true).await {
+        Ok(Ok(read)) => (read.rows.len() as u64, read.payload),
         Ok(Err(change)) => {
             tracing::info!(hour = %hour, batch, file = %change.path.display(), "Resend skipped: the input changed; the hour will be streamed again.");
             return;
@@ -702,8 +776,10 @@ async fn resend(state: &StreamerState, hour: HourKey, batch: u32) {
         }
     };
     tracing::info!(hour = %hour, batch, "Resending batch on request.");
+    state.metrics.rows_read.increment(rows);
+    state.metrics.batches_resent.increment(1);
     let channel = Channel::Data { batch, hour }.name(&state.deployment.namespace);
-    let message = Outbound::new(channel, payload);
+    let message = Outbound::new(channel, payload).batch_of(rows);
     let bytes = message.bytes();
     state.outbound.push(message, bytes).await;
 }
@@ -731,6 +807,8 @@ fn confirm(state: &StreamerState, hour: HourKey, reported: HourReported) {
         tracing::error!(hour = %hour, %error, "Cannot record the confirmed hour; a restart will stream it again.");
     }
     event::emit(Event::HourConfirmed { hour, rows });
+    state.metrics.hours_confirmed.increment(1);
+    state.count_pending();
     state.hour_confirmed.notify_waiters();
 }
 

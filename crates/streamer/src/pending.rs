@@ -91,6 +91,11 @@ impl PendingHours {
         self.hours.is_empty()
     }
 
+    /// Hours streamed (or being streamed) and not yet confirmed.
+    pub fn len(&self) -> usize {
+        self.hours.len()
+    }
+
     /// `hour` is being streamed from `now`: its batches are about to be queued, and the
     /// announcement queued after them counts as its first.
     pub fn start(
