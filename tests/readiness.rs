@@ -112,10 +112,27 @@ async fn each_role_is_not_ready_while_redis_is_killed_and_ready_once_it_is_back(
 async fn each_role_is_not_ready_while_influxdb_is_hung_or_killed_and_ready_once_it_is_back() {
     let (mut stack, _streamer) = stack_with_every_role();
     all_ready(&stack).await;
+    let paused = std::time::Instant::now();
     stack.influx.pause().unwrap();
     only_its_users_are_not_ready(&stack, "influxdb").await;
+    // Down for at least 2 s after every role noticed: each counts at least 2 outage
+    // seconds, and no more than the pause lasted in all.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     stack.influx.resume().unwrap();
     all_ready(&stack).await;
+    let paused_for = paused.elapsed().as_secs_f64();
+    for role in Role::ALL.into_iter().filter(|role| uses(*role, "influxdb")) {
+        let metrics = scrape(&stack.admin_url(role)).await;
+        let seconds = value(
+            &metrics,
+            &format!("weathervane_{}_outage_seconds_total", role.name()),
+            &[("target", "influxdb")],
+        );
+        assert!(
+            (2.0..=paused_for).contains(&seconds),
+            "{role}: {seconds} outage seconds for a pause of {paused_for:.1} s"
+        );
+    }
     stack.influx.kill();
     only_its_users_are_not_ready(&stack, "influxdb").await;
     stack.influx.start_again().unwrap();

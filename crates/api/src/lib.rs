@@ -36,6 +36,7 @@ pub use crate::cache::ReportCache;
 pub use crate::cors::CorsOrigins;
 pub use crate::error::AppError;
 pub use crate::limits::{Limits, MAX_BODY_BYTES};
+pub use crate::metrics::CHECKS;
 pub use crate::server::serve;
 /// Moved to core, where every role's admin address parses the same way.
 pub use weathervane_core::listen::ListenAddr;
@@ -133,7 +134,7 @@ fn routes(state: AppState) -> Router {
 
 /// Serves until `shutdown`, then finishes the requests in flight.
 pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), ApiError> {
-    let admin = RoleAdmin::serve(metrics::ROLE, &["influxdb"], &config.admin, API_ADMIN).await?;
+    let admin = RoleAdmin::serve(metrics::ROLE, metrics::CHECKS, &config.admin, API_ADMIN).await?;
     run_with(config, shutdown, admin).await
 }
 

@@ -19,6 +19,8 @@ use weathervane_core::supervise::Supervisor;
 
 /// The role's name: its metrics' prefix and its health's.
 pub const ROLE: &str = "api";
+/// What its readiness checks: InfluxDB answering (it never talks to Redis).
+pub const CHECKS: &[&str] = &["influxdb"];
 /// The label of an answer no route gave (so junk paths cannot add series).
 const OTHER: &str = "other";
 

@@ -62,10 +62,10 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         processor_health,
         api_health,
     ] = [
-        Health::new("streamer", &["redis"]),
-        Health::new("ingester", &["redis", "influxdb"]),
-        Health::new("processor", &["redis", "influxdb"]),
-        Health::new("api", &["influxdb"]),
+        Health::new("streamer", weathervane_streamer::CHECKS),
+        Health::new("ingester", weathervane_ingester::CHECKS),
+        Health::new("processor", weathervane_processor::CHECKS),
+        Health::new("api", weathervane_api::CHECKS),
     ];
     let mut admin_tasks = Supervisor::new();
     admin::supervise_server(

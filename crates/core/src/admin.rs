@@ -61,10 +61,11 @@ impl AdminArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("cannot listen for the admin server on {addr} (--admin-addr): {source}")]
+    /// The cause is in the message, not a `source`, so `{:#}` does not print it twice.
+    #[error("cannot listen for the admin server on {addr} (--admin-addr): {cause}")]
     Bind {
         addr: ListenAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -74,9 +75,9 @@ pub async fn bind(addr: &ListenAddr) -> Result<TcpListener, AdminError> {
     crate::metrics::install();
     let listener = TcpListener::bind((addr.host.as_str(), addr.port))
         .await
-        .map_err(|source| AdminError::Bind {
+        .map_err(|cause| AdminError::Bind {
             addr: addr.clone(),
-            source,
+            cause,
         })?;
     if let Ok(local) = listener.local_addr() {
         tracing::info!(addr = %local, "Admin server listening (/livez, /readyz, /metrics).");
@@ -274,8 +275,8 @@ async fn metrics(State(roles): State<Vec<Health>>) -> Response {
 pub enum ProbeError {
     #[error("{url} is not an http://host:port/path URL")]
     Url { url: String },
-    #[error("cannot reach {url}: {source}")]
-    Io { url: String, source: std::io::Error },
+    #[error("cannot reach {url}: {cause}")]
+    Io { url: String, cause: std::io::Error },
     #[error("{url} answered {status}: {body}")]
     Status {
         url: String,
@@ -298,9 +299,9 @@ pub fn probe(url: &str, timeout: Duration) -> Result<String, ProbeError> {
     if authority.is_empty() || authority.contains('@') {
         return Err(bad());
     }
-    let io = |source| ProbeError::Io {
+    let io = |cause| ProbeError::Io {
         url: url.to_owned(),
-        source,
+        cause,
     };
     let deadline = std::time::Instant::now() + timeout;
     let addr = authority

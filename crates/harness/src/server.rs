@@ -1,8 +1,9 @@
-//! `RedisServer` and `InfluxServer`: a private daemon on a free 127.0.0.1 port with its
-//! own temp dir, started and restarted only once it answers its readiness probe. It owns
-//! the daemons' command lines and configs, and the one login each needs to be usable
-//! under access control (the probe's Redis user from the caller's ACL file, InfluxDB's
-//! first admin); other databases, keys and users are the caller's.
+//! `RedisServer`, `InfluxServer` and `PrometheusServer`: a private daemon on a free
+//! 127.0.0.1 port with its own temp dir, started and restarted only once it answers its
+//! readiness probe. It owns the daemons' command lines and configs (Prometheus's scrape
+//! config too), and the one login each needs to be usable under access control (the
+//! probe's Redis user from the caller's ACL file, InfluxDB's first admin); other
+//! databases, keys and users are the caller's.
 
 use std::fmt;
 use std::fs;

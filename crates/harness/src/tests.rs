@@ -1,4 +1,4 @@
-//! Tests against real `redis-server`, `influxd` and `sh` processes. They own only what
+//! Tests against real `redis-server`, `influxd`, `prometheus` and `sh` processes. They own only what
 //! they start; every process is checked to be gone (reaped, not a zombie) at the end.
 
 use std::io::ErrorKind;
@@ -293,4 +293,16 @@ fn weathervane_binary_is_found_or_explained() {
             "{error}"
         ),
     }
+}
+
+#[test]
+fn prometheus_answers_queries_names_a_bad_one_and_is_gone_on_drop() {
+    let prometheus = crate::PrometheusServer::start(&[]).unwrap();
+    let pid = prometheus.pid().unwrap();
+    let answer = prometheus.query("vector(42)").unwrap();
+    assert!(answer.contains("\"42\""), "{answer}");
+    let refused = prometheus.query("up{").unwrap_err();
+    assert!(refused.to_string().contains("up{"), "{refused}");
+    drop(prometheus);
+    assert_gone(pid);
 }

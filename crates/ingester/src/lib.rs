@@ -133,6 +133,8 @@ struct IngesterState {
 
 /// The role's name: its metrics' prefix and its health's.
 const ROLE: &str = "ingester";
+/// What its readiness checks: its subscription, and InfluxDB answering.
+pub const CHECKS: &[&str] = &["redis", "influxdb"];
 
 /// The ingester's own counters (see `weathervane_core::metrics::CATALOG`).
 struct IngesterMetrics {
@@ -197,13 +199,7 @@ impl IngesterState {
 }
 
 pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<(), IngesterError> {
-    let admin = RoleAdmin::serve(
-        ROLE,
-        &["redis", "influxdb"],
-        &config.admin,
-        admin::INGESTER_ADMIN,
-    )
-    .await?;
+    let admin = RoleAdmin::serve(ROLE, CHECKS, &config.admin, admin::INGESTER_ADMIN).await?;
     run_with(config, shutdown, admin).await
 }
 

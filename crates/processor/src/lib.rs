@@ -59,6 +59,8 @@ pub enum ProcessorError {
 
 /// The role's name: its metrics' prefix and its health's.
 const ROLE: &str = "processor";
+/// What its readiness checks: its subscription, and InfluxDB answering.
+pub const CHECKS: &[&str] = &["redis", "influxdb"];
 
 /// What the listener and the report flusher share.
 struct ProcessorState {
@@ -81,13 +83,7 @@ pub async fn run(
     config: ProcessorConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
-    let admin = RoleAdmin::serve(
-        ROLE,
-        &["redis", "influxdb"],
-        &config.admin,
-        admin::PROCESSOR_ADMIN,
-    )
-    .await?;
+    let admin = RoleAdmin::serve(ROLE, CHECKS, &config.admin, admin::PROCESSOR_ADMIN).await?;
     run_with(config, shutdown, admin).await
 }
 

@@ -160,6 +160,8 @@ struct StreamerState {
 
 /// The role's name: its metrics' prefix and its health's.
 const ROLE: &str = "streamer";
+/// What its readiness checks: its subscription.
+pub const CHECKS: &[&str] = &["redis"];
 
 /// The streamer's own counters (see `weathervane_core::metrics::CATALOG`).
 struct StreamerMetrics {
@@ -192,7 +194,7 @@ impl StreamerMetrics {
 /// no publish, push into a full queue or reconnect to a hung Redis holds the role past
 /// shutdown. If one ends early, fails or panics, the role stops with [`TaskFailed`].
 pub async fn run(config: StreamerConfig, shutdown: CancellationToken) -> Result<(), StreamerError> {
-    let admin = RoleAdmin::serve(ROLE, &["redis"], &config.admin, admin::STREAMER_ADMIN).await?;
+    let admin = RoleAdmin::serve(ROLE, CHECKS, &config.admin, admin::STREAMER_ADMIN).await?;
     run_with(config, shutdown, admin).await
 }
 
