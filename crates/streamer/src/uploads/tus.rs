@@ -209,7 +209,10 @@ pub fn check_offset(offset: u64, given: u64) -> Result<(), TusError> {
 /// After `received` more bytes of a chunk at `offset`, the upload must still fit its
 /// `length`.
 pub fn check_room(length: u64, offset: u64, received: u64) -> Result<(), TusError> {
-    if offset.checked_add(received).is_some_and(|end| end <= length) {
+    if offset
+        .checked_add(received)
+        .is_some_and(|end| end <= length)
+    {
         Ok(())
     } else {
         Err(TusError::PastLength {
