@@ -811,3 +811,275 @@ async fn progress(
         .insert("Cache-Control", HeaderValue::from_static("no-store"));
     Ok(response)
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::inbox::InboxArgs;
+
+    const HEADER: &str = "zip_code,state,time,temp_c,pressure_mb,humidity,precip_mm\n";
+
+    fn uploads(dir: &Path, max_uploads: usize, token: Option<&str>) -> Arc<Uploads> {
+        let inbox_dir = dir.join("inbox");
+        let args = InboxArgs {
+            inbox: Some(inbox_dir.clone()),
+            inbox_quiet: 2.0,
+        };
+        let read = ReadOptions::default();
+        let inbox =
+            Arc::new(Inbox::open(&inbox_dir, &args, read, dir.join("rejects.csv")).unwrap());
+        let staging = inbox_dir.join(".uploads");
+        Arc::new(Uploads {
+            uploads: Mutex::new(load(&staging).unwrap()),
+            dir: staging,
+            inbox,
+            read,
+            max_bytes: 1000,
+            max_uploads,
+            token: token.map(|t| Secret::from(t.to_owned())),
+            gone: Mutex::new(HashSet::new()),
+            started: Counter::noop(),
+            finished: Counter::noop(),
+            failed: Counter::noop(),
+            received: Counter::noop(),
+        })
+    }
+
+    async fn send(
+        uploads: &Arc<Uploads>,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, HeaderMap, String) {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = router(uploads.clone())
+            .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
+    const TUS: (&str, &str) = ("Tus-Resumable", "1.0.0");
+
+    async fn create(uploads: &Arc<Uploads>, length: &str) -> (u16, String) {
+        let (status, headers, body) = send(
+            uploads,
+            "POST",
+            "/uploads",
+            &[TUS, ("Upload-Length", length)],
+            "",
+        )
+        .await;
+        let location = headers
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned());
+        (status, location.unwrap_or(body))
+    }
+
+    #[tokio::test]
+    async fn creation_is_refused_past_the_limits_and_without_the_version_or_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = uploads(dir.path(), 1, None);
+        let (status, body) = create(&uploads, "1001").await;
+        assert_eq!(status, 413);
+        assert!(body.contains("--max-upload-bytes"), "{body}");
+        let (status, _, _) =
+            send(&uploads, "POST", "/uploads", &[("Upload-Length", "5")], "").await;
+        assert_eq!(status, 412, "no Tus-Resumable");
+        let (status, _, body) = send(&uploads, "POST", "/uploads", &[TUS], "").await;
+        assert_eq!(
+            (status, body.contains("Upload-Length")),
+            (400, true),
+            "{body}"
+        );
+        let (status, _) = create(&uploads, "100").await;
+        assert_eq!(status, 201);
+        let (status, body) = create(&uploads, "100").await;
+        assert_eq!(status, 429, "one upload at a time");
+        assert!(
+            body.contains("--max-uploads") && body.starts_with("{\"error\""),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_is_required_when_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = uploads(dir.path(), 4, Some("s3cret"));
+        let (status, _) = create(&uploads, "10").await;
+        assert_eq!(status, 401);
+        let bad = ("Authorization", "Bearer s3cre");
+        let (status, _, body) = send(
+            &uploads,
+            "POST",
+            "/uploads",
+            &[TUS, bad, ("Upload-Length", "10")],
+            "",
+        )
+        .await;
+        assert_eq!(status, 401);
+        assert!(!body.contains("s3cret"), "the token is never shown");
+        let good = ("Authorization", "Bearer s3cret");
+        let (status, _, _) = send(
+            &uploads,
+            "POST",
+            "/uploads",
+            &[TUS, good, ("Upload-Length", "10")],
+            "",
+        )
+        .await;
+        assert_eq!(status, 201);
+        let (status, headers, _) = send(&uploads, "OPTIONS", "/uploads", &[], "").await;
+        assert_eq!(status, 204, "OPTIONS needs no token");
+        assert_eq!(headers["tus-extension"], tus::EXTENSIONS);
+    }
+
+    #[tokio::test]
+    async fn chunks_append_at_the_offset_and_a_finished_upload_goes_to_the_inbox_or_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = uploads(dir.path(), 4, None);
+        let content = format!("{HEADER}1,CA,2023-09-19 05:00,1,1000,50,0\n");
+        let (_, location) = create(&uploads, &content.len().to_string()).await;
+        let octets = ("Content-Type", tus::PATCH_CONTENT_TYPE);
+        let (status, _, _) = send(
+            &uploads,
+            "PATCH",
+            &location,
+            &[TUS, ("Upload-Offset", "0")],
+            "zip",
+        )
+        .await;
+        assert_eq!(status, 415, "not offset+octet-stream");
+        let (first, rest) = content.split_at(20);
+        let (status, headers, _) = send(
+            &uploads,
+            "PATCH",
+            &location,
+            &[TUS, octets, ("Upload-Offset", "0")],
+            first,
+        )
+        .await;
+        assert_eq!(status, 204);
+        assert_eq!(headers["upload-offset"], "20");
+        let (status, _, _) = send(
+            &uploads,
+            "PATCH",
+            &location,
+            &[TUS, octets, ("Upload-Offset", "0")],
+            rest,
+        )
+        .await;
+        assert_eq!(status, 409);
+        let too_much = format!("{rest}extra");
+        let (status, _, _) = send(
+            &uploads,
+            "PATCH",
+            &location,
+            &[TUS, octets, ("Upload-Offset", "20")],
+            &too_much,
+        )
+        .await;
+        assert_eq!(status, 413, "past Upload-Length");
+        let (_, headers, _) = send(&uploads, "HEAD", &location, &[TUS], "").await;
+        assert_eq!(
+            headers["upload-offset"], "20",
+            "a refused chunk leaves the offset"
+        );
+        let (status, _, _) = send(
+            &uploads,
+            "PATCH",
+            &location,
+            &[TUS, octets, ("Upload-Offset", "20")],
+            rest,
+        )
+        .await;
+        assert_eq!(status, 204);
+        let id = location.rsplit('/').next().unwrap();
+        let moved = dir.path().join("inbox").join(format!("{id}-upload.csv"));
+        assert_eq!(std::fs::read_to_string(&moved).unwrap(), content);
+        let (_, _, body) = send(&uploads, "GET", &location, &[], "").await;
+        assert!(body.contains("\"state\":\"queued\""), "{body}");
+        let (status, _, _) = send(&uploads, "DELETE", &location, &[TUS], "").await;
+        assert_eq!(status, 409, "handed to the inbox already");
+
+        // Not a weather CSV: refused once complete, nothing goes to the inbox.
+        let (_, location) = create(&uploads, "9").await;
+        let (status, _, body) = send(
+            &uploads,
+            "PATCH",
+            &location,
+            &[TUS, octets, ("Upload-Offset", "0")],
+            "a,b,c\n1,2",
+        )
+        .await;
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body.contains("bad header") && !body.contains(".part"),
+            "{body}"
+        );
+        let (_, _, body) = send(&uploads, "GET", &location, &[], "").await;
+        assert!(body.contains("\"state\":\"failed\""), "{body}");
+
+        // Terminated: gone.
+        let (_, location) = create(&uploads, "9").await;
+        let (status, _, _) = send(&uploads, "DELETE", &location, &[TUS], "").await;
+        assert_eq!(status, 204);
+        let (status, _, _) = send(&uploads, "HEAD", &location, &[TUS], "").await;
+        assert_eq!(status, 410);
+        let (status, _, _) = send(&uploads, "HEAD", "/uploads/nosuch", &[TUS], "").await;
+        assert_eq!(status, 404);
+    }
+
+    #[tokio::test]
+    async fn a_restart_cuts_an_unacknowledged_tail_and_keeps_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads_before = uploads(dir.path(), 4, None);
+        let (_, location) = create(&uploads_before, "100").await;
+        let octets = ("Content-Type", tus::PATCH_CONTENT_TYPE);
+        send(
+            &uploads_before,
+            "PATCH",
+            &location,
+            &[TUS, octets, ("Upload-Offset", "0")],
+            "zip_code",
+        )
+        .await;
+        let id = location.rsplit('/').next().unwrap().to_owned();
+        let part = uploads_before.part(&id);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&part)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b",never acknowledged"))
+            .unwrap();
+        let after = uploads(dir.path(), 4, None);
+        let (_, headers, _) = send(&after, "HEAD", &location, &[TUS], "").await;
+        assert_eq!(headers["upload-offset"], "8");
+        assert_eq!(std::fs::read(&part).unwrap(), b"zip_code");
+    }
+
+    #[test]
+    fn a_full_disk_is_a_507_and_anonymous_uploads_only_on_loopback() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let refusal = Refusal::io("write the chunk", "abc", &full);
+        assert_eq!(refusal.status.as_u16(), 507);
+        assert!(refusal.message.contains("no space"), "{}", refusal.message);
+        assert!(is_loopback("127.0.0.1") && is_loopback("::1") && is_loopback("localhost"));
+        assert!(!is_loopback("0.0.0.0") && !is_loopback("example.org"));
+    }
+}
