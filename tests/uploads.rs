@@ -332,6 +332,16 @@ async fn two_uploads_and_an_inbox_file_stream_exactly_and_a_terminated_upload_no
         "{reports:?}"
     );
     assert_stored_exactly(&stack, &rows_of(&[&a, &b, &dropped])).await;
+    let ready: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/readyz", stack.admin_url(Role::Streamer)))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["inbox"]["ok"], true, "{ready}");
     assert!(
         std::fs::read_dir(inbox.join(".uploads"))
             .unwrap()

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use weathervane_core::health::Check;
 use weathervane_core::metrics::{self, Counter};
 use weathervane_core::row::{CsvSource, ReadOptions};
 use weathervane_core::shutdown::sleep_or_cancel;
@@ -306,12 +307,11 @@ impl Inbox {
         }
     }
 
-    /// Looks at the inbox once: takes the files that are complete.
-    fn take_complete(&self, files: &crate::InputFiles) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            tracing::warn!(dir = %self.dir.display(), "Cannot read the inbox; trying again.");
-            return;
-        };
+    /// Looks at the inbox once: takes the files that are complete. `Err` if the inbox
+    /// cannot be read (its readiness check says why).
+    fn take_complete(&self, files: &crate::InputFiles) -> Result<(), String> {
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|error| format!("cannot read the inbox {}: {error}", self.dir.display()))?;
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut present = Vec::new();
         for entry in entries.flatten() {
@@ -342,6 +342,7 @@ impl Inbox {
             .unwrap()
             .quiet
             .retain(|name| present.iter().any(|p| p == name));
+        Ok(())
     }
 
     /// Moves `name` to `processing/`, checks it, and adds it to the input (or moves it on
@@ -529,16 +530,30 @@ pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Looks at the inbox every second: takes complete files, follows those being streamed,
-/// moves those done. Blocking file work runs off the async threads.
-pub async fn watch(inbox: Arc<Inbox>, streamer: Arc<StreamerState>, shutdown: CancellationToken) {
+/// moves those done; reports whether the inbox can be read as the `inbox` readiness
+/// check. Blocking file work runs off the async threads.
+pub async fn watch(
+    inbox: Arc<Inbox>,
+    streamer: Arc<StreamerState>,
+    check: Check,
+    shutdown: CancellationToken,
+) {
     while sleep_or_cancel(POLL, &shutdown).await {
         let (inbox, streamer) = (inbox.clone(), streamer.clone());
-        in_span_blocking(move || {
-            inbox.take_complete(&streamer.files);
+        let looked = in_span_blocking(move || {
+            let looked = inbox.take_complete(&streamer.files);
             inbox.follow(&streamer);
+            looked
         })
         .await
         .expect("watching the inbox does not panic");
+        match looked {
+            Ok(()) => check.ok(),
+            Err(why) => {
+                tracing::warn!(%why, "Inbox unreadable; trying again.");
+                check.failed(why);
+            }
+        }
     }
 }
 

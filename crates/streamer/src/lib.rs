@@ -284,7 +284,7 @@ async fn run_with(
     )?);
 
     let mut supervisor = Supervisor::new();
-    admin.supervise(&mut supervisor);
+    let health = admin.supervise(&mut supervisor);
     let token = supervisor.token();
     let target = PublishTarget {
         publisher,
@@ -306,7 +306,10 @@ async fn run_with(
         let (state, token) = (state.clone(), token.clone());
         supervisor.spawn_until_stopped(
             "streamer-inbox",
-            until_cancelled(inbox::watch(inbox, state, token.clone()), token),
+            until_cancelled(
+                inbox::watch(inbox, state, health.check("inbox"), token.clone()),
+                token,
+            ),
         );
     }
     if let Some(server) = upload_server {
