@@ -278,6 +278,12 @@ impl Inbox {
         &self.dir
     }
 
+    /// Where a file taken into `processing/` ends once streamed: the name its rejects
+    /// carry from the start.
+    pub fn final_path(&self, path: &Path) -> PathBuf {
+        self.done.join(path.file_name().unwrap_or_default())
+    }
+
     /// The files a (re)started streamer streams after `--input`: `done/`'s and
     /// `processing/`'s, in arrival order.
     pub fn files_to_stream(&self) -> Vec<PathBuf> {
@@ -368,7 +374,7 @@ impl Inbox {
         match CsvSource::open_with(&path, &self.read) {
             Ok(_) => {
                 tracing::info!(file = %path.display(), "Inbox file taken; streaming it.");
-                files.push(path);
+                files.push_named(path.clone(), self.final_path(&path));
                 self.state
                     .lock()
                     .unwrap()

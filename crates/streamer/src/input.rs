@@ -193,12 +193,17 @@ pub struct Changed {
 #[derive(Debug, Default)]
 pub struct InputFiles {
     paths: RwLock<Vec<PathBuf>>,
+    /// The name a file's rejects carry when it is not its path (by its current path): an
+    /// inbox file's is the path it ends at in `done/`, so its rejects are recorded once,
+    /// not again under each folder it passes through.
+    names: RwLock<std::collections::HashMap<PathBuf, PathBuf>>,
 }
 
 impl InputFiles {
     pub fn new(paths: Vec<PathBuf>) -> Self {
         Self {
             paths: RwLock::new(paths),
+            names: RwLock::default(),
         }
     }
 
@@ -206,9 +211,16 @@ impl InputFiles {
         self.paths.read().unwrap().clone()
     }
 
-    /// Adds a file at the end: the next index includes it.
-    pub fn push(&self, path: PathBuf) {
+    /// Adds a file at the end, its rejects named `name`: the next index includes it.
+    pub fn push_named(&self, path: PathBuf, name: PathBuf) {
+        self.names.write().unwrap().insert(path.clone(), name);
         self.paths.write().unwrap().push(path);
+    }
+
+    /// The name the rejects of the file now at `path` carry.
+    pub fn name_of(&self, path: &Path) -> PathBuf {
+        let names = self.names.read().unwrap();
+        names.get(path).cloned().unwrap_or_else(|| path.to_owned())
     }
 
     /// Renames `from` to `to` on disk and in the list, with no batch being read meanwhile.
@@ -217,6 +229,10 @@ impl InputFiles {
         std::fs::rename(from, to)?;
         for path in paths.iter_mut().filter(|path| path.as_path() == from) {
             *path = to.to_owned();
+        }
+        let mut names = self.names.write().unwrap();
+        if let Some(name) = names.remove(from) {
+            names.insert(to.to_owned(), name);
         }
         Ok(())
     }
@@ -322,11 +338,13 @@ impl InputIndex {
                 source,
             })?);
             let mut source = CsvSource::open_with(path, read)?;
+            let name = files.name_of(path);
             while let Some(result) = source.next_row() {
                 let (location, row) = match result {
                     Ok(read) => read,
-                    Err(error) => {
+                    Err(mut error) => {
                         stats[file].rejected += 1;
+                        error.path = name.clone();
                         rejects.record(&error);
                         continue;
                     }
@@ -334,7 +352,7 @@ impl InputIndex {
                 if !stations.first(&row) {
                     stats[file].rejected += 1;
                     rejects.record(&RowError {
-                        path: path.clone(),
+                        path: name.clone(),
                         line: location.position.line(),
                         reason: format!(
                             "duplicate: zip_code {} already has a row at {}",
@@ -614,7 +632,7 @@ mod tests {
                 "3,CA,2023-09-19 06:00,1,1000,50,0",
             ],
         );
-        files.push(b.clone());
+        files.push_named(b.clone(), dir.path().join("done-b.csv"));
         let change = index.changed().unwrap().expect("a new file");
         assert_eq!(
             (change.path, change.what.as_str()),
@@ -627,6 +645,11 @@ mod tests {
             (stats.rows, stats.rejected),
             (1, 1),
             "its duplicate of a.csv's row"
+        );
+        let text = std::fs::read_to_string(rejects.path()).unwrap();
+        assert!(
+            text.contains("done-b.csv,2,duplicate"),
+            "named as asked: {text}"
         );
         assert_eq!(
             stats
@@ -641,6 +664,13 @@ mod tests {
         files.rename(&b, &moved).unwrap();
         assert!(index.changed().unwrap().is_none());
         assert_eq!(index.file_stats(&moved), Some(&stats));
+        let index = InputIndex::build_files(files.clone(), read, 500, &mut rejects).unwrap();
+        assert_eq!(index.file_stats(&moved), Some(&stats));
+        let again = std::fs::read_to_string(rejects.path()).unwrap();
+        assert_eq!(
+            again, text,
+            "indexed again after the move: no reject written twice"
+        );
         let five = "2023-09-19T05".parse().unwrap();
         assert_eq!(index.read_batch(five, 0).unwrap().len(), 1);
     }

@@ -272,13 +272,15 @@ async fn run_with(
     let subscription = Subscription::new(&redis, &[Pattern::Request, Pattern::Reported])?
         .with_health(admin.health.check("redis"));
     bus::check_certificates(&redis).await?;
-    let mut inputs = options.input.clone();
+    let files = InputFiles::new(options.input.clone());
     if let Some(inbox) = &inbox {
-        inputs.extend(inbox.files_to_stream());
+        for path in inbox.files_to_stream() {
+            files.push_named(path.clone(), inbox.final_path(&path));
+        }
     }
     let state = Arc::new(StreamerState::open(
         options,
-        inputs,
+        files,
         &buffer,
         redis.deployment(),
     )?);
@@ -329,7 +331,7 @@ impl StreamerState {
     /// Loads the record of confirmed hours, indexes the input and sizes the outbound queue.
     fn open(
         options: StreamOptions,
-        inputs: Vec<PathBuf>,
+        files: InputFiles,
         buffer: &BufferArgs,
         deployment: Deployment,
     ) -> Result<Self, StreamerError> {
@@ -340,7 +342,7 @@ impl StreamerState {
             }
         })?;
         let mut rejects = Rejects::new(options.rejects.clone());
-        let files = Arc::new(InputFiles::new(inputs));
+        let files = Arc::new(files);
         let index = InputIndex::build_files(
             files.clone(),
             &options.read_options(),
