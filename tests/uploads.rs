@@ -3,7 +3,9 @@
 //! and by a SIGKILLed streamer resumes from the offset the server reports and streams
 //! exactly its rows and reports; a chunk with a wrong checksum is refused (460) without
 //! moving the offset; a terminated upload streams nothing; two uploads at once and a file
-//! dropped into the inbox meanwhile all stream exactly.
+//! dropped into the inbox meanwhile all stream exactly; a full disk (a 256 KiB tmpfs,
+//! where the test may mount one) is a 507 that leaves the offset and the staged file as
+//! they were.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,7 +64,7 @@ fn streamer(stack: &Stack, inbox: &Path, port: u16) -> ManagedProcess {
 }
 
 async fn wait_for_server(endpoint: &str) {
-    let client = reqwest::Client::new();
+    let client = weathervane_e2e::http_client();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let answered = client
@@ -83,7 +85,7 @@ async fn wait_for_server(endpoint: &str) {
 
 /// HEAD: the offset the server has.
 async fn offset(url: &str) -> u64 {
-    let response = reqwest::Client::new()
+    let response = weathervane_e2e::http_client()
         .head(url)
         .header("Tus-Resumable", "1.0.0")
         .timeout(Duration::from_secs(5))
@@ -99,7 +101,7 @@ async fn offset(url: &str) -> u64 {
 }
 
 async fn progress(url: &str) -> (u16, serde_json::Value) {
-    let response = reqwest::Client::new()
+    let response = weathervane_e2e::http_client()
         .get(url)
         .timeout(Duration::from_secs(5))
         .send()
@@ -197,7 +199,7 @@ async fn an_upload_resumes_after_its_client_and_the_streamer_die_and_streams_exa
         base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(&chunk))
     };
     chunk[100] ^= 0x20;
-    let refused = reqwest::Client::new()
+    let refused = weathervane_e2e::http_client()
         .patch(&url)
         .header("Tus-Resumable", "1.0.0")
         .header("Content-Type", "application/offset+octet-stream")
@@ -215,7 +217,7 @@ async fn an_upload_resumes_after_its_client_and_the_streamer_die_and_streams_exa
         "a refused chunk does not move the offset"
     );
     // A PATCH at a stale offset is a conflict.
-    let stale = reqwest::Client::new()
+    let stale = weathervane_e2e::http_client()
         .patch(&url)
         .header("Tus-Resumable", "1.0.0")
         .header("Content-Type", "application/offset+octet-stream")
@@ -275,7 +277,7 @@ async fn two_uploads_and_an_inbox_file_stream_exactly_and_a_terminated_upload_no
 
     // Terminated mid-upload: gone (410), and nothing of it is streamed.
     let (cancel_url, _) = tus(&endpoint, &cancelled, &["--chunks", "2"]);
-    let deleted = reqwest::Client::new()
+    let deleted = weathervane_e2e::http_client()
         .delete(&cancel_url)
         .header("Tus-Resumable", "1.0.0")
         .timeout(Duration::from_secs(5))
@@ -283,7 +285,7 @@ async fn two_uploads_and_an_inbox_file_stream_exactly_and_a_terminated_upload_no
         .await
         .unwrap();
     assert_eq!(deleted.status(), 204);
-    let head = reqwest::Client::new()
+    let head = weathervane_e2e::http_client()
         .head(&cancel_url)
         .header("Tus-Resumable", "1.0.0")
         .timeout(Duration::from_secs(5))
@@ -332,7 +334,7 @@ async fn two_uploads_and_an_inbox_file_stream_exactly_and_a_terminated_upload_no
         "{reports:?}"
     );
     assert_stored_exactly(&stack, &rows_of(&[&a, &b, &dropped])).await;
-    let ready: serde_json::Value = reqwest::Client::new()
+    let ready: serde_json::Value = weathervane_e2e::http_client()
         .get(format!("{}/readyz", stack.admin_url(Role::Streamer)))
         .timeout(Duration::from_secs(5))
         .send()
@@ -352,5 +354,93 @@ async fn two_uploads_and_an_inbox_file_stream_exactly_and_a_terminated_upload_no
                 .starts_with(cancel_url.rsplit('/').next().unwrap())),
         "the terminated upload's files are gone"
     );
+    streamer.kill();
+}
+
+/// Unmounts the small file system when the test ends, however it ends.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_a_507_and_the_offset_and_staged_file_stay_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&small)
+        .output();
+    if !mounted.as_ref().is_ok_and(|o| o.status.success()) {
+        // Mounting needs root (CI and the test machines run as root).
+        eprintln!("cannot mount a small tmpfs here; skipped: {mounted:?}");
+        return;
+    }
+    let _unmount = Mounted(small.clone());
+    let inbox = small.join("inbox");
+    let port = free_port().unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}/uploads");
+    // No Redis is needed to take uploads: the streamer retries it meanwhile.
+    let mut streamer = ManagedProcess::weathervane("streamer", dir.path())
+        .unwrap()
+        .args(["streamer", "--redis-url", "redis://127.0.0.1:1"])
+        .args([
+            "--admin-addr",
+            &format!("127.0.0.1:{}", free_port().unwrap()),
+        ])
+        .arg("--inbox")
+        .arg(&inbox)
+        .args(["--upload-addr", &format!("127.0.0.1:{port}")]);
+    streamer.start().unwrap();
+    wait_for_server(&endpoint).await;
+    let client = weathervane_e2e::http_client();
+    let created = client
+        .post(&endpoint)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", (4 << 20).to_string())
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let url = format!(
+        "http://127.0.0.1:{port}{}",
+        created.headers()["location"].to_str().unwrap()
+    );
+    let patch = |offset: u64, bytes: usize| {
+        client
+            .patch(&url)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Upload-Offset", offset.to_string())
+            .body(vec![b'x'; bytes])
+            .timeout(Duration::from_secs(10))
+            .send()
+    };
+    let first = patch(0, 16 * 1024).await.unwrap();
+    assert_eq!(first.status(), 204);
+    let full = patch(16 * 1024, 1 << 20).await.unwrap();
+    assert_eq!(full.status(), 507);
+    let body: serde_json::Value = full.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("no space left"),
+        "{body}"
+    );
+    assert_eq!(offset(&url).await, 16 * 1024, "the offset did not move");
+    let id = url.rsplit('/').next().unwrap();
+    let staged = std::fs::metadata(inbox.join(".uploads").join(format!("{id}.part"))).unwrap();
+    assert_eq!(
+        staged.len(),
+        16 * 1024,
+        "the refused chunk was cut off again"
+    );
+    // Room again for a small chunk: the upload goes on.
+    let next = patch(16 * 1024, 8 * 1024).await.unwrap();
+    assert_eq!(next.status(), 204);
+    assert_eq!(offset(&url).await, 24 * 1024);
     streamer.kill();
 }
