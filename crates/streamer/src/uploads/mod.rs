@@ -41,7 +41,7 @@ use weathervane_core::config::Secret;
 use weathervane_core::listen::ListenAddr;
 use weathervane_core::metrics::{self, Counter};
 use weathervane_core::row::{CsvSource, ReadOptions};
-use weathervane_core::supervise::{Supervisor, TaskExit};
+use weathervane_core::supervise::Supervisor;
 
 use crate::ROLE;
 use crate::inbox::{FileState, Inbox, write_synced};
@@ -267,16 +267,78 @@ impl UploadServer {
     /// Serves until the supervisor stops.
     pub fn supervise(self, supervisor: &mut Supervisor) {
         let token = supervisor.token();
+        let connections = self.uploads.max_uploads * 4 + 16;
         let app = router(self.uploads);
         let listener = self.listener;
-        supervisor.spawn("upload-server", async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await
-                .map_err(|error| format!("upload server: {error}"))?;
-            Ok(TaskExit::Stopped)
+        supervisor.spawn_until_stopped("upload-server", serve(listener, app, connections, token));
+    }
+}
+
+/// Time a client has to send a request's line and headers (and an idle kept-alive
+/// connection to send the next), so a connection that sends nothing does not stay open.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The accept loop: hyper's HTTP/1 with a header-read timeout (which `axum::serve` leaves
+/// off), at most `max_connections` open at once (past that a new one is closed at once),
+/// each closed gracefully on shutdown. The api has the full version of this loop
+/// (`api/src/server.rs`); this one is its minimum for a writes-only endpoint.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    max_connections: usize,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(64 * 1024);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(_) = connections.join_next() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "Upload server cannot accept a connection; pausing.");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                max_connections,
+                "Upload server at its connection limit; closing a new one."
+            );
+            continue;
+        };
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
+                tracing::debug!(%error, "Upload connection ended with an error.");
+            }
         });
     }
+    drop(listener);
+    // The supervisor aborts what is still open after its grace period.
+    while connections.join_next().await.is_some() {}
 }
 
 fn read_token(path: &Path) -> Result<Secret, UploadError> {
