@@ -132,6 +132,43 @@ impl UploadInfo {
     }
 }
 
+/// One upload: its record as last committed, readable at once (HEAD, GET) even while a
+/// PATCH runs, and the lock a PATCH or DELETE holds while it changes the upload's files.
+struct Upload {
+    info: Mutex<UploadInfo>,
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl Upload {
+    fn new(info: UploadInfo) -> Arc<Self> {
+        Arc::new(Self {
+            info: Mutex::new(info),
+            busy: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn info(&self) -> UploadInfo {
+        self.info.lock().unwrap().clone()
+    }
+
+    fn set(&self, info: UploadInfo) {
+        *self.info.lock().unwrap() = info;
+    }
+
+    /// The lock for changing the upload's files; a 423 if another request holds it.
+    fn try_busy(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, Refusal> {
+        self.busy.try_lock().map_err(|_| {
+            Refusal::new(
+                423,
+                format!(
+                    "upload {} is taking another PATCH or DELETE; try again when it ends",
+                    self.info().id
+                ),
+            )
+        })
+    }
+}
+
 /// A refusal: a status and a JSON `{"error": ...}` body.
 #[derive(Debug)]
 struct Refusal {
@@ -191,7 +228,7 @@ struct Uploads {
     max_bytes: u64,
     max_uploads: usize,
     token: Option<Secret>,
-    uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<UploadInfo>>>>,
+    uploads: Mutex<HashMap<String, Arc<Upload>>>,
     /// Uploads terminated in this run: 410 rather than 404.
     gone: Mutex<HashSet<String>>,
     started: Counter,
@@ -356,7 +393,7 @@ fn read_token(path: &Path) -> Result<Secret, UploadError> {
 
 /// The uploads recorded in `dir` (created if missing); each unfinished `.part` is cut back
 /// to its committed offset (bytes written after the last commit were never acknowledged).
-fn load(dir: &Path) -> std::io::Result<HashMap<String, Arc<tokio::sync::Mutex<UploadInfo>>>> {
+fn load(dir: &Path) -> std::io::Result<HashMap<String, Arc<Upload>>> {
     std::fs::create_dir_all(dir)?;
     let mut uploads = HashMap::new();
     for entry in std::fs::read_dir(dir)? {
@@ -384,7 +421,7 @@ fn load(dir: &Path) -> std::io::Result<HashMap<String, Arc<tokio::sync::Mutex<Up
                 Err(error) => return Err(error),
             }
         }
-        uploads.insert(info.id.clone(), Arc::new(tokio::sync::Mutex::new(info)));
+        uploads.insert(info.id.clone(), Upload::new(info));
     }
     Ok(uploads)
 }
@@ -439,7 +476,7 @@ impl Uploads {
         Ok(())
     }
 
-    fn find(&self, id: &str) -> Result<Arc<tokio::sync::Mutex<UploadInfo>>, Refusal> {
+    fn find(&self, id: &str) -> Result<Arc<Upload>, Refusal> {
         if let Some(upload) = self.uploads.lock().unwrap().get(id) {
             return Ok(upload.clone());
         }
@@ -469,10 +506,7 @@ impl Uploads {
             .lock()
             .unwrap()
             .values()
-            .filter(|u| {
-                u.try_lock()
-                    .map_or(true, |info| info.stage == Stage::Uploading)
-            })
+            .filter(|upload| upload.info().stage == Stage::Uploading)
             .count()
     }
 }
@@ -539,7 +573,7 @@ async fn create(State(uploads): State<Arc<Uploads>>, headers: HeaderMap) -> Repl
         .uploads
         .lock()
         .unwrap()
-        .insert(id.clone(), Arc::new(tokio::sync::Mutex::new(info)));
+        .insert(id.clone(), Upload::new(info));
     uploads.started.increment(1);
     tracing::info!(upload = %id, length, "Upload created.");
     let mut response = answer(
@@ -552,8 +586,11 @@ async fn create(State(uploads): State<Arc<Uploads>>, headers: HeaderMap) -> Repl
     if length == 0 {
         // Nothing will be PATCHed: finish at once.
         let upload = uploads.find(&id)?;
-        let mut info = upload.lock().await;
-        if let Err(refusal) = finish(&uploads, &mut info).await {
+        let _busy = upload.busy.lock().await;
+        let mut info = upload.info();
+        let finished = finish(&uploads, &mut info).await;
+        upload.set(info);
+        if let Err(refusal) = finished {
             *response.status_mut() = refusal.status;
         }
     }
@@ -574,7 +611,7 @@ async fn head(
 ) -> Reply {
     uploads.admit(&headers)?;
     let upload = uploads.find(&id)?;
-    let info = upload.lock().await.clone();
+    let info = upload.info();
     let mut fields = vec![
         ("Upload-Offset", info.offset.to_string()),
         ("Upload-Length", info.length.to_string()),
@@ -604,12 +641,8 @@ async fn patch(
         .map(tus::parse_checksum)
         .transpose()?;
     let upload = uploads.find(&id)?;
-    let Ok(mut info) = upload.try_lock() else {
-        return Err(Refusal::new(
-            423,
-            format!("upload {id} is taking another PATCH; try again when it ends"),
-        ));
-    };
+    let _busy = upload.try_busy()?;
+    let mut info = upload.info();
     tus::check_offset(info.offset, given)?;
     if info.stage != Stage::Uploading {
         return Ok(answer(
@@ -702,10 +735,13 @@ async fn patch(
         }
         return Err(refusal);
     }
-    *info = updated;
+    info = updated;
+    upload.set(info.clone());
     uploads.received.increment(received);
     if info.offset == info.length {
-        finish(&uploads, &mut info).await?;
+        let finished = finish(&uploads, &mut info).await;
+        upload.set(info.clone());
+        finished?;
     }
     Ok(answer(
         StatusCode::NO_CONTENT,
@@ -770,7 +806,8 @@ async fn terminate(
 ) -> Reply {
     uploads.admit(&headers)?;
     let upload = uploads.find(&id)?;
-    let info = upload.lock().await;
+    let _busy = upload.try_busy()?;
+    let info = upload.info();
     if info.stage == Stage::Finished {
         return Err(Refusal::new(
             409,
@@ -824,7 +861,7 @@ async fn progress(
         uploads.admit(&admitted)?;
     }
     let upload = uploads.find(&id)?;
-    let info = upload.lock().await.clone();
+    let info = upload.info();
     let mut progress = Progress {
         id: info.id.clone(),
         file_name: info.file_name.clone(),
@@ -1133,6 +1170,45 @@ mod tests {
         let (_, headers, _) = send(&after, "HEAD", &location, &[TUS], "").await;
         assert_eq!(headers["upload-offset"], "8");
         assert_eq!(std::fs::read(&part).unwrap(), b"zip_code");
+    }
+
+    #[tokio::test]
+    async fn head_answers_while_a_patch_waits_for_its_body_and_a_second_patch_is_423() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = uploads(dir.path(), 4, None);
+        let (_, location) = create(&uploads, "100").await;
+        let slow = futures_util::stream::iter([Ok::<_, std::io::Error>(
+            axum::body::Bytes::from_static(b"zip_code"),
+        )])
+        .chain(futures_util::stream::pending());
+        let request = Request::builder()
+            .method("PATCH")
+            .uri(&location)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Content-Type", tus::PATCH_CONTENT_TYPE)
+            .header("Upload-Offset", "0")
+            .body(Body::from_stream(slow))
+            .unwrap();
+        let patching = tokio::spawn(router(uploads.clone()).oneshot(request));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let head = tokio::time::timeout(
+            Duration::from_secs(2),
+            send(&uploads, "HEAD", &location, &[TUS], ""),
+        )
+        .await
+        .expect("HEAD does not wait for the PATCH");
+        assert_eq!(head.1["upload-offset"], "0", "nothing committed yet");
+        let octets = ("Content-Type", tus::PATCH_CONTENT_TYPE);
+        let (status, _, _) = send(
+            &uploads,
+            "PATCH",
+            &location,
+            &[TUS, octets, ("Upload-Offset", "0")],
+            "x",
+        )
+        .await;
+        assert_eq!(status, 423);
+        patching.abort();
     }
 
     #[test]
