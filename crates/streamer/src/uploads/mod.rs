@@ -70,6 +70,10 @@ pub struct UploadArgs {
     /// File holding the bearer token uploads must present (`Authorization: Bearer ...`).
     #[arg(long, env = "WEATHERVANE_UPLOAD_TOKEN_FILE")]
     pub upload_token_file: Option<PathBuf>,
+    /// Hours after its last chunk an unfinished upload is dropped (its files deleted), so
+    /// abandoned uploads do not hold `--max-uploads` slots and disk for ever.
+    #[arg(long, env = "WEATHERVANE_UPLOAD_EXPIRY_HOURS", default_value_t = 24.0)]
+    pub upload_expiry_hours: f64,
     /// Serve uploads without a token on an address other than loopback (by default that
     /// is refused: uploads are writes).
     #[arg(long, env = "WEATHERVANE_UPLOAD_ALLOW_ANONYMOUS")]
@@ -91,6 +95,8 @@ pub enum UploadError {
     Anonymous { addr: ListenAddr },
     #[error("upload token file {path} (WEATHERVANE_UPLOAD_TOKEN_FILE): {why}")]
     Token { path: PathBuf, why: String },
+    #[error("--upload-expiry-hours {0} must be a positive number of hours")]
+    Expiry(f64),
     #[error("upload directory {path}: {source}")]
     Dir {
         path: PathBuf,
@@ -227,6 +233,8 @@ struct Uploads {
     read: ReadOptions,
     max_bytes: u64,
     max_uploads: usize,
+    /// How long an unfinished upload may go without a chunk.
+    expiry: Duration,
     token: Option<Secret>,
     uploads: Mutex<HashMap<String, Arc<Upload>>>,
     /// Uploads terminated in this run: 410 rather than 404.
@@ -259,6 +267,10 @@ impl UploadServer {
         read: ReadOptions,
     ) -> Result<Self, UploadError> {
         let addr = args.upload_addr.clone().ok_or(UploadError::NoInbox)?;
+        let hours = args.upload_expiry_hours;
+        if !(hours.is_finite() && hours > 0.0) {
+            return Err(UploadError::Expiry(hours));
+        }
         let token = match &args.upload_token_file {
             Some(path) => Some(read_token(path)?),
             None if is_loopback(&addr.host) || args.upload_allow_anonymous => None,
@@ -290,6 +302,7 @@ impl UploadServer {
                 read,
                 max_bytes: args.max_upload_bytes,
                 max_uploads: args.max_uploads,
+                expiry: Duration::from_secs_f64(hours * 3600.0),
                 token,
                 uploads: Mutex::new(uploads),
                 gone: Mutex::new(HashSet::new()),
@@ -305,10 +318,34 @@ impl UploadServer {
     pub fn supervise(self, supervisor: &mut Supervisor) {
         let token = supervisor.token();
         let connections = self.uploads.max_uploads * 4 + 16;
+        let (uploads, token_expiry) = (self.uploads.clone(), supervisor.token());
+        supervisor.spawn_until_stopped("upload-expiry", async move {
+            while weathervane_core::shutdown::sleep_or_cancel(EXPIRY_SWEEP, &token_expiry).await {
+                let uploads = uploads.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    uploads.expire(std::time::SystemTime::now())
+                })
+                .await;
+            }
+        });
         let app = router(self.uploads);
         let listener = self.listener;
         supervisor.spawn_until_stopped("upload-server", serve(listener, app, connections, token));
     }
+}
+
+/// How often unfinished uploads are checked for expiry.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
+
+/// Whether an unfinished upload whose last chunk was written at `last_write` has expired
+/// at `now` (a clock that went back expires nothing).
+fn expired(
+    last_write: std::time::SystemTime,
+    now: std::time::SystemTime,
+    expiry: Duration,
+) -> bool {
+    now.duration_since(last_write)
+        .is_ok_and(|idle| idle >= expiry)
 }
 
 /// Time a client has to send a request's line and headers (and an idle kept-alive
@@ -499,6 +536,31 @@ impl Uploads {
             &self.record(&info.id),
             &serde_json::to_vec(info).expect("an upload record serializes"),
         )
+    }
+
+    /// Drops the unfinished uploads idle past the expiry (by their `.part`'s modification
+    /// time, which every chunk sets and a restart keeps), unless a request holds one.
+    fn expire(&self, now: std::time::SystemTime) {
+        let candidates: Vec<Arc<Upload>> = self.uploads.lock().unwrap().values().cloned().collect();
+        for upload in candidates {
+            let Ok(_busy) = upload.busy.try_lock() else {
+                continue;
+            };
+            let info = upload.info();
+            if info.stage != Stage::Uploading {
+                continue;
+            }
+            let last_write = std::fs::metadata(self.part(&info.id)).and_then(|m| m.modified());
+            if !last_write.is_ok_and(|at| expired(at, now, self.expiry)) {
+                continue;
+            }
+            for path in [self.part(&info.id), self.record(&info.id)] {
+                let _ = std::fs::remove_file(path);
+            }
+            self.uploads.lock().unwrap().remove(&info.id);
+            self.gone.lock().unwrap().insert(info.id.clone());
+            tracing::info!(upload = %info.id, offset = info.offset, length = info.length, "Unfinished upload expired; dropped.");
+        }
     }
 
     fn in_progress(&self) -> usize {
@@ -938,6 +1000,7 @@ mod tests {
             read,
             max_bytes: 1000,
             max_uploads,
+            expiry: Duration::from_secs(3600),
             token: token.map(|t| Secret::from(t.to_owned())),
             gone: Mutex::new(HashSet::new()),
             started: Counter::noop(),
@@ -1209,6 +1272,26 @@ mod tests {
         .await;
         assert_eq!(status, 423);
         patching.abort();
+    }
+
+    #[tokio::test]
+    async fn an_idle_unfinished_upload_expires_and_frees_its_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = uploads(dir.path(), 1, None);
+        let (_, location) = create(&uploads, "100").await;
+        let now = std::time::SystemTime::now();
+        uploads.expire(now);
+        let (status, _, _) = send(&uploads, "HEAD", &location, &[TUS], "").await;
+        assert_eq!(status, 200, "not idle long enough");
+        uploads.expire(now + Duration::from_secs(3601));
+        let (status, _, _) = send(&uploads, "HEAD", &location, &[TUS], "").await;
+        assert_eq!(status, 410);
+        let (status, _) = create(&uploads, "100").await;
+        assert_eq!(status, 201, "its slot is free");
+        assert!(
+            !expired(now, now - Duration::from_secs(10), Duration::ZERO),
+            "clock went back"
+        );
     }
 
     #[test]
