@@ -395,7 +395,8 @@ async fn serve(
         let connection =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let shutdown = shutdown.clone();
-        connections.spawn(async move {
+        // In the role's span, so the handlers' log lines say whose they are.
+        connections.spawn(tracing::Instrument::in_current_span(async move {
             let _slot = slot;
             let mut connection = std::pin::pin!(connection);
             let ended = tokio::select! {
@@ -408,7 +409,7 @@ async fn serve(
             if let Err(error) = ended {
                 tracing::debug!(%error, "Upload connection ended with an error.");
             }
-        });
+        }));
     }
     drop(listener);
     // The supervisor aborts what is still open after its grace period.

@@ -1,7 +1,7 @@
 //! The tus 1.0 protocol's rules, pure: header parsing (`Upload-Length`, `Upload-Offset`,
 //! `Upload-Metadata`, `Upload-Checksum`, `Tus-Resumable`), what a PATCH may append, and
-//! each refusal's status code ([`TusError`]). The server (`uploads::server`) only moves
-//! bytes and calls these.
+//! each refusal's status code ([`TusError`]). The server (the `uploads` module) only
+//! moves bytes and calls these.
 
 use std::collections::BTreeMap;
 
