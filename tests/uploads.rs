@@ -3,7 +3,8 @@
 //! and by a SIGKILLed streamer resumes from the offset the server reports and streams
 //! exactly its rows and reports; a chunk with a wrong checksum is refused (460) without
 //! moving the offset; a terminated upload streams nothing; two uploads at once and a file
-//! dropped into the inbox meanwhile all stream exactly; a full disk (a 256 KiB tmpfs,
+//! dropped into the inbox meanwhile all stream exactly; an inbox file streams exactly
+//! across a SIGKILLed streamer and one with a bad header goes to `failed/`; a full disk (a 256 KiB tmpfs,
 //! where the test may mount one) is a 507 that leaves the offset and the staged file as
 //! they were.
 
@@ -442,5 +443,58 @@ async fn a_full_disk_is_a_507_and_the_offset_and_staged_file_stay_consistent() {
     let next = patch(16 * 1024, 8 * 1024).await.unwrap();
     assert_eq!(next.status(), 204);
     assert_eq!(offset(&url).await, 24 * 1024);
+    streamer.kill();
+}
+
+/// The reports in `inbox/<folder>`, by the name each file arrived with.
+fn reports_in(inbox: &Path, folder: &str) -> Vec<serde_json::Value> {
+    std::fs::read_dir(inbox.join(folder))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".report.json"))
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_file_streams_exactly_across_a_streamer_kill_and_a_bad_one_fails() {
+    let stack = Stack::start();
+    let input = stack.generate(20, 1, 51);
+    let inbox = stack.dir().join("inbox");
+    let port = free_port().unwrap();
+    let mut streamer = streamer(&stack, &inbox, port)
+        .args(["--batch-interval", "0.05"])
+        .args(["--max-pending-hours", "1"]);
+    streamer.start().unwrap();
+    wait_for_server(&format!("http://127.0.0.1:{port}/uploads")).await;
+    std::fs::write(stack.dir().join("bad.tmp"), "a;b;c\n1;2;3\n").unwrap();
+    std::fs::rename(stack.dir().join("bad.tmp"), inbox.join("bad.csv")).unwrap();
+    std::fs::copy(&input, stack.dir().join("good.tmp")).unwrap();
+    std::fs::rename(stack.dir().join("good.tmp"), inbox.join("good.csv")).unwrap();
+
+    // Killed while the file is being streamed (in processing/), then restarted.
+    let deadline = Instant::now() + TIMEOUT;
+    while std::fs::read_dir(inbox.join("processing")).unwrap().count() == 0 {
+        assert!(Instant::now() < deadline, "never taken");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    streamer.kill();
+    assert!(
+        reports_in(&inbox, "done").is_empty(),
+        "killed before the file was done"
+    );
+    streamer.start().unwrap();
+
+    let done = tokio::task::block_in_place(|| wait_reports(&inbox, 1));
+    assert_eq!(done[0]["name"], "good.csv");
+    assert_eq!(done[0]["hours_reported"], 24, "{}", done[0]);
+    assert_stored_exactly(&stack, &read_csv(&input)).await;
+    let failed = reports_in(&inbox, "failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["name"], "bad.csv");
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(error.contains("bad header"), "{error}");
+    assert!(std::fs::read_dir(inbox.join("processing")).unwrap().count() == 0);
     streamer.kill();
 }
