@@ -15,10 +15,12 @@
 //! file renamed into the inbox as `<id>-<filename>.csv`, whence it is streamed like any
 //! inbox file.
 //!
-//! Why our own handling rather than a crate: the Rust tus servers on crates.io are
-//! standalone applications (rustus) or unmaintained, none embeds in an axum router with
-//! our fsync-then-commit rule and inbox hand-over; the protocol subset is small, and its
-//! rules are pure in [`tus`].
+//! Why our own handling rather than a crate: rustus is a standalone server, not a
+//! library; fileloft-axum (0.x, young) embeds in axum, but the parts that matter here
+//! would be ours anyway (its store would have to fsync before committing an offset, map
+//! ENOSPC to 507, check the header and hand the file to the inbox, and report progress
+//! through the pipeline), and the protocol subset served is small, with its rules pure
+//! in [`tus`]. Revisit if the crate matures.
 
 pub mod tus;
 
