@@ -498,3 +498,44 @@ async fn an_inbox_file_streams_exactly_across_a_streamer_kill_and_a_bad_one_fail
     assert!(std::fs::read_dir(inbox.join("processing")).unwrap().count() == 0);
     streamer.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_file_with_rows_in_hours_already_reported_rewrites_them_exactly() {
+    let stack = Stack::start();
+    let first = stack.generate(12, 1, 61);
+    let second = stack.generate(9, 1, 62);
+    let inbox = stack.dir().join("inbox");
+    let port = free_port().unwrap();
+    let mut streamer = streamer(&stack, &inbox, port);
+    streamer.start().unwrap();
+    wait_for_server(&format!("http://127.0.0.1:{port}/uploads")).await;
+    let drop_in = |file: &Path, name: &str| {
+        let staged = stack.dir().join(format!("{name}.tmp"));
+        std::fs::copy(file, &staged).unwrap();
+        std::fs::rename(&staged, inbox.join(name)).unwrap();
+    };
+    drop_in(&first, "first.csv");
+    tokio::task::block_in_place(|| wait_reports(&inbox, 1));
+    assert_stored_exactly(&stack, &read_csv(&first)).await;
+
+    // The same day again, other stations: every hour gets a new generation and is
+    // rewritten with both files' rows (a station and time already there is a duplicate).
+    drop_in(&second, "second.csv");
+    let reports = tokio::task::block_in_place(|| wait_reports(&inbox, 2));
+    let mut expected = read_csv(&first);
+    let seen: std::collections::HashSet<(String, String)> = expected
+        .iter()
+        .map(|r| (r["zip_code"].clone(), r["time"].clone()))
+        .collect();
+    let extra: Vec<CsvRow> = read_csv(&second)
+        .into_iter()
+        .filter(|r| !seen.contains(&(r["zip_code"].clone(), r["time"].clone())))
+        .collect();
+    let duplicates = read_csv(&second).len() - extra.len();
+    expected.extend(extra);
+    let report = reports.iter().find(|r| r["name"] == "second.csv").unwrap();
+    assert_eq!(report["rows_rejected"], duplicates as u64, "{report}");
+    assert_eq!(report["hours_reported"], 24, "{report}");
+    assert_stored_exactly(&stack, &expected).await;
+    streamer.kill();
+}
