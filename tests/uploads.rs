@@ -4,7 +4,8 @@
 //! exactly its rows and reports; a chunk with a wrong checksum is refused (460) without
 //! moving the offset; a terminated upload streams nothing; two uploads at once and a file
 //! dropped into the inbox meanwhile all stream exactly; an inbox file streams exactly
-//! across a SIGKILLed streamer and one with a bad header goes to `failed/`; a full disk (a 256 KiB tmpfs,
+//! across a SIGKILLed streamer and one with a bad header goes to `failed/`; a later file
+//! with rows in hours already reported has them rewritten exactly; a full disk (a 256 KiB tmpfs,
 //! where the test may mount one) is a 507 that leaves the offset and the staged file as
 //! they were.
 
