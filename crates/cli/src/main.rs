@@ -51,7 +51,8 @@ enum Command {
     /// Serve the reports over HTTP.
     Api(weathervane_api::ApiConfig),
     /// Run all four roles in one process (a quick start against REDIS_URL / INFLUXDB_URL).
-    Up(up::UpArgs),
+    // Boxed: its flags (every role's) make it far larger than the other variants.
+    Up(Box<up::UpArgs>),
     /// Generate a deterministic weather CSV.
     #[cfg(feature = "lab")]
     Gen(weathervane_gen::GenArgs),
@@ -197,7 +198,7 @@ fn run(command: Command) -> anyhow::Result<Outcome> {
                     .await
                     .context("api"),
             ),
-            Command::Up(args) => done(up::run(args, shutdown).instrument(role_span("up")).await),
+            Command::Up(args) => done(up::run(*args, shutdown).instrument(role_span("up")).await),
             #[cfg(feature = "lab")]
             Command::Verify(args) => lab::verify(args).await,
             #[cfg(feature = "lab")]

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use xxhash_rust::xxh3::xxh3_64;
@@ -184,6 +185,70 @@ pub struct Changed {
     pub what: String,
 }
 
+/// The input files, in order: those given with `--input`, then the inbox's as they
+/// arrive (appended only, so a file's position never changes). Every index snapshot
+/// shares it: the inbox moves a streamed file from `processing/` to `done/` through
+/// [`InputFiles::rename`], under the write lock, so no batch is being read from the old
+/// path meanwhile (a rename keeps the file's identity: inode, length, time, content).
+#[derive(Debug, Default)]
+pub struct InputFiles {
+    paths: RwLock<Vec<PathBuf>>,
+    /// The name a file's rejects carry when it is not its path (by its current path): an
+    /// inbox file's is the path it ends at in `done/`, so its rejects are recorded once,
+    /// not again under each folder it passes through.
+    names: RwLock<std::collections::HashMap<PathBuf, PathBuf>>,
+}
+
+impl InputFiles {
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        Self {
+            paths: RwLock::new(paths),
+            names: RwLock::default(),
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<PathBuf> {
+        self.paths.read().unwrap().clone()
+    }
+
+    /// Adds a file at the end, its rejects named `name`: the next index includes it.
+    pub fn push_named(&self, path: PathBuf, name: PathBuf) {
+        self.names.write().unwrap().insert(path.clone(), name);
+        self.paths.write().unwrap().push(path);
+    }
+
+    /// The name the rejects of the file now at `path` carry.
+    pub fn name_of(&self, path: &Path) -> PathBuf {
+        let names = self.names.read().unwrap();
+        names.get(path).cloned().unwrap_or_else(|| path.to_owned())
+    }
+
+    /// Renames `from` to `to` on disk and in the list, with no batch being read meanwhile.
+    pub fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        let mut paths = self.paths.write().unwrap();
+        std::fs::rename(from, to)?;
+        for path in paths.iter_mut().filter(|path| path.as_path() == from) {
+            *path = to.to_owned();
+        }
+        let mut names = self.names.write().unwrap();
+        if let Some(name) = names.remove(from) {
+            names.insert(to.to_owned(), name);
+        }
+        Ok(())
+    }
+}
+
+/// What one input file gave the index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileStats {
+    /// Rows indexed (to be streamed).
+    pub rows: u64,
+    /// Rows rejected (bad, or a second row for a station and time).
+    pub rejected: u64,
+    /// The hours it has rows in.
+    pub hours: std::collections::BTreeSet<HourKey>,
+}
+
 /// One hour of the index: where its rows are, how they are cut into batches, and its
 /// generation.
 struct IndexedHour {
@@ -206,7 +271,11 @@ pub struct HourPlan {
 
 /// Where each hour's rows are, and each hour's batches and generation.
 pub struct InputIndex {
-    paths: Vec<PathBuf>,
+    files: Arc<InputFiles>,
+    /// How many of `files` this index covers (the first ones); more means a new file.
+    count: usize,
+    /// What each of those files gave.
+    stats: Vec<FileStats>,
     /// Each file's identity, taken just before it was read: any change made while or
     /// after it was indexed shows.
     identities: Vec<FileIdentity>,
@@ -240,12 +309,26 @@ impl InputIndex {
     /// error; a bad row, or a second row for a station and time, is recorded in `rejects`
     /// and skipped. Each hour is cut into batches of `batch_size` rows (see
     /// [`batches::plan`]), and its generation computed for them.
+    #[cfg(test)]
     pub fn build(
         paths: &[PathBuf],
         read: &ReadOptions,
         batch_size: u32,
         rejects: &mut Rejects,
     ) -> Result<Self, CsvError> {
+        let files = Arc::new(InputFiles::new(paths.to_vec()));
+        Self::build_files(files, read, batch_size, rejects)
+    }
+
+    /// [`Self::build`] over the files in `files` now.
+    pub fn build_files(
+        files: Arc<InputFiles>,
+        read: &ReadOptions,
+        batch_size: u32,
+        rejects: &mut Rejects,
+    ) -> Result<Self, CsvError> {
+        let paths = files.snapshot();
+        let mut stats = vec![FileStats::default(); paths.len()];
         let mut hours: BTreeMap<HourKey, HourBeingIndexed> = BTreeMap::new();
         let mut stations = Stations::default();
         let mut identities = Vec::with_capacity(paths.len());
@@ -255,17 +338,21 @@ impl InputIndex {
                 source,
             })?);
             let mut source = CsvSource::open_with(path, read)?;
+            let name = files.name_of(path);
             while let Some(result) = source.next_row() {
                 let (location, row) = match result {
                     Ok(read) => read,
-                    Err(error) => {
+                    Err(mut error) => {
+                        stats[file].rejected += 1;
+                        error.path = name.clone();
                         rejects.record(&error);
                         continue;
                     }
                 };
                 if !stations.first(&row) {
+                    stats[file].rejected += 1;
                     rejects.record(&RowError {
-                        path: path.clone(),
+                        path: name.clone(),
                         line: location.position.line(),
                         reason: format!(
                             "duplicate: zip_code {} already has a row at {}",
@@ -280,6 +367,8 @@ impl InputIndex {
                     sizes: Vec::new(),
                     digest: GenerationDigest::new(batch_size),
                 });
+                stats[file].rows += 1;
+                stats[file].hours.insert(row.hour());
                 hour.locations.push((file, location));
                 hour.sizes.push(batches::encoded_size(&row));
                 hour.digest.add(&row);
@@ -297,7 +386,9 @@ impl InputIndex {
             })
             .collect();
         Ok(Self {
-            paths: paths.to_vec(),
+            files,
+            count: paths.len(),
+            stats,
             identities,
             read: *read,
             hours,
@@ -307,8 +398,10 @@ impl InputIndex {
     /// The first input file that is not what it was when indexed, if any: then the
     /// index's row locations may point anywhere. A file that cannot be opened (it
     /// vanished) is an error.
+    /// A file added since (the inbox's) is a change too.
     pub fn changed(&self) -> Result<Option<Changed>, CsvError> {
-        for (path, then) in self.paths.iter().zip(&self.identities) {
+        let paths = self.files.paths.read().unwrap();
+        for (path, then) in paths.iter().zip(&self.identities) {
             let now = FileIdentity::of(path).map_err(|source| CsvError::Open {
                 path: path.clone(),
                 source,
@@ -320,7 +413,24 @@ impl InputIndex {
                 }));
             }
         }
-        Ok(None)
+        Ok(paths.get(self.count).map(|path| Changed {
+            path: path.clone(),
+            what: "a new input file".into(),
+        }))
+    }
+
+    /// What the file now at `path` gave this index (`None` if it is not in it).
+    pub fn file_stats(&self, path: &Path) -> Option<&FileStats> {
+        let paths = self.files.paths.read().unwrap();
+        let position = paths[..self.count.min(paths.len())]
+            .iter()
+            .position(|p| p == path)?;
+        self.stats.get(position)
+    }
+
+    /// How many files this index covers.
+    pub fn file_count(&self) -> usize {
+        self.count
     }
 
     pub fn hours(&self) -> impl Iterator<Item = HourKey> + '_ {
@@ -363,12 +473,14 @@ impl InputIndex {
             return Ok(Vec::new());
         };
         let locations = &indexed.locations[range.start as usize..range.end as usize];
-        let mut sources: Vec<Option<CsvSource>> = self.paths.iter().map(|_| None).collect();
+        // Held while reading, so the inbox does not rename a file from under it.
+        let paths = self.files.paths.read().unwrap();
+        let mut sources: Vec<Option<CsvSource>> = paths.iter().map(|_| None).collect();
         let mut rows = Vec::with_capacity(locations.len());
         for (file, location) in locations {
             let source = match &mut sources[*file] {
                 Some(source) => source,
-                slot => slot.insert(CsvSource::open_with(&self.paths[*file], &self.read)?),
+                slot => slot.insert(CsvSource::open_with(&paths[*file], &self.read)?),
             };
             rows.push(source.read_at(location)?);
         }
@@ -493,6 +605,74 @@ mod tests {
         assert!(index.changed().unwrap().is_none());
         std::fs::remove_file(&a).unwrap();
         assert!(matches!(index.changed(), Err(CsvError::Open { path, .. }) if path == a));
+    }
+
+    #[test]
+    fn a_file_added_or_renamed_shows_as_a_change_and_each_file_has_its_stats() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, rows: &[&str]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("{HEADER}\n{}\n", rows.join("\n"))).unwrap();
+            path
+        };
+        let a = write(
+            "a.csv",
+            &["1,CA,2023-09-19 05:00,1,1000,50,0", "2,CA,bad,1,1000,50,0"],
+        );
+        let files = Arc::new(InputFiles::new(vec![a.clone()]));
+        let mut rejects = Rejects::new(dir.path().join("rejects.csv"));
+        let read = &ReadOptions::default();
+        let index = InputIndex::build_files(files.clone(), read, 500, &mut rejects).unwrap();
+        let stats = index.file_stats(&a).unwrap();
+        assert_eq!((stats.rows, stats.rejected, stats.hours.len()), (1, 1, 1));
+        let b = write(
+            "b.csv",
+            &[
+                "1,CA,2023-09-19 05:00,1,1000,50,0",
+                "3,CA,2023-09-19 06:00,1,1000,50,0",
+            ],
+        );
+        files.push_named(b.clone(), dir.path().join("done-b.csv"));
+        let change = index.changed().unwrap().expect("a new file");
+        assert_eq!(
+            (change.path, change.what.as_str()),
+            (b.clone(), "a new input file")
+        );
+        assert!(index.file_stats(&b).is_none(), "not in this index");
+        let index = InputIndex::build_files(files.clone(), read, 500, &mut rejects).unwrap();
+        let stats = index.file_stats(&b).unwrap().clone();
+        assert_eq!(
+            (stats.rows, stats.rejected),
+            (1, 1),
+            "its duplicate of a.csv's row"
+        );
+        let text = std::fs::read_to_string(rejects.path()).unwrap();
+        assert!(
+            text.contains("done-b.csv,2,duplicate"),
+            "named as asked: {text}"
+        );
+        assert_eq!(
+            stats
+                .hours
+                .iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>(),
+            ["2023-09-19T06"]
+        );
+        // Moved (to done/): same file, not a change, found at its new path.
+        let moved = dir.path().join("moved.csv");
+        files.rename(&b, &moved).unwrap();
+        assert!(index.changed().unwrap().is_none());
+        assert_eq!(index.file_stats(&moved), Some(&stats));
+        let index = InputIndex::build_files(files.clone(), read, 500, &mut rejects).unwrap();
+        assert_eq!(index.file_stats(&moved), Some(&stats));
+        let again = std::fs::read_to_string(rejects.path()).unwrap();
+        assert_eq!(
+            again, text,
+            "indexed again after the move: no reject written twice"
+        );
+        let five = "2023-09-19T05".parse().unwrap();
+        assert_eq!(index.read_batch(five, 0).unwrap().len(), 1);
     }
 
     #[test]

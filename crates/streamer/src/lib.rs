@@ -10,9 +10,11 @@
 
 mod batches;
 mod confirmed;
+mod inbox;
 mod input;
 mod pending;
 mod progress;
+mod uploads;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -38,7 +40,7 @@ use weathervane_core::supervise::{Supervisor, TaskError, TaskExit, TaskFailed};
 use weathervane_core::{HourKey, WeatherRow};
 
 use crate::confirmed::ConfirmedHours;
-use crate::input::{Changed, HourPlan, InputIndex, Rejects};
+use crate::input::{Changed, HourPlan, InputFiles, InputIndex, Rejects};
 use crate::pending::{Announcement, Confirmation, PendingHours, Resend};
 
 /// Bytes a buffered row weighs, for turning `--buffer-rows` into a byte cap.
@@ -61,7 +63,8 @@ pub struct StreamerConfig {
 #[derive(Clone, Debug, clap::Args)]
 pub struct StreamOptions {
     /// CSV files to stream (header row first; rows in any order; any number of days).
-    #[arg(long, env = "WEATHERVANE_INPUT", value_delimiter = ',', required = true, num_args = 1..)]
+    /// May be empty when `--inbox` or `--upload-addr` is given.
+    #[arg(long, env = "WEATHERVANE_INPUT", value_delimiter = ',', num_args = 0..)]
     pub input: Vec<PathBuf>,
     /// Rows per published batch.
     #[arg(long, env = "WEATHERVANE_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
@@ -101,6 +104,10 @@ pub struct StreamOptions {
     /// streams everything again (harmless, only slower).
     #[arg(long, env = "WEATHERVANE_STATE_FILE")]
     pub state_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub inbox: inbox::InboxArgs,
+    #[command(flatten)]
+    pub uploads: uploads::UploadArgs,
 }
 
 impl StreamOptions {
@@ -137,6 +144,12 @@ pub enum StreamerError {
     ReadsDifferently { hour: HourKey },
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error("nothing to stream: give --input files, --inbox DIR or --upload-addr")]
+    NoInput,
+    #[error(transparent)]
+    Inbox(#[from] inbox::InboxError),
+    #[error(transparent)]
+    Uploads(#[from] uploads::UploadError),
 }
 
 /// What the streaming loop, the listener and the announcer share.
@@ -147,6 +160,8 @@ struct StreamerState {
     /// The index of the input as it is now: replaced when a file changes. Each hour is
     /// read through one snapshot, which nothing holds past that hour.
     index: Mutex<Arc<InputIndex>>,
+    /// The input files: `--input`'s, then the inbox's as they arrive.
+    files: Arc<InputFiles>,
     rejects: Mutex<Rejects>,
     outbound: Arc<BoundedQueue<Outbound>>,
     pending: Mutex<PendingHours>,
@@ -231,14 +246,49 @@ async fn run_with(
     if !(options.max_abs_value > 0.0 && options.max_abs_value <= row::HARD_MAX_ABS_VALUE) {
         return Err(StreamerError::MaxAbsValue(options.max_abs_value));
     }
+    if options.input.is_empty()
+        && options.inbox.inbox.is_none()
+        && options.uploads.upload_addr.is_none()
+    {
+        return Err(StreamerError::NoInput);
+    }
+    let inbox = match &options.inbox.inbox {
+        Some(dir) => Some(Arc::new(inbox::Inbox::open(
+            dir,
+            &options.inbox,
+            options.read_options(),
+            options.rejects.clone(),
+        )?)),
+        None if options.uploads.upload_addr.is_some() => {
+            return Err(uploads::UploadError::NoInbox.into());
+        }
+        None => None,
+    };
+    let upload_server = match (&inbox, &options.uploads.upload_addr) {
+        (Some(inbox), Some(_)) => Some(
+            uploads::UploadServer::bind(&options.uploads, inbox, options.read_options()).await?,
+        ),
+        _ => None,
+    };
     let publisher = Publisher::new(&redis)?.with_metrics(ROLE);
     let subscription = Subscription::new(&redis, &[Pattern::Request, Pattern::Reported])?
         .with_health(admin.health.check("redis"));
     bus::check_certificates(&redis).await?;
-    let state = Arc::new(StreamerState::open(options, &buffer, redis.deployment())?);
+    let files = InputFiles::new(options.input.clone());
+    if let Some(inbox) = &inbox {
+        for path in inbox.files_to_stream() {
+            files.push_named(path.clone(), inbox.final_path(&path));
+        }
+    }
+    let state = Arc::new(StreamerState::open(
+        options,
+        files,
+        &buffer,
+        redis.deployment(),
+    )?);
 
     let mut supervisor = Supervisor::new();
-    admin.supervise(&mut supervisor);
+    let health = admin.supervise(&mut supervisor);
     let token = supervisor.token();
     let target = PublishTarget {
         publisher,
@@ -256,6 +306,19 @@ async fn run_with(
         "streamer-announcer",
         until_cancelled(announce(state.clone(), token.clone()), token.clone()),
     );
+    if let Some(inbox) = inbox {
+        let (state, token) = (state.clone(), token.clone());
+        supervisor.spawn_until_stopped(
+            "streamer-inbox",
+            until_cancelled(
+                inbox::watch(inbox, state, health.check("inbox"), token.clone()),
+                token,
+            ),
+        );
+    }
+    if let Some(server) = upload_server {
+        server.supervise(&mut supervisor);
+    }
     supervisor.spawn("streamer-stream", stream(state, token));
     supervisor.run(&shutdown).await?;
     Ok(())
@@ -270,6 +333,7 @@ impl StreamerState {
     /// Loads the record of confirmed hours, indexes the input and sizes the outbound queue.
     fn open(
         options: StreamOptions,
+        files: InputFiles,
         buffer: &BufferArgs,
         deployment: Deployment,
     ) -> Result<Self, StreamerError> {
@@ -280,8 +344,9 @@ impl StreamerState {
             }
         })?;
         let mut rejects = Rejects::new(options.rejects.clone());
-        let index = InputIndex::build(
-            &options.input,
+        let files = Arc::new(files);
+        let index = InputIndex::build_files(
+            files.clone(),
             &options.read_options(),
             options.batch_size,
             &mut rejects,
@@ -290,7 +355,7 @@ impl StreamerState {
         let metrics = StreamerMetrics::new();
         metrics.rows_rejected.absolute(rejects.count());
         event::emit(Event::InputIndexed {
-            files: options.input.len(),
+            files: index.file_count(),
             rows: index.row_count() as u64,
             hours: index.hours().count(),
             rejected: rejects.count(),
@@ -318,6 +383,7 @@ impl StreamerState {
             hour_confirmed: Notify::new(),
             metrics,
             index: Mutex::new(Arc::new(index)),
+            files,
             options,
             deployment,
             progress: progress::StreamProgress::new(),
@@ -490,8 +556,8 @@ async fn reindex(state: &Arc<StreamerState>, change: Changed) -> Result<(), Stre
     in_span_blocking(move || {
         let old = state.index();
         let options = &state.options;
-        let index = InputIndex::build(
-            &options.input,
+        let index = InputIndex::build_files(
+            state.files.clone(),
             &options.read_options(),
             options.batch_size,
             &mut state.rejects.lock().unwrap(),
