@@ -13,9 +13,10 @@ mod cors;
 mod dashboard;
 mod discovery;
 mod error;
+pub mod exports;
 mod limits;
-mod openapi;
 mod metrics;
+mod openapi;
 mod params;
 mod reports;
 mod server;
@@ -27,7 +28,7 @@ use std::time::Duration;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 use weathervane_core::admin::{API_ADMIN, AdminArgs, AdminError, RoleAdmin};
-use weathervane_core::config::InfluxArgs;
+use weathervane_core::config::{InfluxArgs, RedisArgs};
 use weathervane_core::health::Health;
 use weathervane_core::influx::{InfluxClient, InfluxError};
 use weathervane_core::supervise::{Supervisor, TaskFailed};
@@ -35,6 +36,7 @@ use weathervane_core::supervise::{Supervisor, TaskFailed};
 pub use crate::cache::ReportCache;
 pub use crate::cors::CorsOrigins;
 pub use crate::error::AppError;
+use crate::exports::{ExportArgs, ExportSetupError, Exports};
 pub use crate::limits::{Limits, MAX_BODY_BYTES};
 pub use crate::server::serve;
 /// Moved to core, where every role's admin address parses the same way.
@@ -51,9 +53,13 @@ pub struct ApiConfig {
     #[command(flatten)]
     pub influx: InfluxArgs,
     #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
     pub serve: ServeOptions,
     #[command(flatten)]
     pub admin: AdminArgs,
+    #[command(flatten)]
+    pub exports: ExportArgs,
 }
 
 /// Where and how the API serves; separate from the InfluxDB settings so `weathervane up`
@@ -106,6 +112,8 @@ pub enum ApiError {
     Admin(#[from] AdminError),
     #[error(transparent)]
     Task(#[from] TaskFailed),
+    #[error(transparent)]
+    Exports(#[from] ExportSetupError),
 }
 
 #[derive(Clone, Debug)]
@@ -160,6 +168,12 @@ async fn run_with(
             config.serve.cache_ttl,
         ))),
     };
+    let exports = Exports::new(
+        &config.exports,
+        &config.redis,
+        InfluxClient::new(&config.influx, exports::CHUNK_QUERY_TIMEOUT)?
+            .with_metrics(metrics::ROLE),
+    )?;
     let addr = &config.serve.addr;
     let listener = tokio::net::TcpListener::bind((addr.host.as_str(), addr.port))
         .await
@@ -171,11 +185,21 @@ async fn run_with(
     tracing::info!(%addr, "API listening.");
     let mut supervisor = Supervisor::new();
     metrics::supervise_admin(&mut supervisor, admin, state.influx.clone());
+    let token = supervisor.token();
+    supervisor.spawn_until_stopped(
+        "export-worker",
+        exports::runner::work(exports.clone(), token),
+    );
+    let token = supervisor.token();
+    supervisor.spawn_until_stopped(
+        "export-sweep",
+        exports::runner::sweep(exports.clone(), exports::SWEEP_EVERY, token),
+    );
     let (limits, token) = (config.serve.limits.clone(), supervisor.token());
     supervisor.spawn_until_stopped("api-server", async move {
         serve(
             listener,
-            cors::allow(app(state, &limits), &cors),
+            cors::allow(app(state, &limits).layer(axum::Extension(exports)), &cors),
             &limits,
             token,
             SHUTDOWN_GRACE,
