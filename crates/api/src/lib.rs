@@ -5,7 +5,9 @@
 //! 414 (past a limit, see `limits`) or 503 (InfluxDB unreachable, answered within the
 //! query timeout, or the API at its request limit or past its request timeout).
 //!
-//! It reads reports only: it never talks to Redis and never writes.
+//! It reads InfluxDB only and never writes it. Export jobs (`exports`: `/exports`, CSV of
+//! raw rows or reports, queued in Redis and run by any replica) are its one use of Redis
+//! and its one write: files in `--export-dir`.
 
 mod answer;
 mod cache;
