@@ -218,6 +218,9 @@ const ROUTES: [(&str, &str); 13] = [
     ("/dashboard/style.css", "/dashboard/style.css"),
 ];
 
+/// The export job routes, which need a job (tests/exports.rs runs them).
+const EXPORT_ROUTES: [&str; 3] = ["/exports", "/exports/{id}", "/exports/{id}/file"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_every_route_and_the_answers_match_the_csv() {
     let (stack, rows, pending_rows) = stack_with_data(60, 2).await;
@@ -243,7 +246,11 @@ async fn the_openapi_document_describes_every_route_and_the_answers_match_the_cs
         .keys()
         .map(String::as_str)
         .collect();
-    let served: BTreeSet<&str> = ROUTES.iter().map(|(route, _)| *route).collect();
+    let served: BTreeSet<&str> = ROUTES
+        .iter()
+        .map(|(route, _)| *route)
+        .chain(EXPORT_ROUTES)
+        .collect();
     assert_eq!(documented, served, "documented routes vs served routes");
     for (route, path) in ROUTES {
         let path = path.replace("{state}", &state);
@@ -883,7 +890,11 @@ async fn the_dashboard_draws_the_reports_in_chromium() {
         .into_iter()
         .filter_map(|attrs| attrs.get("data-path").cloned())
         .collect();
-    let routes: BTreeSet<String> = ROUTES.iter().map(|(route, _)| route.to_string()).collect();
+    let routes: BTreeSet<String> = ROUTES
+        .iter()
+        .map(|(route, _)| route.to_string())
+        .chain(EXPORT_ROUTES.map(String::from))
+        .collect();
     assert_eq!(listed, routes, "/docs lists every route");
 
     // Screenshots for people: the first screen and the whole page, desktop and phone.

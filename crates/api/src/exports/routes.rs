@@ -363,7 +363,117 @@ pub async fn file(
 
 #[cfg(test)]
 mod tests {
+    use axum::Router;
+    use http_body_util::BodyExt;
+    use weathervane_core::config::{InfluxArgs, RedisArgs};
+    use weathervane_core::influx::InfluxClient;
+
     use super::*;
+    use crate::exports::ExportArgs;
+
+    /// The export routes with a token, on a Redis and an InfluxDB that are closed ports:
+    /// what is refused before Redis is asked shows here.
+    fn app_with_token(dir: &std::path::Path) -> Router {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let token = dir.join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let args = ExportArgs {
+            export_dir: Some(dir.join("exports")),
+            max_export_jobs: 1,
+            export_ttl: 60,
+            export_claim_after: 30,
+            export_token_file: Some(token),
+        };
+        let influx = InfluxClient::new(
+            &InfluxArgs::plain(format!("http://127.0.0.1:{closed}"), "weather"),
+            std::time::Duration::from_secs(1),
+        )
+        .unwrap();
+        let exports = Exports::new(
+            &args,
+            &RedisArgs::plain(format!("redis://127.0.0.1:{closed}")),
+            influx,
+        )
+        .unwrap();
+        crate::openapi::routes()
+            .with_state(crate::AppState {
+                influx: exports.influx.clone(),
+                cache: Arc::new(crate::ReportCache::new(std::time::Duration::from_secs(1))),
+            })
+            .layer(Extension(exports))
+    }
+
+    async fn send(
+        app: &Router,
+        request: axum::http::Request<Body>,
+    ) -> (StatusCode, HeaderMap, String) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
+    fn post(body: &str, token: Option<&str>) -> axum::http::Request<Body> {
+        let mut request = axum::http::Request::post("/exports");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(Body::from(body.to_owned())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn without_the_token_every_route_is_401_and_with_it_bad_input_is_400_or_404() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_with_token(dir.path());
+        let body = r#"{"what":"rows","from":"2023-09-19","to":"2023-09-19"}"#;
+        let (status, headers, text) = send(&app, post(body, None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+        assert!(!text.contains("s3cret"));
+        let (status, _, _) = send(&app, post(body, Some("wrong"))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let id = "0".repeat(32);
+        for (method, uri) in [
+            ("GET", "/exports".to_owned()),
+            ("GET", format!("/exports/{id}")),
+            ("DELETE", format!("/exports/{id}")),
+            ("GET", format!("/exports/{id}/file")),
+        ] {
+            let request = axum::http::Request::builder()
+                .method(method)
+                .uri(&uri)
+                .body(Body::empty())
+                .unwrap();
+            assert_eq!(
+                send(&app, request).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{method} {uri}"
+            );
+        }
+        // With the token: a bad field is 400 naming it, a malformed id 404, before Redis.
+        let bad = r#"{"what":"rows","from":"2023-09-19","to":"2023-08-19"}"#;
+        let (status, headers, text) = send(&app, post(bad, Some("s3cret"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert!(text.contains("\\\"to\\\""), "{text}");
+        let request = axum::http::Request::get("/exports/..%2Fsecret")
+            .header(header::AUTHORIZATION, "Bearer s3cret")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&app, request).await.0, StatusCode::NOT_FOUND);
+        // A valid request while Redis is down: 503 with Retry-After, not a hang.
+        let (status, headers, _) = send(&app, post(body, Some("s3cret"))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+    }
 
     #[test]
     fn the_token_is_checked_only_when_configured() {
