@@ -199,7 +199,7 @@ async fn assert_fits(doc: &Value, addr: &str, route: &str, path: &str, status: u
 
 /// Every route the API serves (its router, `crates/api/src/openapi.rs`), with a request
 /// that succeeds.
-const ROUTES: [(&str, &str); 13] = [
+const ROUTES: [(&str, &str); 14] = [
     ("/", "/"),
     ("/avg", "/avg?state={state}&hour=05&date=2023-09-19"),
     (
@@ -216,6 +216,7 @@ const ROUTES: [(&str, &str); 13] = [
     ("/dashboard", "/dashboard"),
     ("/dashboard/app.js", "/dashboard/app.js"),
     ("/dashboard/style.css", "/dashboard/style.css"),
+    ("/dashboard/exports.js", "/dashboard/exports.js"),
 ];
 
 /// The export job routes, which need a job (tests/exports.rs runs them).
@@ -773,6 +774,10 @@ async fn the_dashboard_draws_the_reports_in_chromium() {
         "the page finished drawing; DOM:\n{}",
         &dom[..dom.len().min(4000)]
     );
+
+    // The export form and its job list are on the page.
+    assert!(dom.contains("id=\"export-form\""), "no export form");
+    assert!(dom.contains("id=\"export-jobs\""), "no export job list");
 
     // The charts: one figure per metric; one line per state, every hour's mean.
     let figures: Vec<&str> = dom.split("<figure ").skip(1).collect();

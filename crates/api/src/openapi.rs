@@ -50,6 +50,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(dashboard::page))
         .routes(routes!(dashboard::script))
         .routes(routes!(dashboard::style))
+        .routes(routes!(dashboard::exports_script))
         .routes(routes!(exports::routes::create, exports::routes::list))
         .routes(routes!(exports::routes::status, exports::routes::cancel))
         .routes(routes!(exports::routes::file))
