@@ -398,7 +398,7 @@ async fn exports_match_the_input_stay_small_resume_cancel_and_survive_a_killed_r
     .await;
     let runner = running["runner"].as_str().unwrap().to_owned();
     let other_pid = other.pid().unwrap();
-    let survivor = if runner.ends_with(&format!(":{api_pid}")) {
+    let survivor = if runner.contains(&format!(":{api_pid}/")) {
         stack.process(Role::Api).kill();
         other_addr.clone()
     } else {

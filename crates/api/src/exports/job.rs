@@ -254,7 +254,7 @@ pub struct Job {
     /// When a cancel was asked, if it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_requested_ms: Option<i64>,
-    /// The replica running it (`host:pid`), while it runs.
+    /// The run that has it (`host:pid/n`: the replica and its run number), once started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runner: Option<String>,
     /// How often it was started (more than once: taken over from a replica that died).
@@ -487,7 +487,7 @@ mod tests {
         job.status = Status::Running;
         job.hours_done = 6;
         job.started_ms = Some(1_500);
-        job.runner = Some("host:42".into());
+        job.runner = Some("host:42/1".into());
         let fields: HashMap<String, String> = job
             .to_fields()
             .into_iter()

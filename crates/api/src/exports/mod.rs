@@ -12,6 +12,7 @@ pub mod table;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use weathervane_core::config::{ConfigError, RedisArgs, Secret};
@@ -86,7 +87,8 @@ pub struct Exports {
     pub max_jobs: usize,
     pub ttl: Duration,
     pub claim_after: Duration,
-    /// This replica's name in the consumer group and in a running job's record.
+    /// This replica's name (`host:pid`) in the consumer group; a running job's record
+    /// names its run, `<runner>/<n>` ([`Exports::next_run`]).
     pub runner: String,
 }
 
@@ -133,15 +135,22 @@ impl Exports {
         self.dir.join(format!("{id}.csv"))
     }
 
-    /// Where a runner writes a job's file before renaming it: its own name per runner, so
-    /// a replica taking a job over never writes into another's file.
-    pub fn part_file(&self, id: &str) -> PathBuf {
-        let runner: String = self
-            .runner
+    /// Where one run writes a job's file before renaming it: a name of its own per run,
+    /// so a run taking a job over never writes into another's file.
+    pub fn part_file(&self, id: &str, run: &str) -> PathBuf {
+        let run: String = run
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
-        self.dir.join(format!("{id}.{runner}.part"))
+        self.dir.join(format!("{id}.{run}.part"))
+    }
+
+    /// A name for one run of a job: this replica's and a number of its own, so two runs
+    /// of one job, even in one replica (its entry taken over while a slow chunk held its
+    /// heartbeat), tell each other apart.
+    pub fn next_run(&self) -> String {
+        static RUNS: AtomicU64 = AtomicU64::new(1);
+        format!("{}/{}", self.runner, RUNS.fetch_add(1, Ordering::Relaxed))
     }
 }
 

@@ -134,13 +134,14 @@ async fn run_job(
         }
         return Ok(Ended::Final(job.status));
     }
+    let run = exports.next_run();
     let started = now_ms().to_string();
     store
         .update(
             &job.id,
             &[
                 ("status", "running".into()),
-                ("runner", exports.runner.clone()),
+                ("runner", run.clone()),
                 ("attempts", (job.attempts + 1).to_string()),
                 ("started_ms", started.clone()),
                 ("updated_ms", started),
@@ -151,8 +152,8 @@ async fn run_job(
         )
         .await?;
     tracing::info!(job = %job.id, what = job.what.as_str(), from = %job.from, to = %job.to, attempt = job.attempts + 1, "Export job started.");
-    let part = exports.part_file(&job.id);
-    let outcome = write_file(exports, entry, &job, &part, shutdown).await;
+    let part = exports.part_file(&job.id, &run);
+    let outcome = write_file(exports, entry, &job, &run, &part, shutdown).await;
     let now = now_ms().to_string();
     match outcome {
         Ok(Written::Complete { rows, bytes }) => {
@@ -257,6 +258,7 @@ async fn write_file(
     exports: &Exports,
     entry: &Entry,
     job: &Job,
+    run: &str,
     part: &std::path::Path,
     shutdown: &CancellationToken,
 ) -> Result<Written, JobError> {
@@ -284,7 +286,7 @@ async fn write_file(
             return Ok(Written::Left("the replica is stopping"));
         }
         let (cancel, runner) = exports.store.control(&job.id).await?;
-        if runner != exports.runner {
+        if runner != run {
             return Ok(Written::Left("another replica took it over"));
         }
         if cancel {
