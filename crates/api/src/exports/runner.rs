@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use weathervane_core::HourKey;
 use weathervane_core::influx::{InfluxError, quote_literal};
 use weathervane_core::metrics;
@@ -53,7 +54,8 @@ pub async fn work(exports: Arc<Exports>, shutdown: CancellationToken) {
             match next_entry(&exports).await {
                 Ok(Some(entry)) => {
                     let (exports, token) = (exports.clone(), shutdown.clone());
-                    jobs.spawn(async move { run(&exports, entry, &token).await });
+                    // In the worker's span (the role's, under `up`), as every log line must be.
+                    jobs.spawn(async move { run(&exports, entry, &token).await }.in_current_span());
                     continue;
                 }
                 Ok(None) => {}
