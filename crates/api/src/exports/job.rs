@@ -198,7 +198,7 @@ impl Status {
 pub enum CancelAction {
     /// Not started: it becomes `cancelled` at once (a runner that picks it up skips it).
     CancelNow,
-    /// Running: the cancel flag is set; its runner stops at its next chunk.
+    /// Running: the cancel flag is set; its runner stops before its next query.
     AskRunner,
     /// Done: its file is deleted and it becomes `cancelled`.
     DeleteFile,

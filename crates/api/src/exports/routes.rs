@@ -246,7 +246,7 @@ pub async fn status(
     Ok(Json(find(&exports, &id).await?))
 }
 
-/// Cancels a job: a queued one at once (200), a running one at its next chunk (202, poll
+/// Cancels a job: a queued one at once (200), a running one before its next query (202, poll
 /// until `cancelled`); a finished one's file is deleted (200).
 #[utoipa::path(
     delete,
@@ -255,7 +255,7 @@ pub async fn status(
     params(("id" = String, Path, description = "The job's id")),
     responses(
         (status = 200, description = "Cancelled (or already final); the job", body = Job),
-        (status = 202, description = "Its runner stops at its next chunk; the job", body = Job),
+        (status = 202, description = "Its runner stops before its next query; the job", body = Job),
         (status = 404, description = "No such job", body = crate::openapi::ErrorBody)
     )
 )]

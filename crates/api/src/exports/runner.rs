@@ -3,9 +3,9 @@
 //! than `--max-export-jobs`, and runs each in a task of its own JoinSet; [`sweep`] removes
 //! expired files and index entries. A job reads InfluxDB one hour at a time (raw rows: one
 //! state at a time, in pages of [`PAGE_ROWS`]), appends each chunk to a temp file and
-//! renames it when done, so memory holds one chunk whatever the export's size. Between
-//! chunks it checks the cancel flag and that it still owns the job, and beats its
-//! heartbeat.
+//! renames it when done, so memory holds one chunk whatever the export's size. Before
+//! each query it checks the cancel flag and that it still owns the job, and beats its
+//! heartbeat when due.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -66,7 +66,7 @@ pub async fn work(exports: Arc<Exports>, shutdown: CancellationToken) {
             break;
         }
     }
-    // Jobs see the token and stop at their next chunk.
+    // Jobs see the token and stop before their next query.
     while jobs.join_next().await.is_some() {}
 }
 
@@ -284,30 +284,32 @@ async fn write_file(
     let mut last_beat = Instant::now();
     let spec = job.spec();
     for (done, hour) in spec.hours().enumerate() {
-        if shutdown.is_cancelled() {
-            return Ok(Written::Left("the replica is stopping"));
-        }
-        let (cancel, runner) = exports.store.control(&job.id).await?;
-        if runner != run {
-            return Ok(Written::Left("another replica took it over"));
-        }
-        if cancel {
-            return Ok(Written::Cancelled);
-        }
-        if last_beat.elapsed() >= beat_every {
-            if !exports
-                .store
-                .heartbeat(&exports.runner, &entry.entry)
-                .await?
-            {
-                return Ok(Written::Left("its queue entry is gone"));
-            }
-            last_beat = Instant::now();
-        }
         let mut chunk_rows = 0;
         for statement in statements(job.what, hour, &states) {
             let mut offset = 0;
             loop {
+                // Before every query (one state's hour, or one page of it), so a cancel
+                // stops the job within one query's time, and the heartbeat keeps up.
+                if shutdown.is_cancelled() {
+                    return Ok(Written::Left("the replica is stopping"));
+                }
+                let (cancel, runner) = exports.store.control(&job.id).await?;
+                if runner != run {
+                    return Ok(Written::Left("another run took it over"));
+                }
+                if cancel {
+                    return Ok(Written::Cancelled);
+                }
+                if last_beat.elapsed() >= beat_every {
+                    if !exports
+                        .store
+                        .heartbeat(&exports.runner, &entry.entry)
+                        .await?
+                    {
+                        return Ok(Written::Left("its queue entry is gone"));
+                    }
+                    last_beat = Instant::now();
+                }
                 let paged = match job.what {
                     What::Rows => format!("{statement} LIMIT {PAGE_ROWS} OFFSET {offset}"),
                     What::Reports => statement.0.clone(),
