@@ -301,6 +301,16 @@ async fn assert_export_runs(addr: &str) {
         .unwrap();
     assert_eq!(file.status().as_u16(), 200);
     assert!(file.text().await.unwrap().starts_with("kind,time,state"));
+    // The list and a delete use the rest of the api user's commands.
+    let (status, list) = api_get(addr, "/exports").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list[0]["id"].as_str(), Some(id));
+    let deleted = http_client()
+        .delete(format!("http://{addr}/exports/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
