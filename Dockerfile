@@ -19,7 +19,7 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 ARG RUST_IMAGE=rust:1-bookworm
 
 # What both final stages share: the user, its writable home (the streamer's state and
-# rejects files; docker-compose.yml mounts a volume there) and the defaults for a
+# rejects files, the api's exports/; docker-compose.yml mounts volumes there) and the defaults for a
 # container.
 FROM ${RUNTIME_IMAGE} AS runtime
 # The CA bundle: https:// and rediss:// trust the system's CAs unless told otherwise, and
@@ -31,7 +31,8 @@ RUN if [ ! -e /etc/ssl/certs/ca-certificates.crt ]; then \
         rm -rf /var/lib/apt/lists/*; \
     fi
 RUN useradd --system --user-group --uid 10001 --create-home \
-        --home-dir /var/lib/weathervane --shell /usr/sbin/nologin weathervane
+        --home-dir /var/lib/weathervane --shell /usr/sbin/nologin weathervane && \
+    install -d -o weathervane -g weathervane /var/lib/weathervane/exports
 WORKDIR /var/lib/weathervane
 ENV API_ADDR=0.0.0.0:9000 \
     WEATHERVANE_REJECTS=/var/lib/weathervane/rejects.csv \

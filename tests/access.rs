@@ -33,6 +33,11 @@ fn redis_logins() -> [Login; 4] {
     ]
 }
 
+/// The api's Redis user (export jobs: a stream, hashes and a sorted set).
+fn api_redis_login() -> Login {
+    Login::new("api", "api pw \"$z\"")
+}
+
 fn influx_users() -> InfluxUsers {
     InfluxUsers {
         admin: Login::new("admin", "admin pw 'x'"),
@@ -64,6 +69,7 @@ fn make_acl(dir: &Path) -> (PathBuf, PathBuf) {
         .env("INGESTER_PASSWORD", &ingester.password)
         .env("PROCESSOR_PASSWORD", &processor.password)
         .env("HEALTHCHECK_PASSWORD", &healthcheck.password)
+        .env("API_PASSWORD", api_redis_login().password)
         .output()
         .unwrap();
     assert!(
@@ -72,7 +78,7 @@ fn make_acl(dir: &Path) -> (PathBuf, PathBuf) {
         String::from_utf8_lossy(&output.stderr)
     );
     let made = std::fs::read_to_string(&acl).unwrap();
-    for login in redis_logins() {
+    for login in redis_logins().into_iter().chain([api_redis_login()]) {
         assert!(
             !made.contains(&login.password),
             "the ACL file holds {}'s password in clear",
@@ -96,6 +102,7 @@ fn access_stack(dir: &Path) -> (Stack, PathBuf) {
     let users = influx_users();
     let (writer, reader) = (users.writer.clone(), users.reader.clone());
     let writer_too = writer.clone();
+    let dir_for_exports = dir.join("exports");
     let local = LocalStack::builder()
         .redis_acl(RedisAcl {
             file: acl,
@@ -118,7 +125,11 @@ fn access_stack(dir: &Path) -> (Stack, PathBuf) {
                 .env("INFLUXDB_PASSWORD", &writer_too.password)
         })
         .role_with(Role::Api, move |process| {
+            let api = api_redis_login();
             process
+                .env("REDIS_USER", &api.user)
+                .env("REDIS_PASSWORD", &api.password)
+                .env("API_EXPORT_DIR", dir_for_exports)
                 .env("INFLUXDB_USER", &reader.user)
                 .env("INFLUXDB_PASSWORD", &reader.password)
         })
@@ -256,6 +267,52 @@ async fn acl_log(stack: &Stack) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Queues an export of the day's reports and waits for its file.
+async fn assert_export_runs(addr: &str) {
+    let created: serde_json::Value = http_client()
+        .post(format!("http://{addr}/exports"))
+        .json(&serde_json::json!({"what": "reports", "from": "2023-09-19", "to": "2023-09-19"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"));
+    let started = std::time::Instant::now();
+    loop {
+        let (status, job) = api_get(addr, &format!("/exports/{id}")).await;
+        assert_eq!(status, 200, "{job}");
+        if job["status"] == "done" {
+            break;
+        }
+        assert!(
+            started.elapsed() < TIMEOUT && job["status"] != "failed",
+            "{job}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let file = http_client()
+        .get(format!("http://{addr}/exports/{id}/file"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(file.status().as_u16(), 200);
+    assert!(file.text().await.unwrap().starts_with("kind,time,state"));
+    // The list and a delete use the rest of the api user's commands.
+    let (status, list) = api_get(addr, "/exports").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list[0]["id"].as_str(), Some(id));
+    let deleted = http_client()
+        .delete(format!("http://{addr}/exports/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_does_only_its_part_and_redis_and_influxdb_refuse_the_rest() {
     let dir = tempfile::tempdir().unwrap();
@@ -304,6 +361,8 @@ async fn each_role_does_only_its_part_and_redis_and_influxdb_refuse_the_rest() {
     assert_averages_served(stack.api_addr(), &expected, HOUR, 3).await;
     let (status, body) = api_get(stack.api_addr(), "/state_extremes?hour=05&date=2023-09-19").await;
     assert_eq!(status, 200, "{body}");
+    // An export job runs through Redis as the api user (refusals show in the ACL LOG below).
+    assert_export_runs(stack.api_addr()).await;
 
     // Not one command of the run was refused, not even one a client ignores the answer to.
     let refused = acl_log(&stack).await;
@@ -318,6 +377,7 @@ async fn each_role_does_only_its_part_and_redis_and_influxdb_refuse_the_rest() {
     let passwords = redis_logins()
         .into_iter()
         .chain([
+            api_redis_login(),
             users.admin.clone(),
             users.writer.clone(),
             users.reader.clone(),

@@ -199,7 +199,7 @@ async fn assert_fits(doc: &Value, addr: &str, route: &str, path: &str, status: u
 
 /// Every route the API serves (its router, `crates/api/src/openapi.rs`), with a request
 /// that succeeds.
-const ROUTES: [(&str, &str); 13] = [
+const ROUTES: [(&str, &str); 14] = [
     ("/", "/"),
     ("/avg", "/avg?state={state}&hour=05&date=2023-09-19"),
     (
@@ -216,7 +216,11 @@ const ROUTES: [(&str, &str); 13] = [
     ("/dashboard", "/dashboard"),
     ("/dashboard/app.js", "/dashboard/app.js"),
     ("/dashboard/style.css", "/dashboard/style.css"),
+    ("/dashboard/exports.js", "/dashboard/exports.js"),
 ];
+
+/// The export job routes, which need a job (tests/exports.rs runs them).
+const EXPORT_ROUTES: [&str; 3] = ["/exports", "/exports/{id}", "/exports/{id}/file"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_every_route_and_the_answers_match_the_csv() {
@@ -243,7 +247,11 @@ async fn the_openapi_document_describes_every_route_and_the_answers_match_the_cs
         .keys()
         .map(String::as_str)
         .collect();
-    let served: BTreeSet<&str> = ROUTES.iter().map(|(route, _)| *route).collect();
+    let served: BTreeSet<&str> = ROUTES
+        .iter()
+        .map(|(route, _)| *route)
+        .chain(EXPORT_ROUTES)
+        .collect();
     assert_eq!(documented, served, "documented routes vs served routes");
     for (route, path) in ROUTES {
         let path = path.replace("{state}", &state);
@@ -767,6 +775,10 @@ async fn the_dashboard_draws_the_reports_in_chromium() {
         &dom[..dom.len().min(4000)]
     );
 
+    // The export form and its job list are on the page.
+    assert!(dom.contains("id=\"export-form\""), "no export form");
+    assert!(dom.contains("id=\"export-jobs\""), "no export job list");
+
     // The charts: one figure per metric; one line per state, every hour's mean.
     let figures: Vec<&str> = dom.split("<figure ").skip(1).collect();
     assert_eq!(figures.len(), 4);
@@ -883,7 +895,11 @@ async fn the_dashboard_draws_the_reports_in_chromium() {
         .into_iter()
         .filter_map(|attrs| attrs.get("data-path").cloned())
         .collect();
-    let routes: BTreeSet<String> = ROUTES.iter().map(|(route, _)| route.to_string()).collect();
+    let routes: BTreeSet<String> = ROUTES
+        .iter()
+        .map(|(route, _)| route.to_string())
+        .chain(EXPORT_ROUTES.map(String::from))
+        .collect();
     assert_eq!(listed, routes, "/docs lists every route");
 
     // Screenshots for people: the first screen and the whole page, desktop and phone.

@@ -1,7 +1,8 @@
 //! `GET /dashboard`: a page for people, served offline. The HTML, CSS and script are
 //! embedded in the binary (`assets/`); the script fetches the JSON endpoints (`/dates`,
 //! `/status`, `/states`, `/avg`, `/extremes`, `/state_extremes`) and draws SVG line charts
-//! and tables, every drawn point and cell carrying its value in a `data-` attribute.
+//! and tables, every drawn point and cell carrying its value in a `data-` attribute. Its
+//! second script, `exports.js`, is the export form and job list (`/exports`).
 
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
@@ -43,5 +44,19 @@ pub async fn style() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
         include_str!("assets/dashboard.css"),
+    )
+}
+
+/// The dashboard's export form and job list.
+#[utoipa::path(
+    get,
+    path = "/dashboard/exports.js",
+    tag = "pages",
+    responses((status = 200, description = "The dashboard's export form and job list", content_type = "text/javascript"))
+)]
+pub async fn exports_script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("assets/exports.js"),
     )
 }

@@ -18,9 +18,9 @@ pub enum AppError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("method {0} is not allowed; the API answers GET only")]
+    #[error("method {0} is not allowed here; the API answers GET, and POST or DELETE on /exports")]
     MethodNotAllowed(Method),
-    #[error("the request has a body of more than {limit} bytes; no endpoint takes a body")]
+    #[error("the request has a body of more than {limit} bytes, more than any endpoint takes")]
     BodyTooLarge { limit: usize },
     #[error("the query string is {length} bytes, more than the {limit} accepted")]
     QueryTooLong { length: usize, limit: usize },

@@ -5,7 +5,9 @@
 //! 414 (past a limit, see `limits`) or 503 (InfluxDB unreachable, answered within the
 //! query timeout, or the API at its request limit or past its request timeout).
 //!
-//! It reads reports only: it never talks to Redis and never writes.
+//! It reads InfluxDB only and never writes it. Export jobs (`exports`: `/exports`, CSV of
+//! raw rows or reports, queued in Redis and run by any replica) are its one use of Redis
+//! and its one write: files in `--export-dir`.
 
 mod answer;
 mod cache;
@@ -13,6 +15,7 @@ mod cors;
 mod dashboard;
 mod discovery;
 mod error;
+pub mod exports;
 mod limits;
 mod metrics;
 mod openapi;
@@ -27,7 +30,7 @@ use std::time::Duration;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 use weathervane_core::admin::{API_ADMIN, AdminArgs, AdminError, RoleAdmin};
-use weathervane_core::config::InfluxArgs;
+use weathervane_core::config::{InfluxArgs, RedisArgs};
 use weathervane_core::health::Health;
 use weathervane_core::influx::{InfluxClient, InfluxError};
 use weathervane_core::supervise::{Supervisor, TaskFailed};
@@ -35,6 +38,7 @@ use weathervane_core::supervise::{Supervisor, TaskFailed};
 pub use crate::cache::ReportCache;
 pub use crate::cors::CorsOrigins;
 pub use crate::error::AppError;
+use crate::exports::{ExportArgs, ExportSetupError, Exports};
 pub use crate::limits::{Limits, MAX_BODY_BYTES};
 pub use crate::metrics::CHECKS;
 pub use crate::server::serve;
@@ -52,9 +56,13 @@ pub struct ApiConfig {
     #[command(flatten)]
     pub influx: InfluxArgs,
     #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
     pub serve: ServeOptions,
     #[command(flatten)]
     pub admin: AdminArgs,
+    #[command(flatten)]
+    pub exports: ExportArgs,
 }
 
 /// Where and how the API serves; separate from the InfluxDB settings so `weathervane up`
@@ -107,6 +115,8 @@ pub enum ApiError {
     Admin(#[from] AdminError),
     #[error(transparent)]
     Task(#[from] TaskFailed),
+    #[error(transparent)]
+    Exports(#[from] ExportSetupError),
 }
 
 #[derive(Clone, Debug)]
@@ -161,6 +171,12 @@ async fn run_with(
             config.serve.cache_ttl,
         ))),
     };
+    let exports = Exports::new(
+        &config.exports,
+        &config.redis,
+        InfluxClient::new(&config.influx, exports::CHUNK_QUERY_TIMEOUT)?
+            .with_metrics(metrics::ROLE),
+    )?;
     let addr = &config.serve.addr;
     let listener = tokio::net::TcpListener::bind((addr.host.as_str(), addr.port))
         .await
@@ -172,11 +188,21 @@ async fn run_with(
     tracing::info!(%addr, "API listening.");
     let mut supervisor = Supervisor::new();
     metrics::supervise_admin(&mut supervisor, admin, state.influx.clone());
+    let token = supervisor.token();
+    supervisor.spawn_until_stopped(
+        "export-worker",
+        exports::runner::work(exports.clone(), token),
+    );
+    let token = supervisor.token();
+    supervisor.spawn_until_stopped(
+        "export-sweep",
+        exports::runner::sweep(exports.clone(), exports::SWEEP_EVERY, token),
+    );
     let (limits, token) = (config.serve.limits.clone(), supervisor.token());
     supervisor.spawn_until_stopped("api-server", async move {
         serve(
             listener,
-            cors::allow(app(state, &limits), &cors),
+            cors::allow(app(state, &limits).layer(axum::Extension(exports)), &cors),
             &limits,
             token,
             SHUTDOWN_GRACE,

@@ -18,8 +18,11 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::AppError;
 
-/// The largest request body accepted. No endpoint takes a body: this only keeps a client
-/// from streaming one in, and makes a body announced larger a 413.
+/// The largest request body accepted. Only `POST /exports` takes one, a small JSON object
+/// (its longest, with 60 states, is about 400 bytes), so one limit serves every route and
+/// keeps a client from streaming a body in; a body announced larger is a 413. The request
+/// timeout bounds the time to a response's head, not its body: an export download
+/// streams for as long as it takes, and frees its request slot as soon as it starts.
 pub const MAX_BODY_BYTES: usize = 1024;
 
 #[derive(Clone, Debug, clap::Args)]

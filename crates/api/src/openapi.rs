@@ -15,19 +15,20 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::answer::{StateHolder, ZipHolder};
-use crate::{AppState, dashboard, discovery, reports};
+use crate::{AppState, dashboard, discovery, exports, reports};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "WeatherVane API",
-        description = "Hourly weather reports per US state (averages, zip-code extremes, state extremes), computed by the WeatherVane pipeline and read from InfluxDB. Every endpoint answers GET only. Errors are JSON `{\"error\": \"...\"}` naming the parameter or the cause. Report endpoints answer CSV with `format=csv` or `Accept: text/csv`."
+        description = "Hourly weather reports per US state (averages, zip-code extremes, state extremes), computed by the WeatherVane pipeline and read from InfluxDB. Every endpoint answers GET only, except the export jobs (`/exports`: POST to queue, DELETE to cancel). Errors are JSON `{\"error\": \"...\"}` naming the parameter or the cause. Report endpoints answer CSV with `format=csv` or `Accept: text/csv`."
     ),
     // Named by `ErrorResponses` only, which does not register it.
     components(schemas(ErrorBody)),
     tags(
         (name = "reports", description = "The hourly reports, one hour or a whole day"),
         (name = "discovery", description = "Which dates, hours and states have reports, and the pipeline's progress"),
+        (name = "exports", description = "Export jobs: CSV of raw rows or reports over a date range, run in the background, cancellable, downloaded with Range"),
         (name = "pages", description = "Pages for people: the dashboard, this document and its explorer")
     )
 )]
@@ -49,6 +50,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(dashboard::page))
         .routes(routes!(dashboard::script))
         .routes(routes!(dashboard::style))
+        .routes(routes!(dashboard::exports_script))
+        .routes(routes!(exports::routes::create, exports::routes::list))
+        .routes(routes!(exports::routes::status, exports::routes::cancel))
+        .routes(routes!(exports::routes::file))
 }
 
 /// The routes, for `routes` in lib.rs.

@@ -7,6 +7,7 @@ use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use weathervane_api::exports::ExportArgs;
 use weathervane_api::{ApiConfig, ServeOptions};
 use weathervane_core::admin::{self, AdminArgs};
 use weathervane_core::config::{BufferArgs, InfluxArgs, RedisArgs};
@@ -29,6 +30,8 @@ pub struct UpArgs {
     stream: StreamOptions,
     #[command(flatten)]
     serve: ServeOptions,
+    #[command(flatten)]
+    exports: ExportArgs,
     /// One admin server for the four roles (default 127.0.0.1:9100).
     #[command(flatten)]
     admin: AdminArgs,
@@ -48,6 +51,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         buffer,
         stream,
         serve,
+        exports,
         admin,
     } = args;
     let once = stream.once;
@@ -131,8 +135,10 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         let (config, token) = (
             ApiConfig {
                 influx,
+                redis: redis.clone(),
                 serve,
                 admin: AdminArgs::default(),
+                exports,
             },
             roles.clone(),
         );

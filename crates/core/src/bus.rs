@@ -41,7 +41,8 @@ pub enum BusError {
 
 /// A client for `args`: the URL's server and database, the user and password from the
 /// settings (over any in the URL), and for `rediss://` the CA and client certificate.
-fn open(args: &RedisArgs) -> Result<Client, BusError> {
+/// Public for the api's export queue, which needs commands beyond pub/sub.
+pub fn open(args: &RedisArgs) -> Result<Client, BusError> {
     let url = redact_url(&args.url);
     let config_error = |reason: String| BusError::Config {
         url: url.clone(),

@@ -235,7 +235,7 @@ impl InfluxArgs {
 
 /// A secret from the environment variable `variable`, or from the file `file` (named by
 /// `file_variable` or its flag), trailing newline removed; setting both is an error.
-fn secret(
+pub fn secret(
     variable: &'static str,
     file_variable: &'static str,
     file: Option<&Path>,
