@@ -108,6 +108,21 @@ impl RoleAdmin {
         })
     }
 
+    /// A role alone whose health is `health` (made by the role, for checks beyond its
+    /// targets): binds its admin address (`args`, else `default`).
+    pub async fn serve_health(
+        health: Health,
+        args: &AdminArgs,
+        default: &str,
+    ) -> Result<Self, AdminError> {
+        let listener = bind(&args.addr_or(default)).await?;
+        crate::metrics::register(health.role());
+        Ok(Self {
+            health,
+            listener: Some(listener),
+        })
+    }
+
     /// A role under `up`, whose health the shared admin server shows.
     pub fn shared(health: Health) -> Self {
         crate::metrics::register(health.role());
