@@ -65,7 +65,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         Health::new("streamer", &["redis"]),
         Health::new("ingester", &["redis", "influxdb"]),
         Health::new("processor", &["redis", "influxdb"]),
-        Health::new("api", &["influxdb"]),
+        weathervane_api::api_health(),
     ];
     let mut admin_tasks = Supervisor::new();
     admin::supervise_server(
@@ -131,6 +131,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         let (config, token) = (
             ApiConfig {
                 influx,
+                redis: redis.clone(),
                 serve,
                 admin: AdminArgs::default(),
             },
