@@ -25,8 +25,9 @@ pub struct StoreArgs {
     /// answers without InfluxDB; older dates are asked of InfluxDB. 0 holds nothing.
     #[arg(long = "store-days", env = "API_STORE_DAYS", default_value_t = 31)]
     pub days: usize,
-    /// Most bytes of reports held in memory (estimated; about 60 KiB per hour of the full
-    /// 43,800-station input); past it the oldest dates go.
+    /// Most bytes of reports held in memory (estimated: about 760 bytes per state and
+    /// hour, so under 1 MiB per day of the full 50-state input); past it the oldest dates
+    /// go.
     #[arg(long = "store-bytes", env = "API_STORE_BYTES", default_value_t = 256 << 20)]
     pub bytes: usize,
     /// Seconds between two catch-ups: the replica compares InfluxDB's list of reported
