@@ -159,7 +159,7 @@ fn routes(state: AppState) -> Router {
 
 /// Serves until `shutdown`, then finishes the requests in flight.
 pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), ApiError> {
-    let admin = RoleAdmin::serve_health(api_health(), &config.admin, API_ADMIN).await?;
+    let admin = RoleAdmin::serve_health(api_health, &config.admin, API_ADMIN).await?;
     run_with(config, shutdown, admin).await
 }
 

@@ -108,14 +108,16 @@ impl RoleAdmin {
         })
     }
 
-    /// A role alone whose health is `health` (made by the role, for checks beyond its
-    /// targets): binds its admin address (`args`, else `default`).
+    /// A role alone whose health `health` makes (for checks beyond its targets), after
+    /// the metrics recorder is installed so its outage gauges are exported: binds its
+    /// admin address (`args`, else `default`).
     pub async fn serve_health(
-        health: Health,
+        health: impl FnOnce() -> Health,
         args: &AdminArgs,
         default: &str,
     ) -> Result<Self, AdminError> {
         let listener = bind(&args.addr_or(default)).await?;
+        let health = health();
         crate::metrics::register(health.role());
         Ok(Self {
             health,
