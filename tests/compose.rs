@@ -192,10 +192,11 @@ fn project(suffix: &str, env: Vec<(&'static str, String)>) -> ComposeProject {
 
 /// The files of the volume `secrets`: every password the stack runs with (the
 /// credentials service makes them; deploy/compose/make-credentials).
-const SECRET_FILES: [&str; 7] = [
+const SECRET_FILES: [&str; 8] = [
     "redis-streamer",
     "redis-ingester",
     "redis-processor",
+    "redis-api",
     "redis-healthcheck",
     "influxdb-admin",
     "influxdb-writer",
