@@ -193,7 +193,12 @@ async fn catch_up(store: &SharedStore, influx: &InfluxClient) -> Result<usize, C
         let (from, until) = (hours[0], hours[hours.len() - 1].next());
         for reports in load(influx, from, until, &reported).await? {
             if hours.contains(&reports.hour) {
-                match reports.check() {
+                // A reported hour has rows; none read back is a read that raced a rewrite.
+                let check = match reports.states.is_empty() {
+                    true => Err("no reports read back".to_owned()),
+                    false => reports.check(),
+                };
+                match check {
                     Ok(()) => {
                         apply(store, reports);
                         loaded += 1;
@@ -227,25 +232,39 @@ async fn load(
     let states: Vec<Timed<StateExtremeFields>> = influx
         .query_records(&schema::state_extremes_between_query(from, until))
         .await?;
+    Ok(assemble(from..until, reported, averages, zips, states))
+}
+
+/// The reports of the reported hours in `range`, put together from the three report
+/// measurements' records as [`HourReports`] (states sorted, extremes in metric order),
+/// each with its generation from `reported`. An hour whose records are incomplete comes
+/// out incomplete, for [`HourReports::check`] to refuse.
+fn assemble(
+    range: std::ops::Range<HourKey>,
+    reported: &BTreeMap<HourKey, Generation>,
+    averages: Vec<Timed<StateAverage>>,
+    zips: Vec<Timed<StateZipExtreme>>,
+    states: Vec<Timed<StateExtremeFields>>,
+) -> Vec<HourReports> {
     let metric_order = |metric: &str| {
         weathervane_core::row::Metric::ALL
             .iter()
             .position(|m| m.name() == metric)
             .unwrap_or(usize::MAX)
     };
-    let mut hours: BTreeMap<HourKey, HourReports> = BTreeMap::new();
-    for (hour, generation) in reported.range(from..until) {
-        hours.insert(
-            *hour,
-            HourReports {
+    let mut hours: BTreeMap<HourKey, HourReports> = reported
+        .range(range)
+        .map(|(hour, generation)| {
+            let reports = HourReports {
                 hour: *hour,
                 generation: *generation,
                 rows: 0,
                 states: Vec::new(),
                 state_extremes: Vec::new(),
-            },
-        );
-    }
+            };
+            (*hour, reports)
+        })
+        .collect();
     for average in averages {
         if let Some(reports) = average.hour().and_then(|h| hours.get_mut(&h)) {
             reports.rows += average.record.fields.count;
@@ -281,5 +300,96 @@ async fn load(
             .state_extremes
             .sort_by_key(|e| metric_order(&e.metric));
     }
-    Ok(hours.into_values().collect())
+    hours.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use weathervane_core::report;
+
+    use super::*;
+
+    /// The three measurements' records of an hour.
+    type Records = (
+        Vec<Timed<StateAverage>>,
+        Vec<Timed<StateZipExtreme>>,
+        Vec<Timed<StateExtremeFields>>,
+    );
+
+    /// The records InfluxDB would give back for `reports`, in a scrambled order.
+    fn records(reports: &HourReports) -> Records {
+        let time = reports.hour.start_secs();
+        let averages = reports
+            .states
+            .iter()
+            .rev()
+            .map(|s| Timed {
+                time,
+                record: StateAverage {
+                    state: s.state.clone(),
+                    fields: s.average.clone(),
+                },
+            })
+            .collect();
+        let zips = reports
+            .states
+            .iter()
+            .flat_map(|s| {
+                s.extremes.iter().rev().map(|e| Timed {
+                    time,
+                    record: StateZipExtreme {
+                        state: s.state.clone(),
+                        fields: e.clone(),
+                    },
+                })
+            })
+            .collect();
+        let states = reports
+            .state_extremes
+            .iter()
+            .rev()
+            .map(|e| Timed {
+                time,
+                record: e.clone(),
+            })
+            .collect();
+        (averages, zips, states)
+    }
+
+    #[test]
+    fn records_read_back_assemble_into_the_reports_the_processor_published() {
+        let hour: HourKey = "2023-09-19T05".parse().unwrap();
+        let rows = [
+            ("CA", "90001", [20.0, 1010.0, 40.0, 0.0]),
+            ("CA", "90002", [22.0, 1012.0, 42.0, 0.5]),
+            ("NY", "10001", [15.0, 1020.0, 80.0, 1.0]),
+            ("TX", "73301", [30.0, 1005.0, 30.0, 0.0]),
+        ];
+        let report = report::compute(hour, rows.iter().map(|(s, z, v)| (*s, *z, *v)));
+        let published = HourReports::from_report(&report, Generation::from_bits(7));
+        let (averages, zips, states) = records(&published);
+        let reported = BTreeMap::from([(hour, Generation::from_bits(7))]);
+        let assembled = assemble(hour..hour.next(), &reported, averages, zips, states);
+        assert_eq!(assembled, vec![published.clone()]);
+        assert!(assembled[0].check().is_ok());
+
+        // A state's extremes missing (a write in progress): assembled, but refused.
+        let (averages, mut zips, states) = records(&published);
+        zips.pop();
+        let partial = assemble(hour..hour.next(), &reported, averages, zips, states);
+        assert!(partial[0].check().is_err());
+
+        // Records of an hour not in the list are left out; a listed hour with no
+        // records comes out empty, and is refused too.
+        let other: HourKey = "2023-09-19T06".parse().unwrap();
+        let (averages, zips, states) = records(&published);
+        let listed = BTreeMap::from([(other, Generation::from_bits(1))]);
+        let empty = assemble(hour..other.next(), &listed, averages, zips, states);
+        assert_eq!(empty.len(), 1);
+        assert_eq!(empty[0].hour, other);
+        assert!(
+            empty[0].states.is_empty(),
+            "which the catch-up does not apply"
+        );
+    }
 }

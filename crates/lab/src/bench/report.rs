@@ -168,7 +168,7 @@ impl BenchReport {
     fn write_herd(&self, out: &mut String) -> std::fmt::Result {
         writeln!(
             out,
-            "### The api herd (`/avg`, {} connections, {} s each, `wrk` with one thread)\n",
+            "\n### The api herd (`/avg`, {} connections, {} s each, `wrk` with one thread)\n",
             self.args.connections, self.args.api_seconds
         )?;
         writeln!(
@@ -186,7 +186,7 @@ impl BenchReport {
                 load.rps, load.p50_ms, load.p99_ms
             )?;
         }
-        writeln!(out)
+        Ok(())
     }
 
     fn write_api(&self, out: &mut String) -> std::fmt::Result {
