@@ -1,7 +1,7 @@
 //! Access control end to end, against a real redis-server 7.0 and influxd 1.6.7: Redis
 //! with the ACL file `deploy/redis/make-acl` writes from the shipped template, InfluxDB
 //! with authentication on, and every role logged in as its own user (the api as
-//! InfluxDB's read-only user). The pipeline stores and reports exactly without a single
+//! InfluxDB's read-only user and Redis's subscribe-only `api`). The pipeline stores and reports exactly without a single
 //! refusal; then Redis refuses every PUBLISH and PSUBSCRIBE the ACL does not grant, to
 //! nobody, to a user the file does not have and to each role, and InfluxDB refuses the
 //! read-only user's writes and every non-admin's administration.
@@ -24,18 +24,21 @@ const HOUR: &str = "2023-09-19T05";
 
 /// The Redis users of the shipped template, with passwords a shell or a parser could
 /// mangle (spaces, quotes, `$`, a backslash): each must arrive byte for byte.
-fn redis_logins() -> [Login; 4] {
+fn redis_logins() -> [Login; 5] {
     [
         Login::new("streamer", r#"streamer pw 'a' "b" $HOME \n"#),
         Login::new("ingester", "ingester-$(id)-pw"),
         Login::new("processor", "processor`pw`;"),
         Login::new("healthcheck", "healthcheck pw"),
+        Login::new("api", "api pw #1"),
     ]
 }
 
-/// The api's Redis user (export jobs: a stream, hashes and a sorted set).
+/// The api's Redis user (the reports it subscribes to; export jobs: a stream, hashes and a
+/// sorted set): the last of [`redis_logins`].
 fn api_redis_login() -> Login {
-    Login::new("api", "api pw \"$z\"")
+    let [.., api] = redis_logins();
+    api
 }
 
 fn influx_users() -> InfluxUsers {
@@ -57,7 +60,7 @@ fn test_admin() -> Login {
 /// variables. Returns the ACL file (with [`test_admin`] appended) and the streamer's
 /// password file.
 fn make_acl(dir: &Path) -> (PathBuf, PathBuf) {
-    let [streamer, ingester, processor, healthcheck] = redis_logins();
+    let [streamer, ingester, processor, healthcheck, api] = redis_logins();
     let streamer_file = dir.join("streamer-password");
     std::fs::write(&streamer_file, format!("{}\n", streamer.password)).unwrap();
     let acl = dir.join("users.acl");
@@ -69,7 +72,7 @@ fn make_acl(dir: &Path) -> (PathBuf, PathBuf) {
         .env("INGESTER_PASSWORD", &ingester.password)
         .env("PROCESSOR_PASSWORD", &processor.password)
         .env("HEALTHCHECK_PASSWORD", &healthcheck.password)
-        .env("API_PASSWORD", api_redis_login().password)
+        .env("API_PASSWORD", &api.password)
         .output()
         .unwrap();
     assert!(
@@ -98,7 +101,7 @@ fn make_acl(dir: &Path) -> (PathBuf, PathBuf) {
 /// each logged in as its own user.
 fn access_stack(dir: &Path) -> (Stack, PathBuf) {
     let (acl, streamer_password_file) = make_acl(dir);
-    let [_, ingester, processor, healthcheck] = redis_logins();
+    let [_, ingester, processor, healthcheck, _] = redis_logins();
     let users = influx_users();
     let (writer, reader) = (users.writer.clone(), users.reader.clone());
     let writer_too = writer.clone();
@@ -160,18 +163,19 @@ async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
 
 /// One channel of each kind the roles publish results on, in the order the `allowed`
 /// arrays below use: reported, processor, announce, data.
-fn channels() -> [String; 4] {
+fn channels() -> [String; 5] {
     [
         format!("weather_channel:reported:{HOUR}"),
         format!("weather_channel:processor:{HOUR}"),
         format!("weather_channel:announce:{HOUR}"),
         format!("weather_channel:data:0:{HOUR}"),
+        format!("weather_channel:reports:{HOUR}"),
     ]
 }
 
 /// Publishes on each of [`channels`] as `login` and asserts which Redis refuses: `allowed`
 /// in the order of [`channels`]; a refusal must be `refusal` (NOPERM, NOAUTH).
-async fn assert_publishes(stack: &Stack, login: Option<&Login>, allowed: [bool; 4], refusal: &str) {
+async fn assert_publishes(stack: &Stack, login: Option<&Login>, allowed: [bool; 5], refusal: &str) {
     let who = login.map_or("nobody".to_owned(), |l| l.user.clone());
     let client = redis_client(stack, login);
     let mut connection = bounded("connect", client.get_multiplexed_async_connection())
@@ -196,13 +200,14 @@ async fn assert_publishes(stack: &Stack, login: Option<&Login>, allowed: [bool; 
     }
 }
 
-/// The five patterns the roles PSUBSCRIBE to, and a catch-all.
-const PATTERNS: [&str; 6] = [
+/// The six patterns the roles PSUBSCRIBE to, and a catch-all.
+const PATTERNS: [&str; 7] = [
     "weather_channel:data:*",
     "weather_channel:request:*",
     "weather_channel:processor:*",
     "weather_channel:announce:*",
     "weather_channel:reported:*",
+    "weather_channel:reports:*",
     "weather_channel:*",
 ];
 
@@ -317,7 +322,7 @@ async fn assert_export_runs(addr: &str) {
 async fn each_role_does_only_its_part_and_redis_and_influxdb_refuse_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let (mut stack, streamer_password_file) = access_stack(dir.path());
-    let [streamer, ingester, processor, healthcheck] = redis_logins();
+    let [streamer, ingester, processor, healthcheck, api] = redis_logins();
 
     // The pipeline, every role logged in as itself.
     let input = stack.generate(40, 1, 11);
@@ -399,43 +404,32 @@ async fn each_role_does_only_its_part_and_redis_and_influxdb_refuse_the_rest() {
         stack.process(role).stop();
     }
 
-    // Publishing: reported, processor, announce, data.
-    assert_publishes(&stack, None, [false; 4], "NOAUTH").await;
+    // Publishing: reported, processor, announce, data, reports.
+    assert_publishes(&stack, None, [false; 5], "NOAUTH").await;
     assert_publishes(
         &stack,
         Some(&streamer),
-        [false, false, true, true],
+        [false, false, true, true, false],
         "NOPERM",
     )
     .await;
     assert_publishes(
         &stack,
         Some(&ingester),
-        [false, true, false, false],
+        [false, true, false, false, false],
         "NOPERM",
     )
     .await;
     assert_publishes(
         &stack,
         Some(&processor),
-        [true, false, false, false],
+        [true, false, false, false, true],
         "NOPERM",
     )
     .await;
-    assert_publishes(&stack, Some(&healthcheck), [false; 4], "NOPERM").await;
-    // The api has no Redis user: a login as `api` is refused, whatever the password.
-    for password in ["", "api", &streamer.password] {
-        let client = redis_client(&stack, Some(&Login::new("api", password)));
-        let connected = bounded("connect", client.get_multiplexed_async_connection()).await;
-        let Err(error) = connected else {
-            panic!("Redis let `api` log in with {password:?}");
-        };
-        assert_eq!(
-            error.kind(),
-            redis::ErrorKind::AuthenticationFailed,
-            "{error}"
-        );
-    }
+    assert_publishes(&stack, Some(&healthcheck), [false; 5], "NOPERM").await;
+    // The api only subscribes: it may publish nothing, not even the reports it hears.
+    assert_publishes(&stack, Some(&api), [false; 5], "NOPERM").await;
     // Another role's password does not open a role either.
     let borrowed = Login::new("processor", &streamer.password);
     let connected = bounded(
@@ -449,11 +443,12 @@ async fn each_role_does_only_its_part_and_redis_and_influxdb_refuse_the_rest() {
     );
 
     // Subscribing: each role hears only what it listens to, nobody everything.
-    let [data, request, stored, announce, reported, _] = PATTERNS;
+    let [data, request, stored, announce, reported, reports, _] = PATTERNS;
     assert_subscribes(&stack, &streamer, &[request, reported]).await;
     assert_subscribes(&stack, &ingester, &[data, announce]).await;
     assert_subscribes(&stack, &processor, &[stored]).await;
     assert_subscribes(&stack, &healthcheck, &[]).await;
+    assert_subscribes(&stack, &api, &[reports]).await;
 
     // Every refusal above was by the user it was for, on what it was refused.
     let logged: BTreeSet<(String, String)> = acl_log(&stack)
@@ -466,6 +461,7 @@ async fn each_role_does_only_its_part_and_redis_and_influxdb_refuse_the_rest() {
         ("ingester", format!("weather_channel:data:0:{HOUR}")),
         ("processor", "weather_channel:*".to_owned()),
         ("healthcheck", "publish".to_owned()),
+        ("api", "publish".to_owned()),
     ] {
         assert!(
             logged.contains(&(user.to_owned(), object.clone())),

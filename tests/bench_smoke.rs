@@ -36,12 +36,20 @@ fn every_bench_phase_runs_and_the_pipeline_run_verifies() {
     let scaled: Vec<(u32, u64)> = report.scale.iter().map(|(f, run)| (*f, run.rows)).collect();
     assert_eq!(scaled, [(1, 120), (2, 240)]);
     assert!(report.api.checked > 0);
+    for load in [
+        &report.herd.one,
+        &report.herd.three,
+        &report.herd.one_influx_down,
+    ] {
+        assert!(load.rps > 0.0, "{load:?}");
+    }
 
     let markdown = report.markdown();
     for section in [
         "### Throughput",
         "### Reports",
         "### API",
+        "### The api herd",
         "### Recovery",
         "### Memory",
         "### Scale",

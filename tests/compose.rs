@@ -9,7 +9,9 @@
 //! InfluxDB container while the ingester writes; once both are back, InfluxDB holds
 //! exactly the input and the right reports (`weathervane verify`, logged in as the
 //! read-only user), the API answers `/avg` with the figures computed here from the CSV,
-//! logins are required and privileges hold, no password is in a log or a container's
+//! logins are required and privileges hold, reads through the load balancer in front of
+//! the three api replicas all answer 200 and correctly while one replica and InfluxDB
+//! are killed, no password is in a log or a container's
 //! configuration, `up` again keeps the credentials, a restarted streamer finds its state
 //! on its volume, and `down -v` leaves no container, network or volume of the project
 //! behind. A second test runs `weathervane replay --compose` on one scenario.
@@ -170,6 +172,8 @@ fn image_env() -> Vec<(&'static str, String)> {
         ("WEATHERVANE_IMAGE", IMAGE.to_owned()),
         ("REDIS_IMAGE", BASE_IMAGE.to_owned()),
         ("INFLUXDB_IMAGE", BASE_IMAGE.to_owned()),
+        // Debian's haproxy, in the same base image (scripts/docker-base).
+        ("HAPROXY_IMAGE", BASE_IMAGE.to_owned()),
     ]
 }
 
@@ -192,10 +196,11 @@ fn project(suffix: &str, env: Vec<(&'static str, String)>) -> ComposeProject {
 
 /// The files of the volume `secrets`: every password the stack runs with (the
 /// credentials service makes them; deploy/compose/make-credentials).
-const SECRET_FILES: [&str; 7] = [
+const SECRET_FILES: [&str; 8] = [
     "redis-streamer",
     "redis-ingester",
     "redis-processor",
+    "redis-api",
     "redis-healthcheck",
     "influxdb-admin",
     "influxdb-writer",
@@ -336,8 +341,9 @@ fn assert_no_secret_shown(project: &ComposeProject, secrets: &BTreeMap<&str, Str
         "--filter",
         &format!("label=com.docker.compose.project={}", project.name()),
     ]);
-    // Two one-shot services, the two servers and the four roles.
-    assert_eq!(ids.lines().count(), 8, "the project's containers: {ids}");
+    // Two one-shot services, the two servers, the four roles (the api as three replicas)
+    // and the load balancer.
+    assert_eq!(ids.lines().count(), 11, "the project's containers: {ids}");
     let mut inspect = vec!["inspect"];
     inspect.extend(ids.lines());
     assert_no_secret_in("`docker inspect`", &docker(&inspect), secrets);
@@ -475,8 +481,11 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
         ("ingester", 9102),
         ("processor", 9103),
         ("api", 9104),
+        ("api2", 9104),
+        ("api3", 9104),
     ] {
         let container = project.container(role).unwrap();
+        let role = role.trim_end_matches(['2', '3']);
         container.wait_healthy(STAGE_TIMEOUT).unwrap();
         let metrics = container
             .exec(&[
@@ -537,6 +546,45 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
 
     assert_auth_is_required(&runtime, influx_port, &redis, &secrets);
 
+    // The herd: one api replica and InfluxDB killed, every hour read through the load
+    // balancer for 10 s: every answer 200 and correct (the replicas left answer from
+    // memory; HAProxy retries a connection to the dead one elsewhere, then drops it).
+    let api2 = project.container("api2").unwrap();
+    api2.kill().unwrap();
+    influxdb.kill().unwrap();
+    let killed = Instant::now();
+    let mut answered = 0;
+    while killed.elapsed() < Duration::from_secs(10) {
+        for (hour, states) in &expected.hours {
+            let (date, hh) = (&hour[..10], &hour[11..13]);
+            let path = format!("/state_extremes?hour={hh}&date={date}");
+            let (status, body) = runtime.block_on(api_get(&addr, &path));
+            assert_eq!(status, 200, "{path} with api2 and InfluxDB killed: {body}");
+            for (i, (max, min)) in expected.state_extremes(hour).iter().enumerate() {
+                let metric = METRICS[i];
+                assert_eq!(body["max"][metric]["state"], max.holder.as_str(), "{body}");
+                assert_eq!(body["min"][metric]["state"], min.holder.as_str(), "{body}");
+            }
+            let (state, want) = states.iter().next().unwrap();
+            let path = format!("/avg?state={state}&hour={hh}&date={date}");
+            let (status, body) = runtime.block_on(api_get(&addr, &path));
+            assert_eq!(status, 200, "{path} with api2 and InfluxDB killed: {body}");
+            assert_eq!(body["count"].as_u64(), Some(want.count), "{body}");
+            for (metric, mean) in METRICS.iter().zip(want.means) {
+                let got = body[format!("avg_{metric}")].as_f64().unwrap();
+                assert!(close(got, mean), "{path} avg_{metric}: {got} != {mean}");
+            }
+            answered += 2;
+        }
+    }
+    note!(
+        "{answered} answers through the load balancer, all 200 and correct, with api2 and InfluxDB killed"
+    );
+    influxdb.start().unwrap();
+    api2.start().unwrap();
+    influxdb.wait_healthy(STAGE_TIMEOUT).unwrap();
+    api2.wait_healthy(STAGE_TIMEOUT).unwrap();
+
     // `up` again runs the one-shot services again: they keep every password, and the
     // roles, untouched, still log in.
     let started_again = Instant::now();
@@ -546,8 +594,20 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
         generated_secrets(&project) == secrets,
         "`up` again changed the passwords"
     );
-    let (status, body) = runtime.block_on(api_get(&addr, "/avg?state=CA&hour=05"));
-    assert_eq!(status, 200, "{body}");
+    // Compose may recreate the load balancer; its checks find the replicas within
+    // seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = runtime.block_on(api_get(&addr, "/avg?state=CA&hour=05"));
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after `up` again: {status} {body}"
+        );
+        sleep(Duration::from_millis(200));
+    }
     note!("up again in {:.1} s", started_again.elapsed().as_secs_f64());
     assert_no_secret_shown(&project, &secrets);
 

@@ -91,7 +91,8 @@ async fn counters_agree_with_the_csv_and_influxdb_and_promtool_finds_no_problem(
     let stored_in_influx = influx_count(stack).await;
     assert_eq!(stored_in_influx, csv_rows);
 
-    // Requests of every kind the api counts: a miss then a hit, and an unknown path.
+    // Requests of every kind the api counts: two answers from memory (the api holds
+    // every reported hour), and an unknown path.
     let hour = &run.rows[0]["time"];
     let (state, date, hh) = (&run.rows[0]["state"], &hour[..10], &hour[11..13]);
     let avg = format!("/avg?state={state}&hour={hh}&date={date}");
@@ -224,8 +225,26 @@ async fn counters_agree_with_the_csv_and_influxdb_and_promtool_finds_no_problem(
     };
     assert_eq!(requests("/avg", "200"), Some(2.0), "{api}");
     assert_eq!(requests("other", "404"), Some(1.0), "{api}");
-    assert_eq!(m(&api, "weathervane_api_cache_misses_total"), 1.0);
-    assert_eq!(m(&api, "weathervane_api_cache_hits_total"), 1.0);
+    let answers = |source: &str| {
+        sample(
+            &api,
+            "weathervane_api_report_answers_total",
+            &[("source", source)],
+        )
+    };
+    assert_eq!(answers("memory"), Some(2.0), "{api}");
+    assert_eq!(answers("influxdb"), None, "{api}");
+    assert_eq!(m(&api, "weathervane_api_cache_misses_total"), 0.0);
+    assert_eq!(m(&api, "weathervane_api_store_hour_reports"), hours);
+    assert!(m(&api, "weathervane_api_store_bytes") > 0.0);
+    let applied = sample(
+        &api,
+        "weathervane_api_report_updates_total",
+        &[("outcome", "applied")],
+    )
+    .unwrap_or(0.0);
+    let loaded = m(&api, "weathervane_api_store_loads_total");
+    assert!(applied + loaded >= hours, "{api}");
 
     for (role, text) in [
         ("streamer", &streamer),

@@ -5,9 +5,15 @@
 //! 414 (past a limit, see `limits`) or 503 (InfluxDB unreachable, answered within the
 //! query timeout, or the API at its request limit or past its request timeout).
 //!
-//! It reads InfluxDB only and never writes it. Export jobs (`exports`: `/exports`, CSV of
-//! raw rows or reports, queued in Redis and run by any replica) are its one use of Redis
-//! and its one write: files in `--export-dir`.
+//! It reads reports only and never writes: each replica holds the newest reports in
+//! memory (`store`), kept current by the processor's `reports` messages, to which it only
+//! subscribes, and by catching up from InfluxDB (`herd`); it answers those from memory,
+//! with InfluxDB up or down, and asks InfluxDB only for what it does not hold. Its
+//! `/readyz` is ready once it has warmed up (loaded the reports within its budget); an
+//! InfluxDB or Redis outage shows there but does not make it unready.
+//!
+//! Export jobs (`exports`: `/exports`, CSV of raw rows or reports, queued in Redis and run
+//! by any replica) are its other use of Redis and its one write: files in `--export-dir`.
 
 mod answer;
 mod cache;
@@ -16,12 +22,14 @@ mod dashboard;
 mod discovery;
 mod error;
 pub mod exports;
+mod herd;
 mod limits;
 mod metrics;
 mod openapi;
 mod params;
 mod reports;
 mod server;
+mod store;
 mod table;
 
 use std::sync::Arc;
@@ -30,8 +38,10 @@ use std::time::Duration;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 use weathervane_core::admin::{API_ADMIN, AdminArgs, AdminError, RoleAdmin};
+use weathervane_core::bus::{self, BusError, Subscription};
+use weathervane_core::channel::Pattern;
 use weathervane_core::config::{InfluxArgs, RedisArgs};
-use weathervane_core::health::Health;
+use weathervane_core::health::{self, Health};
 use weathervane_core::influx::{InfluxClient, InfluxError};
 use weathervane_core::supervise::{Supervisor, TaskFailed};
 
@@ -42,6 +52,7 @@ use crate::exports::{ExportArgs, ExportSetupError, Exports};
 pub use crate::limits::{Limits, MAX_BODY_BYTES};
 pub use crate::metrics::CHECKS;
 pub use crate::server::serve;
+pub use crate::store::{ReportStore, StoreArgs};
 /// Moved to core, where every role's admin address parses the same way.
 pub use weathervane_core::listen::ListenAddr;
 
@@ -84,6 +95,9 @@ pub struct ServeOptions {
     /// commas), or * for any. None (the default): no CORS headers at all.
     #[arg(long = "cors-origin", env = "API_CORS_ORIGINS", value_name = "ORIGIN", value_delimiter = ',', value_parser = cors_item)]
     pub cors_origins: Vec<String>,
+    /// What each replica holds in memory, and how often it catches up.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 impl ServeOptions {
@@ -102,6 +116,8 @@ fn cors_item(value: &str) -> Result<String, String> {
 pub enum ApiError {
     #[error(transparent)]
     Influx(#[from] InfluxError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: ListenAddr,
@@ -123,6 +139,15 @@ pub enum ApiError {
 pub struct AppState {
     pub influx: InfluxClient,
     pub cache: Arc<ReportCache>,
+    /// The reports this replica holds in memory.
+    pub store: herd::SharedStore,
+}
+
+/// The api's health: ready once warmed up; InfluxDB and Redis are shown (and their
+/// outages counted) but do not make it unready, since it answers from memory meanwhile.
+pub fn api_health() -> Health {
+    Health::new(metrics::ROLE, &["influxdb", "redis", health::WARMED])
+        .informational(&["influxdb", "redis"])
 }
 
 /// The routes behind the request limits.
@@ -144,7 +169,7 @@ fn routes(state: AppState) -> Router {
 
 /// Serves until `shutdown`, then finishes the requests in flight.
 pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), ApiError> {
-    let admin = RoleAdmin::serve(metrics::ROLE, metrics::CHECKS, &config.admin, API_ADMIN).await?;
+    let admin = RoleAdmin::serve_health(api_health, &config.admin, API_ADMIN).await?;
     run_with(config, shutdown, admin).await
 }
 
@@ -164,12 +189,17 @@ async fn run_with(
 ) -> Result<(), ApiError> {
     let cors = config.serve.cors().map_err(ApiError::Cors)?;
     let influx = InfluxClient::new(&config.influx, QUERY_TIMEOUT)?.with_metrics(metrics::ROLE);
+    let subscription = Subscription::new(&config.redis, &[Pattern::Reports])?
+        .with_health(admin.health.check("redis"));
+    bus::check_certificates(&config.redis).await?;
     influx.check_certificates().await?;
+    let store_args = &config.serve.store;
     let state = AppState {
         influx,
         cache: Arc::new(ReportCache::new(Duration::from_secs(
             config.serve.cache_ttl,
         ))),
+        store: Arc::new(std::sync::Mutex::new(ReportStore::new(store_args))),
     };
     let exports = Exports::new(
         &config.exports,
@@ -177,6 +207,7 @@ async fn run_with(
         InfluxClient::new(&config.influx, exports::CHUNK_QUERY_TIMEOUT)?
             .with_metrics(metrics::ROLE),
     )?;
+    let warmed = admin.health.check(health::WARMED);
     let addr = &config.serve.addr;
     let listener = tokio::net::TcpListener::bind((addr.host.as_str(), addr.port))
         .await
@@ -197,6 +228,15 @@ async fn run_with(
     supervisor.spawn_until_stopped(
         "export-sweep",
         exports::runner::sweep(exports.clone(), exports::SWEEP_EVERY, token),
+    );
+    herd::supervise(
+        &mut supervisor,
+        subscription,
+        state.store.clone(),
+        state.influx.clone(),
+        config.redis.deployment(),
+        warmed,
+        Duration::from_secs_f64(store_args.catch_up_interval),
     );
     let (limits, token) = (config.serve.limits.clone(), supervisor.token());
     supervisor.spawn_until_stopped("api-server", async move {
@@ -234,6 +274,9 @@ mod tests {
             AppState {
                 influx: InfluxClient::new(&args, QUERY_TIMEOUT).unwrap(),
                 cache: Arc::new(ReportCache::new(Duration::from_secs(10))),
+                store: Arc::new(std::sync::Mutex::new(ReportStore::new(
+                    &StoreArgs::default(),
+                ))),
             },
             &Limits {
                 header_timeout: Duration::from_secs(10),

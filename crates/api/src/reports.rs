@@ -3,9 +3,14 @@
 //! answer (briefly, see `cache`), so only the first of many requests for a missing report
 //! reaches InfluxDB. The `#[utoipa::path]` on each handler is its OpenAPI description
 //! (`openapi`).
+//!
+//! An hour (or a date) this replica holds in its store (`store`, kept by `herd`) is
+//! answered from memory, without InfluxDB and without the cache; only hours it does not
+//! hold go through the cache to InfluxDB.
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -17,6 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 use weathervane_core::HourKey;
 use weathervane_core::influx::InfluxError;
+use weathervane_core::payload::HourReports;
 use weathervane_core::schema;
 
 use crate::answer::{AverageAnswer, ExtremesAnswer, HourOrDay, Sides, StateExtremesAnswer, Timed};
@@ -67,6 +73,9 @@ async fn report_hour(
     if let Some(date) = date {
         return Ok(HourKey::from_date_hour(date, hour).expect("hour was validated to be 0-23"));
     }
+    if let Some(latest) = state.store.lock().unwrap().latest_at(hour) {
+        return Ok(latest);
+    }
     let latest = match state.cache.latest_reported(hour) {
         Some(latest) => latest,
         None => latest_at(&reported_hours(state).await?, hour),
@@ -83,7 +92,13 @@ async fn cached<A: Serialize + Table>(
     answer: impl Future<Output = Result<A, AppError>>,
 ) -> Result<Response, AppError> {
     let key = format!("{} {key}", format.name());
-    let body = match state.cache.get(&key) {
+    let cached = state.cache.get(&key);
+    count_answer(if cached.is_some() {
+        "cache"
+    } else {
+        "influxdb"
+    });
+    let body = match cached {
         Some(Cached::Answer(body)) => body,
         Some(Cached::Missing(message)) => return Err(AppError::NotFound(message)),
         None => match answer.await {
@@ -103,6 +118,102 @@ async fn cached<A: Serialize + Table>(
         },
     };
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+}
+
+/// Counts a report answer by where it came from: `memory` (the store), `cache`, or
+/// `influxdb`.
+fn count_answer(source: &'static str) {
+    weathervane_core::metrics::counter(
+        crate::metrics::ROLE,
+        "report_answers_total",
+        &[("source", source)],
+    )
+    .increment(1);
+}
+
+/// The hour's reports, if this replica holds them.
+fn held(state: &AppState, hour: HourKey) -> Option<Arc<HourReports>> {
+    state.store.lock().unwrap().get(hour)
+}
+
+/// The date's reported hours, if this replica holds the date.
+fn held_day(state: &AppState, date: NaiveDate) -> Option<Vec<Arc<HourReports>>> {
+    let day = state.store.lock().unwrap().day(date);
+    (!day.is_empty()).then_some(day)
+}
+
+/// An answer from the store, shaped like any other.
+fn from_memory<A: Serialize + Table>(
+    format: Format,
+    answer: Result<A, AppError>,
+) -> Result<Response, AppError> {
+    count_answer("memory");
+    let answer = answer?;
+    let body = match format {
+        Format::Json => serde_json::to_vec(&answer).expect("answers serialize"),
+        Format::Csv => to_csv(&answer),
+    };
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+}
+
+fn avg_held(reports: &HourReports, code: &str) -> Option<AverageAnswer> {
+    let state = reports.states.iter().find(|s| s.state == code)?;
+    Some(AverageAnswer {
+        state: code.to_owned(),
+        when: reports.hour.into(),
+        fields: state.average.clone(),
+    })
+}
+
+fn extremes_held(reports: &HourReports, code: &str) -> Option<ExtremesAnswer> {
+    let state = reports.states.iter().find(|s| s.state == code)?;
+    let sides = Sides::from_zip(state.extremes.clone());
+    sides.is_complete().then(|| ExtremesAnswer {
+        state: code.to_owned(),
+        when: reports.hour.into(),
+        sides,
+    })
+}
+
+fn state_extremes_held(reports: &HourReports) -> Option<StateExtremesAnswer> {
+    let sides = Sides::from_states(reports.state_extremes.clone());
+    sides.is_complete().then(|| StateExtremesAnswer {
+        when: reports.hour.into(),
+        sides,
+    })
+}
+
+/// The answer from the store when it holds the hour (or the date) asked: `answer` of its
+/// reports, 404 (`missing` + " at <hour>" or " on <date>") where it gives none. `None`:
+/// not held, ask InfluxDB.
+fn memory<T: utoipa::ToSchema + Serialize>(
+    state: &AppState,
+    span: &Span,
+    format: Format,
+    answer: impl Fn(&HourReports) -> Option<T>,
+    missing: impl Fn() -> String,
+) -> Option<Result<Response, AppError>>
+where
+    HourOrDay<T>: Table,
+{
+    let answer = match *span {
+        Span::Hour(hour) => {
+            let reports = held(state, hour)?;
+            answer(&reports)
+                .map(HourOrDay::Hour)
+                .ok_or_else(|| AppError::NotFound(format!("{} at {hour}", missing())))
+        }
+        Span::Day(date) => {
+            let hours = held_day(state, date)?;
+            let answers: Vec<T> = hours.iter().filter_map(|h| answer(h)).collect();
+            if answers.is_empty() {
+                Err(AppError::NotFound(format!("{} on {date}", missing())))
+            } else {
+                Ok(HourOrDay::Day(answers))
+            }
+        }
+    };
+    Some(from_memory(format, answer))
 }
 
 /// What a report endpoint was asked, validated: the format, then the rest in the order
@@ -167,7 +278,17 @@ pub async fn avg(
 ) -> Result<Response, AppError> {
     let Request { format, params } = Request::new(query, &headers)?;
     let code = params::state(&params)?;
-    match span_asked(&state, &params).await? {
+    let span = span_asked(&state, &params).await?;
+    if let Some(held) = memory(
+        &state,
+        &span,
+        format,
+        |reports| avg_held(reports, &code),
+        || format!("no report for state {code}"),
+    ) {
+        return held;
+    }
+    match span {
         Span::Hour(hour) => {
             let key = format!("avg {code} {hour}");
             let answer = async { avg_answer(&state, code, hour).await.map(HourOrDay::Hour) };
@@ -249,7 +370,17 @@ pub async fn extremes(
 ) -> Result<Response, AppError> {
     let Request { format, params } = Request::new(query, &headers)?;
     let code = params::state(&params)?;
-    match span_asked(&state, &params).await? {
+    let span = span_asked(&state, &params).await?;
+    if let Some(held) = memory(
+        &state,
+        &span,
+        format,
+        |reports| extremes_held(reports, &code),
+        || format!("no report for state {code}"),
+    ) {
+        return held;
+    }
+    match span {
         Span::Hour(hour) => {
             let key = format!("extremes {code} {hour}");
             let answer = async {
@@ -338,7 +469,13 @@ pub async fn state_extremes(
     query: Params,
 ) -> Result<Response, AppError> {
     let Request { format, params } = Request::new(query, &headers)?;
-    match span_asked(&state, &params).await? {
+    let span = span_asked(&state, &params).await?;
+    if let Some(held) = memory(&state, &span, format, state_extremes_held, || {
+        "no report".to_owned()
+    }) {
+        return held;
+    }
+    match span {
         Span::Hour(hour) => {
             let key = format!("state_extremes {hour}");
             let answer = async {

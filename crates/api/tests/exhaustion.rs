@@ -45,6 +45,9 @@ impl Api {
         let state = AppState {
             influx: InfluxClient::new(&args, QUERY_TIMEOUT).unwrap(),
             cache: Arc::new(ReportCache::new(Duration::from_secs(10))),
+            store: Arc::new(std::sync::Mutex::new(weathervane_api::ReportStore::new(
+                &weathervane_api::StoreArgs::default(),
+            ))),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();

@@ -69,7 +69,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         Health::new("streamer", weathervane_streamer::CHECKS),
         Health::new("ingester", weathervane_ingester::CHECKS),
         Health::new("processor", weathervane_processor::CHECKS),
-        Health::new("api", weathervane_api::CHECKS),
+        weathervane_api::api_health(),
     ];
     let mut admin_tasks = Supervisor::new();
     admin::supervise_server(

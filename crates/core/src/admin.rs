@@ -109,6 +109,23 @@ impl RoleAdmin {
         })
     }
 
+    /// A role alone whose health `health` makes (for checks beyond its targets), after
+    /// the metrics recorder is installed so its outage gauges are exported: binds its
+    /// admin address (`args`, else `default`).
+    pub async fn serve_health(
+        health: impl FnOnce() -> Health,
+        args: &AdminArgs,
+        default: &str,
+    ) -> Result<Self, AdminError> {
+        let listener = bind(&args.addr_or(default)).await?;
+        let health = health();
+        crate::metrics::register(health.role());
+        Ok(Self {
+            health,
+            listener: Some(listener),
+        })
+    }
+
     /// A role under `up`, whose health the shared admin server shows.
     pub fn shared(health: Health) -> Self {
         crate::metrics::register(health.role());

@@ -1,6 +1,6 @@
 //! Redis channel names: the seed's three (`data`, `request`, `processor`) plus the two
 //! this design adds so that the streamer learns when an hour is done (`announce`,
-//! `reported`), each under the deployment's [`Namespace`] (the seed's `weather_channel`
+//! `reported`), and `reports`, which carries an hour's reports to the api replicas; each under the deployment's [`Namespace`] (the seed's `weather_channel`
 //! by default). Each name ends with an [`HourKey`], which has no `:`. Also the
 //! [`DeploymentId`] every payload carries, so a message from another deployment sharing
 //! the Redis is refused even where the namespaces or ACLs were set up wrong.
@@ -115,6 +115,10 @@ pub enum Channel {
     Announce { hour: HourKey },
     /// Processor → streamer (and anyone watching): the reports of `hour` are stored.
     Reported { hour: HourKey },
+    /// Processor → api replicas: the reports of `hour` themselves, compact, published
+    /// after they are stored (`payload::HourReports`), so every replica holds them
+    /// without a query.
+    Reports { hour: HourKey },
 }
 
 /// A kind of channel, for the pattern a role `PSUBSCRIBE`s to.
@@ -125,6 +129,7 @@ pub enum Pattern {
     Stored,
     Announce,
     Reported,
+    Reports,
 }
 
 impl Pattern {
@@ -136,6 +141,7 @@ impl Pattern {
             Pattern::Stored => "processor",
             Pattern::Announce => "announce",
             Pattern::Reported => "reported",
+            Pattern::Reports => "reports",
         };
         format!("{namespace}:{kind}:*")
     }
@@ -155,7 +161,8 @@ impl Channel {
             | Channel::Request { hour, .. }
             | Channel::Stored { hour }
             | Channel::Announce { hour }
-            | Channel::Reported { hour } => hour,
+            | Channel::Reported { hour }
+            | Channel::Reports { hour } => hour,
         }
     }
 
@@ -186,8 +193,9 @@ impl Channel {
             ["processor", h] => Ok(Channel::Stored { hour: hour(h)? }),
             ["announce", h] => Ok(Channel::Announce { hour: hour(h)? }),
             ["reported", h] => Ok(Channel::Reported { hour: hour(h)? }),
+            ["reports", h] => Ok(Channel::Reports { hour: hour(h)? }),
             _ => Err(error(
-                "expected data|request:<batch>:<hour> or processor|announce|reported:<hour>",
+                "expected data|request:<batch>:<hour> or processor|announce|reported|reports:<hour>",
             )),
         }
     }
@@ -201,6 +209,7 @@ impl Channel {
             Channel::Stored { hour } => format!("{ns}:processor:{hour}"),
             Channel::Announce { hour } => format!("{ns}:announce:{hour}"),
             Channel::Reported { hour } => format!("{ns}:reported:{hour}"),
+            Channel::Reports { hour } => format!("{ns}:reports:{hour}"),
         }
     }
 }
@@ -252,6 +261,7 @@ mod tests {
             (Channel::Stored { hour: hour() }, Pattern::Stored),
             (Channel::Announce { hour: hour() }, Pattern::Announce),
             (Channel::Reported { hour: hour() }, Pattern::Reported),
+            (Channel::Reports { hour: hour() }, Pattern::Reports),
         ];
         let other: Namespace = "site-b".parse().unwrap();
         for ns in [Namespace::default(), other.clone()] {

@@ -19,6 +19,10 @@ use serde::Serialize;
 
 use crate::metrics::{self, Counter, Gauge};
 
+/// The api's check that it has loaded from InfluxDB the reports its memory budget holds
+/// (warm-up). Not a target: it has no outage gauge.
+pub const WARMED: &str = "warmed";
+
 /// A watchdog that has not beaten for this long means the role is wedged.
 pub const STALL_AFTER: Duration = Duration::from_secs(5);
 
@@ -53,6 +57,9 @@ pub struct Readiness {
 #[derive(Clone, Debug)]
 pub struct Checks {
     checks: BTreeMap<&'static str, CheckState>,
+    /// Checks shown in `/readyz` (and counted as outages) that do not make the role
+    /// unready: the api answers from memory while InfluxDB or Redis is down.
+    informational: Vec<&'static str>,
     last_beat: Instant,
 }
 
@@ -76,8 +83,15 @@ impl Checks {
         };
         Self {
             checks: names.iter().map(|&name| (name, state.clone())).collect(),
+            informational: Vec::new(),
             last_beat: now,
         }
+    }
+
+    /// These checks are shown but do not decide readiness.
+    pub fn informational(mut self, names: &[&'static str]) -> Self {
+        self.informational = names.to_vec();
+        self
     }
 
     /// Records a check's outcome at `now` (`Err` with why it failed). A check that was
@@ -168,7 +182,9 @@ impl Checks {
             },
         );
         Readiness {
-            ready: checks.values().all(|check| check.ok),
+            ready: checks
+                .iter()
+                .all(|(name, check)| check.ok || self.informational.contains(name)),
             checks,
         }
     }
@@ -188,6 +204,7 @@ impl Health {
     pub fn new(role: &'static str, targets: &[&'static str]) -> Self {
         let outages = targets
             .iter()
+            .filter(|&&target| target != WARMED)
             .map(|&target| {
                 let labels = [("target", target)];
                 let gauge = metrics::gauge(role, "outage", &labels);
@@ -202,6 +219,17 @@ impl Health {
             inner: Arc::new(Mutex::new(Checks::new(targets, Instant::now()))),
             outages: Arc::new(outages),
         }
+    }
+
+    /// `names` are shown in `/readyz` but do not make the role unready (see
+    /// [`Checks::informational`]).
+    pub fn informational(self, names: &[&'static str]) -> Self {
+        {
+            let mut checks = self.lock();
+            let taken = std::mem::replace(&mut *checks, Checks::new(&[], Instant::now()));
+            *checks = taken.informational(names);
+        }
+        self
     }
 
     pub fn role(&self) -> &'static str {
@@ -313,6 +341,26 @@ mod tests {
         );
         checks.report("influxdb", Ok(()), later);
         assert!(checks.readiness(later).ready);
+    }
+
+    #[test]
+    fn informational_checks_are_shown_but_only_the_others_decide_readiness() {
+        let start = Instant::now();
+        let mut checks = Checks::new(&["influxdb", "redis", WARMED], start)
+            .informational(&["influxdb", "redis"]);
+        let readiness = checks.readiness(start);
+        assert!(!readiness.ready, "not warmed up yet");
+        assert_eq!(
+            readiness.checks[WARMED].detail.as_deref(),
+            Some("not checked yet")
+        );
+        checks.report(WARMED, Ok(()), start);
+        checks.report("influxdb", Err("refused".into()), start);
+        let readiness = checks.readiness(start);
+        assert!(readiness.ready, "InfluxDB down does not make it unready");
+        assert!(!readiness.checks["influxdb"].ok, "but it is shown");
+        checks.report(WARMED, Err("not warmed up: InfluxDB down".into()), start);
+        assert!(!checks.readiness(start).ready);
     }
 
     #[test]

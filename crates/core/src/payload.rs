@@ -7,6 +7,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::DeploymentId;
+use crate::report::HourReport;
+use crate::row::Metric;
+use crate::schema::{AverageFields, StateExtremeFields, ZipExtremeFields};
 use crate::{Generation, HourKey, WeatherRow};
 
 /// Most batches an hour may have: 100,000 batches of 500 rows is 50 million stations.
@@ -69,6 +72,178 @@ pub struct HourReported {
     /// The content the reports were computed from: the streamer confirms only its own.
     #[serde(default)]
     pub generation: Generation,
+}
+
+/// Most states an hour's reports may have (the US has 50 and a few territories; this
+/// leaves room for other inputs while bounding what a message can make a replica hold).
+pub const MAX_STATES_PER_HOUR: usize = 10_000;
+/// Longest state or zip code a reports message may carry, in bytes.
+pub const MAX_HOLDER_BYTES: usize = 256;
+
+/// On `weather_channel:reports:<hour>`: the reports of the hour themselves, compact,
+/// published by the processor once they are stored (its `hour_generations` record
+/// last), so every api replica holds them without a query. The same type is what a
+/// replica loads from InfluxDB when it catches up.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HourReports {
+    pub hour: HourKey,
+    /// The content the reports were computed from (`hour_generations`).
+    pub generation: Generation,
+    /// Rows the reports count.
+    pub rows: u64,
+    /// Per state, sorted by state.
+    pub states: Vec<StateReports>,
+    /// Per metric, in [`Metric::ALL`] order: the states with the highest and lowest
+    /// average. Empty only if `states` is.
+    pub state_extremes: Vec<StateExtremeFields>,
+}
+
+/// One state's reports of an hour: its averages and, per metric in [`Metric::ALL`]
+/// order, the zip codes holding the extremes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StateReports {
+    pub state: String,
+    pub average: AverageFields,
+    pub extremes: Vec<ZipExtremeFields>,
+}
+
+impl HourReports {
+    /// The message of a computed report of content `generation`.
+    pub fn from_report(report: &HourReport, generation: Generation) -> Self {
+        let states = report
+            .averages
+            .iter()
+            .map(|average| StateReports {
+                state: average.state.clone(),
+                average: average.into(),
+                extremes: report
+                    .zip_extremes
+                    .get(&average.state)
+                    .map(|pairs| {
+                        Metric::ALL
+                            .iter()
+                            .zip(pairs)
+                            .map(|(metric, pair)| ZipExtremeFields::new(*metric, pair))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect();
+        Self {
+            hour: report.hour,
+            generation,
+            rows: report.rows(),
+            states,
+            state_extremes: Metric::ALL
+                .iter()
+                .zip(&report.state_extremes)
+                .map(|(metric, pair)| StateExtremeFields::new(*metric, pair))
+                .collect(),
+        }
+    }
+
+    /// Whether the reports are complete and within bounds: states sorted and unique, each
+    /// with every metric's extremes once, every metric's state extremes, names bounded,
+    /// row counts adding up.
+    pub fn check(&self) -> Result<(), String> {
+        if self.states.len() > MAX_STATES_PER_HOUR {
+            return Err(format!(
+                "{} states; an hour has at most {MAX_STATES_PER_HOUR}",
+                self.states.len()
+            ));
+        }
+        let metrics = Metric::ALL.map(|m| m.name());
+        let long = |name: &str| name.is_empty() || name.len() > MAX_HOLDER_BYTES;
+        for pair in self.states.windows(2) {
+            if pair[0].state >= pair[1].state {
+                return Err(format!(
+                    "states not sorted or repeated: {:?} before {:?}",
+                    pair[0].state, pair[1].state
+                ));
+            }
+        }
+        let mut rows = 0u64;
+        for state in &self.states {
+            if long(&state.state) {
+                return Err(format!(
+                    "a state name of {} bytes (1 to {MAX_HOLDER_BYTES})",
+                    state.state.len()
+                ));
+            }
+            let names: Vec<&str> = state.extremes.iter().map(|e| e.metric.as_str()).collect();
+            if names != metrics {
+                return Err(format!(
+                    "state {:?}: extremes of {names:?}, expected {metrics:?}",
+                    state.state
+                ));
+            }
+            if state
+                .extremes
+                .iter()
+                .any(|e| long(&e.max_zip_code) || long(&e.min_zip_code))
+            {
+                return Err(format!(
+                    "state {:?}: a zip code of 0 or over {MAX_HOLDER_BYTES} bytes",
+                    state.state
+                ));
+            }
+            rows = rows.saturating_add(state.average.count);
+        }
+        if rows != self.rows {
+            return Err(format!(
+                "the states count {rows} rows, the message says {}",
+                self.rows
+            ));
+        }
+        let names: Vec<&str> = self
+            .state_extremes
+            .iter()
+            .map(|e| e.metric.as_str())
+            .collect();
+        let expected: &[&str] = if self.states.is_empty() {
+            &[]
+        } else {
+            &metrics
+        };
+        if names != expected {
+            return Err(format!(
+                "state extremes of {names:?}, expected {expected:?}"
+            ));
+        }
+        if self
+            .state_extremes
+            .iter()
+            .any(|e| long(&e.max_state) || long(&e.min_state))
+        {
+            return Err(format!(
+                "a state extreme's state of 0 or over {MAX_HOLDER_BYTES} bytes"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decodes the reports on `channel` (of `hour`) and checks them ([`Self::check`]) and
+    /// their hour against the channel's.
+    pub fn decode_for(
+        channel: &str,
+        hour: HourKey,
+        body: &[u8],
+        deployment: &DeploymentId,
+    ) -> Result<Self, PayloadError> {
+        let reports: Self = decode(channel, body, deployment)?;
+        let error = |reason: String| PayloadError {
+            channel: channel.to_owned(),
+            reason,
+        };
+        if reports.hour != hour {
+            return Err(error(format!(
+                "body says hour {}, channel says {hour}",
+                reports.hour
+            )));
+        }
+        reports.check().map_err(error)?;
+        Ok(reports)
+    }
 }
 
 /// A message body that cannot be used, with the reason.
@@ -260,6 +435,50 @@ impl BatchEnvelope {
 mod tests {
     use super::*;
     use crate::row::NUMERIC_COLUMNS;
+
+    #[test]
+    fn hour_reports_round_trip_and_are_checked_against_their_channel() {
+        let hour: HourKey = "2023-09-19T05".parse().unwrap();
+        let rows = [
+            ("CA", "90001", [20.0, 1010.0, 40.0, 0.0]),
+            ("CA", "90002", [22.0, 1012.0, 42.0, 0.5]),
+            ("NY", "10001", [15.0, 1020.0, 80.0, 1.0]),
+        ];
+        let report = crate::report::compute(hour, rows.iter().map(|(s, z, v)| (*s, *z, *v)));
+        let generation: Generation = "00000000000000ab".parse().unwrap();
+        let reports = HourReports::from_report(&report, generation);
+        assert_eq!(reports.rows, 3);
+        assert_eq!(reports.states.len(), 2);
+        assert_eq!(reports.states[0].average.count, 2);
+        assert_eq!(reports.states[0].extremes[0].max_zip_code, "90002");
+        assert_eq!(reports.state_extremes[0].max_state, "CA");
+        assert_eq!(reports.state_extremes[0].max_value, 21.0);
+        let body = encode(&ours(), &reports);
+        assert!(body.len() < 2048, "compact: {} bytes", body.len());
+        assert_eq!(
+            HourReports::decode_for("c", hour, &body, &ours()).unwrap(),
+            reports
+        );
+        let other_hour: HourKey = "2023-09-19T06".parse().unwrap();
+        let error = HourReports::decode_for("c", other_hour, &body, &ours()).unwrap_err();
+        assert!(error.to_string().contains("channel says"), "{error}");
+
+        let mut broken = reports.clone();
+        broken.states[1].extremes.pop();
+        assert!(broken.check().unwrap_err().contains("NY"));
+        let mut broken = reports.clone();
+        broken.states.swap(0, 1);
+        assert!(broken.check().unwrap_err().contains("sorted"));
+        let mut broken = reports.clone();
+        broken.rows = 4;
+        assert!(broken.check().unwrap_err().contains("3 rows"));
+        let mut broken = reports.clone();
+        broken.state_extremes.truncate(2);
+        assert!(broken.check().unwrap_err().contains("state extremes"));
+        let mut broken = reports;
+        broken.states[0].extremes[0].max_zip_code = "9".repeat(MAX_HOLDER_BYTES + 1);
+        assert!(broken.check().is_err());
+    }
 
     fn ours() -> DeploymentId {
         DeploymentId::default()

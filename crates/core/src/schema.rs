@@ -323,6 +323,52 @@ pub fn reported_hours_query() -> String {
     )
 }
 
+/// Every `hour_generations` point: `time` (epoch seconds), `generation` and `rows`. One
+/// point per reported hour (written last of its reports), so this is the list of
+/// reported hours and which content each holds; an api replica compares it with what it
+/// holds.
+pub fn hour_generations_query() -> String {
+    format!("SELECT {FIELD_GENERATION}, {FIELD_ROWS} FROM {HOUR_GENERATIONS}")
+}
+
+/// `time >= <start of from> AND time < <start of until>`.
+fn between(from: HourKey, until: HourKey) -> String {
+    format!(
+        "time >= '{}' AND time < '{}'",
+        from.rfc3339(),
+        until.rfc3339()
+    )
+}
+
+/// Every `weather_averages` point from `from` to before `until`: `time`, `state` and the
+/// [`AverageFields`] columns.
+pub fn averages_between_query(from: HourKey, until: HourKey) -> String {
+    let fields: Vec<&str> = Metric::ALL.iter().map(|m| average_field(*m)).collect();
+    format!(
+        "SELECT {TAG_STATE}, {}, \"{FIELD_COUNT}\" FROM {WEATHER_AVERAGES} WHERE {}",
+        fields.join(", "),
+        between(from, until)
+    )
+}
+
+/// Every `zip_code_extremes` point from `from` to before `until`: `time`, `state` and
+/// the [`ZipExtremeFields`] columns.
+pub fn zip_extremes_between_query(from: HourKey, until: HourKey) -> String {
+    format!(
+        "SELECT {TAG_STATE}, {TAG_METRIC}, {FIELD_MAX_ZIP_CODE}, {FIELD_MAX_VALUE}, {FIELD_MIN_ZIP_CODE}, {FIELD_MIN_VALUE} FROM {ZIP_CODE_EXTREMES} WHERE {}",
+        between(from, until)
+    )
+}
+
+/// Every `state_extremes` point from `from` to before `until`: `time` and the
+/// [`StateExtremeFields`] columns.
+pub fn state_extremes_between_query(from: HourKey, until: HourKey) -> String {
+    format!(
+        "SELECT {TAG_METRIC}, {FIELD_MAX_STATE}, {FIELD_MAX_VALUE}, {FIELD_MIN_STATE}, {FIELD_MIN_VALUE} FROM {STATE_EXTREMES} WHERE {}",
+        between(from, until)
+    )
+}
+
 /// `time >= '<date>T00:00:00Z' AND time < '<next date>T00:00:00Z'`: the 24 hours of a UTC
 /// date.
 fn within_day(date: NaiveDate) -> String {

@@ -34,7 +34,7 @@ pub use server::{
     InfluxServer, Login, PrometheusServer, RedisAcl, RedisServer, ServerTls, influx_identifier,
     influx_string,
 };
-pub use stack::{InfluxUsers, LocalStack, LocalStackBuilder, Role};
+pub use stack::{ApiReplica, InfluxUsers, LocalStack, LocalStackBuilder, Role};
 pub use weathervane_core::tls::install_provider as install_tls_provider;
 
 pub type Result<T, E = HarnessError> = std::result::Result<T, E>;

@@ -3,7 +3,8 @@
 //! them by environment (`REDIS_URL`, `INFLUXDB_URL`, `INFLUXDB_DB`, `API_ADDR`, and a free
 //! `WEATHERVANE_ADMIN_ADDR` per role, see [`LocalStack::admin_url`]) with
 //! `WEATHERVANE_EVENTS=stderr`, so each role's log file carries its typed events (see
-//! [`crate::events`]). It owns which roles run and where their logs go, and under access
+//! [`crate::events`]), and optionally a herd of api replicas, each on ports of its own
+//! ([`LocalStackBuilder::api_replicas`]). It owns which roles run and where their logs go, and under access
 //! control the InfluxDB database and users; what the roles are asked to do (input, batch
 //! sizes) and the logins they are given come from the caller.
 
@@ -75,9 +76,24 @@ pub struct LocalStackBuilder {
     influx_users: Option<InfluxUsers>,
     env: Vec<(OsString, OsString)>,
     roles: Vec<(Role, Customize)>,
+    /// Api replicas beyond the `api` role, each with what it gets on top of its wiring.
+    replicas: Vec<Customize>,
 }
 
 impl LocalStackBuilder {
+    /// Starts `count` api replicas (after the roles), each on a free API port and a free
+    /// admin port, logging to `api-<i>.log` (i from 1), each with what `customize` adds.
+    pub fn api_replicas(
+        mut self,
+        count: usize,
+        customize: impl Fn(ManagedProcess) -> ManagedProcess + Clone + 'static,
+    ) -> Self {
+        for _ in 0..count {
+            self.replicas.push(Box::new(customize.clone()));
+        }
+        self
+    }
+
     /// Logs (`<dir>/<role>.log`) and role files go here; by default a temp dir the stack
     /// owns and deletes.
     pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -158,6 +174,7 @@ impl LocalStackBuilder {
         }
         let mut stack = LocalStack {
             roles: Vec::new(),
+            replicas: Vec::new(),
             redis,
             influx,
             influx_users: self.influx_users,
@@ -174,6 +191,12 @@ impl LocalStackBuilder {
             let mut process = customize(stack.role(role)?);
             process.start()?;
             stack.roles.push((role, process));
+        }
+        for (index, customize) in self.replicas.into_iter().enumerate() {
+            let mut replica = stack.api_replica(index + 1)?;
+            replica.process = customize(replica.process);
+            replica.process.start()?;
+            stack.replicas.push(replica);
         }
         Ok(stack)
     }
@@ -209,6 +232,8 @@ fn create_users(influx: &InfluxServer, users: &InfluxUsers) -> Result<()> {
 pub struct LocalStack {
     // Declared first so the roles go before the servers they talk to.
     roles: Vec<(Role, ManagedProcess)>,
+    /// The api replicas started with the stack ([`LocalStackBuilder::api_replicas`]).
+    pub replicas: Vec<ApiReplica>,
     pub redis: RedisServer,
     pub influx: InfluxServer,
     influx_users: Option<InfluxUsers>,
@@ -222,9 +247,52 @@ pub struct LocalStack {
     _owned_dir: Option<tempfile::TempDir>,
 }
 
+/// One api replica of a herd: its process and where it listens.
+#[derive(Debug)]
+pub struct ApiReplica {
+    pub process: ManagedProcess,
+    /// `host:port` of its API.
+    pub addr: String,
+    /// `host:port` of its admin server.
+    pub admin_addr: String,
+}
+
+impl ApiReplica {
+    /// `http://host:port` of its admin server.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr)
+    }
+}
+
 impl LocalStack {
     pub fn builder() -> LocalStackBuilder {
         LocalStackBuilder::default()
+    }
+
+    /// Api replica `index` wired to this stack's servers, on free ports of its own, not
+    /// started and not owned by the stack; its log is `api-<index>.log`.
+    pub fn api_replica(&self, index: usize) -> Result<ApiReplica> {
+        let (addr, admin_addr) = (
+            format!("127.0.0.1:{}", free_port()?),
+            format!("127.0.0.1:{}", free_port()?),
+        );
+        let process = ManagedProcess::weathervane(format!("api-{index}"), &self.dir)?
+            .arg(Role::Api.name())
+            .env("REDIS_URL", self.redis.url())
+            .env("INFLUXDB_URL", self.influx.url())
+            .env("INFLUXDB_DB", DB)
+            .env("API_ADDR", &addr)
+            .env("WEATHERVANE_ADMIN_ADDR", &admin_addr)
+            .env("WEATHERVANE_EVENTS", "stderr");
+        let process = self
+            .env
+            .iter()
+            .fold(process, |process, (key, value)| process.env(key, value));
+        Ok(ApiReplica {
+            process,
+            addr,
+            admin_addr,
+        })
     }
 
     /// A `weathervane <role>` process wired to this stack's servers, not started and not

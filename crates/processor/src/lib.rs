@@ -2,7 +2,8 @@
 //! back from InfluxDB with one InfluxQL query, checks that exactly the announced number
 //! of rows is there, computes the reports (state averages, zip-code and state extremes)
 //! and writes them with one request (in pieces, in order, if InfluxDB finds it too large),
-//! then publishes `weather_channel:reported:<hour>`.
+//! then publishes the reports themselves on `weather_channel:reports:<hour>` (for the api
+//! replicas) and `weather_channel:reported:<hour>` (for the streamer).
 //!
 //! It never computes a report from an hour the ingester has not declared complete, and
 //! keeps nothing on disk: reports are idempotent, so a restarted processor simply waits
@@ -25,7 +26,7 @@ use weathervane_core::event::{self, Event};
 use weathervane_core::health::Health;
 use weathervane_core::influx::{InfluxClient, InfluxError, Series};
 use weathervane_core::metrics;
-use weathervane_core::payload::{self, HourReported};
+use weathervane_core::payload::{self, HourReported, HourReports};
 use weathervane_core::report::{self, HourReport, MetricValues};
 use weathervane_core::row::Metric;
 use weathervane_core::schema;
@@ -68,7 +69,7 @@ struct ProcessorState {
     queue: Arc<BoundedQueue<ReportJob>>,
     /// Which hours are queued or being computed.
     jobs: Mutex<ReportJobs>,
-    /// `reported:<hour>` messages waiting to be published.
+    /// `reports:<hour>` and `reported:<hour>` messages waiting to be published.
     reported: Arc<BoundedQueue<Outbound>>,
 }
 
@@ -115,7 +116,7 @@ async fn run_with(
     let state = Arc::new(ProcessorState {
         queue: Arc::new(BoundedQueue::new("processor-jobs", 10_000, usize::MAX)),
         jobs: Mutex::new(ReportJobs::new(config.redis.deployment())),
-        reported: Arc::new(BoundedQueue::new("processor-acks", 10_000, 1 << 20)),
+        reported: Arc::new(BoundedQueue::new("processor-acks", 10_000, 8 << 20)),
     });
     let mut supervisor = Supervisor::new();
     let health = admin.supervise(&mut supervisor);
@@ -201,6 +202,18 @@ impl Target<ReportJob> for ReportTarget {
                     .record(started.elapsed().as_secs_f64());
                 metrics::counter(ROLE, "hour_reports_total", &[]).increment(1);
                 metrics::counter(ROLE, "rows_reported_total", &[]).increment(job.rows);
+                // The reports themselves, for the api replicas: they hold them without
+                // a query. Let go when unheard, like `reported`: a replica that was not
+                // subscribed catches up from InfluxDB.
+                let reports = Outbound::new(
+                    Channel::Reports { hour: job.hour }.name(&self.deployment.namespace),
+                    payload::encode(
+                        &self.deployment.id,
+                        &HourReports::from_report(&report, job.generation),
+                    ),
+                );
+                let bytes = reports.bytes();
+                self.state.reported.push(reports, bytes).await;
                 let reported = Outbound::new(
                     Channel::Reported { hour: job.hour }.name(&self.deployment.namespace),
                     payload::encode(

@@ -403,6 +403,9 @@ mod tests {
             .with_state(crate::AppState {
                 influx: exports.influx.clone(),
                 cache: Arc::new(crate::ReportCache::new(std::time::Duration::from_secs(1))),
+                store: Arc::new(std::sync::Mutex::new(crate::store::ReportStore::new(
+                    &crate::store::StoreArgs::default(),
+                ))),
             })
             .layer(Extension(exports))
     }

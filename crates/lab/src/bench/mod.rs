@@ -2,7 +2,8 @@
 //! private redis-server and influxd processes (a fresh pair per phase, so no phase pays
 //! for another's compactions). Phases: the ceiling (rows written straight to InfluxDB),
 //! the pipeline (the same rows through streamer, Redis, ingester, processor), recovery
-//! after Redis and InfluxDB outages, report time and query count, API load, memory per
+//! after Redis and InfluxDB outages, report time and query count, API load, the api herd
+//! (one replica against three behind HAProxy, and one with InfluxDB down), memory per
 //! buffered row, and scale. Returns a [`BenchReport`]; its `markdown()` is the report
 //! `weathervane bench` prints (ratios first, see `report`).
 
@@ -592,12 +593,136 @@ async fn api(
     })
 }
 
+/// The herd phase: `wrk` on one api replica, on three behind HAProxy, and on one with
+/// InfluxDB killed.
+#[derive(Clone, Debug)]
+pub struct HerdRun {
+    pub one: ApiLoad,
+    pub three: ApiLoad,
+    pub one_influx_down: ApiLoad,
+}
+
+/// Debian's `haproxy` on loopback in front of `replicas` (API address, admin address),
+/// checking each one's `/readyz` every second as the compose file's does.
+fn haproxy(dir: &Path, replicas: &[(String, String)]) -> anyhow::Result<(ManagedProcess, String)> {
+    let addr = format!("127.0.0.1:{}", weathervane_harness::free_port()?);
+    let servers: String = replicas
+        .iter()
+        .enumerate()
+        .map(|(i, (api, admin))| {
+            let port = admin.rsplit(':').next().unwrap_or_default();
+            format!("    server api{i} {api} check port {port} inter 1s fall 2 rise 2\n")
+        })
+        .collect();
+    let config = dir.join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "defaults\n    mode http\n    timeout connect 500ms\n    timeout client 30s\n    timeout server 10s\n    retries 3\n    option redispatch 1\n\nfrontend api\n    bind {addr}\n    default_backend replicas\n\nbackend replicas\n    balance roundrobin\n    option httpchk GET /readyz\n    http-check expect status 200\n{servers}"
+        ),
+    )?;
+    let mut process = ManagedProcess::new("haproxy", "haproxy", dir)
+        .args(["-db", "-f"])
+        .arg(&config);
+    process
+        .start()
+        .context("starting haproxy (Debian: apt-get install haproxy)")?;
+    Ok((process, addr))
+}
+
+/// Three api replicas on `stack` (warmed up from its InfluxDB), `wrk` on one of them and
+/// on the three behind HAProxy, then on one with InfluxDB killed (it answers from memory).
+async fn herd(
+    dir: &Path,
+    stack: &mut LocalStack,
+    data: &Path,
+    hours: u32,
+    seconds: u64,
+    connections: usize,
+) -> anyhow::Result<HerdRun> {
+    let mut replicas = Vec::new();
+    for index in 1..=3 {
+        let mut replica = stack.api_replica(index)?;
+        replica.process.start()?;
+        replicas.push(replica);
+    }
+    let http = crate::expected::http_client()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for replica in &replicas {
+        loop {
+            let ready = http
+                .get(format!("{}/readyz", replica.admin_url()))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "api replica {} never warmed up",
+                replica.addr
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let states: Vec<String> = {
+        let mut source = CsvSource::open(data)?;
+        let mut states: Vec<String> = std::iter::from_fn(|| source.next_row())
+            .filter_map(|r| r.ok())
+            .map(|(_, row)| row.state)
+            .take(5000)
+            .collect();
+        states.sort();
+        states.dedup();
+        states
+    };
+    let paths: Vec<String> = states
+        .iter()
+        .enumerate()
+        .map(|(i, state)| {
+            let hour = i % hours as usize;
+            format!("/avg?state={state}&hour={hour}&date=2023-09-19")
+        })
+        .collect();
+    let addrs: Vec<(String, String)> = replicas
+        .iter()
+        .map(|r| (r.addr.clone(), r.admin_addr.clone()))
+        .collect();
+    let (mut balancer, lb) = haproxy(dir, &addrs)?;
+    let one_base = format!("http://{}", replicas[0].addr);
+    let lb_base = format!("http://{lb}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // HAProxy's checks find the three ready.
+    while warm(&lb_base, &paths).await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "HAProxy never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    warm(&one_base, &paths).await?;
+    let one = load(dir, &one_base, &paths, seconds, connections).await?;
+    let three = load(dir, &lb_base, &paths, seconds, connections).await?;
+    balancer.stop();
+    stack.influx.kill();
+    let one_influx_down = load(dir, &one_base, &paths, seconds, connections).await;
+    stack.influx.start_again()?;
+    for mut replica in replicas {
+        replica.process.stop();
+    }
+    Ok(HerdRun {
+        one,
+        three,
+        one_influx_down: one_influx_down?,
+    })
+}
+
 /// Runs every phase on fresh servers and returns what they measured.
 pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let machine = report::Machine::now();
     let work = tempfile::tempdir()?;
     // On a terminal, the phases done and the one under way (hidden otherwise).
-    let phases = progress::steps("bench", 6 + args.scale.len() as u64);
+    let phases = progress::steps("bench", 7 + args.scale.len() as u64);
     let phase = |name: String| progress::next_step(&phases, name);
     phase("generating the input".into());
     let data = tokio::task::block_in_place(|| generate(work.path(), args.stations, args.hours))?;
@@ -609,13 +734,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         .context("no ceiling")?
         .clone();
     phase("the pipeline through the input".into());
-    let stack = tokio::task::block_in_place(start_servers)?;
+    let mut stack = tokio::task::block_in_place(start_servers)?;
     let day = pipeline(&stack, &data).await?;
     quiet_influxd(&stack).await;
     phase("the API under load".into());
     let api = api(
         work.path(),
         &stack,
+        &data,
+        args.hours,
+        args.api_seconds,
+        args.connections,
+    )
+    .await?;
+    phase("the api herd: one replica, three behind HAProxy, InfluxDB down".into());
+    let herd = herd(
+        work.path(),
+        &mut stack,
         &data,
         args.hours,
         args.api_seconds,
@@ -645,6 +780,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         best,
         pipeline: day,
         api,
+        herd,
         recovery,
         memory,
         scale,

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{ApiRun, BenchArgs, Ceiling, PipelineRun, RecoveryRun};
+use super::{ApiRun, BenchArgs, Ceiling, HerdRun, PipelineRun, RecoveryRun};
 use crate::verify::Verdict;
 
 /// The machine the bench ran on, and when and how it was asked for.
@@ -67,6 +67,7 @@ pub struct BenchReport {
     pub best: Ceiling,
     pub pipeline: PipelineRun,
     pub api: ApiRun,
+    pub herd: HerdRun,
     pub recovery: Recovery,
     pub memory: Memory,
     /// Per station multiplier, its pipeline run.
@@ -106,6 +107,7 @@ impl BenchReport {
         writeln!(out, "\n`weathervane bench {command}`\n")?;
         self.write_throughput(out)?;
         self.write_api(out)?;
+        self.write_herd(out)?;
         self.write_reports(out)?;
         self.write_recovery(out)?;
         self.write_memory(out)?;
@@ -158,6 +160,30 @@ impl BenchReport {
                 "| {name} | {:.2} CPU s per million rows, peak RSS {:.0} MiB | |",
                 per_million(usage.cpu),
                 usage.peak_rss_kb as f64 / 1024.0
+            )?;
+        }
+        Ok(())
+    }
+
+    fn write_herd(&self, out: &mut String) -> std::fmt::Result {
+        writeln!(
+            out,
+            "\n### The api herd (`/avg`, {} connections, {} s each, `wrk` with one thread)\n",
+            self.args.connections, self.args.api_seconds
+        )?;
+        writeln!(
+            out,
+            "| target | requests/s | p50 | p99 |\n|---|---|---|---|"
+        )?;
+        for (name, load) in [
+            ("one replica", &self.herd.one),
+            ("three replicas behind HAProxy", &self.herd.three),
+            ("one replica, InfluxDB killed", &self.herd.one_influx_down),
+        ] {
+            writeln!(
+                out,
+                "| {name} | {:.0} | {:.2} ms | {:.2} ms |",
+                load.rps, load.p50_ms, load.p99_ms
             )?;
         }
         Ok(())

@@ -93,6 +93,9 @@ impl ComposeStack {
                 .map(|t| t.name())
                 .filter(|s| *s != streamer),
         );
+        // The api's other replicas and the load balancer, which publishes the API port
+        // (the target `api` is the first replica).
+        up.extend(["api2", "api3", "lb"]);
         project.run(&up)?;
         project.run(&["up", "--no-start", streamer])?;
         let mut followers = Vec::new();
