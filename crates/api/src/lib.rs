@@ -93,10 +93,7 @@ impl ServeOptions {
     }
 }
 
-/// One `--cors-origin` item, checked when the flags are read.
-fn cors_item(value: &str) -> Result<String, String> {
-    CorsOrigins::from_list(&[value.to_owned()]).map(|_| value.trim().to_owned())
-}
+use weathervane_core::cors::parse_item as cors_item;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
