@@ -494,7 +494,10 @@ fn router(uploads: Arc<Uploads>) -> Router {
 
 /// `router` answering browsers from `origins` (unchanged when off): the tus methods, the
 /// request headers a tus client sends, and the answer headers it must read (a browser
-/// hides every other from the page). Preflights are answered here, before `admit`.
+/// hides every other from the page). Preflights are answered by the CORS layer, before
+/// `admit`; an OPTIONS without `Access-Control-Request-Method` is tus discovery and goes
+/// to the router (tower-http's layer would answer every OPTIONS as a preflight, hiding
+/// `Tus-Version` and the rest from tus clients).
 fn with_cors(router: Router, origins: &CorsOrigins) -> Router {
     use axum::http::{HeaderName, Method, header};
     use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -506,48 +509,61 @@ fn with_cors(router: Router, origins: &CorsOrigins) -> Router {
     let names = |names: &[&'static str]| -> Vec<HeaderName> {
         names.iter().map(|n| HeaderName::from_static(n)).collect()
     };
-    router.layer(
-        CorsLayer::new()
-            .allow_origin(allow_origin)
-            .allow_methods([
-                Method::GET,
-                Method::HEAD,
-                Method::POST,
-                Method::PATCH,
-                Method::DELETE,
-                Method::OPTIONS,
-            ])
-            .allow_headers(
-                [header::AUTHORIZATION, header::CONTENT_TYPE]
-                    .into_iter()
-                    .chain(names(&[
-                        "tus-resumable",
-                        "upload-length",
-                        "upload-metadata",
-                        "upload-offset",
-                        "upload-checksum",
-                        "upload-defer-length",
-                        "x-http-method-override",
-                    ]))
-                    .collect::<Vec<_>>(),
-            )
-            .expose_headers(
-                [header::LOCATION]
-                    .into_iter()
-                    .chain(names(&[
-                        "tus-resumable",
-                        "tus-version",
-                        "tus-extension",
-                        "tus-max-size",
-                        "tus-checksum-algorithm",
-                        "upload-offset",
-                        "upload-length",
-                        "upload-metadata",
-                    ]))
-                    .collect::<Vec<_>>(),
-            )
-            .max_age(Duration::from_secs(600)),
-    )
+    let layer = CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(
+            [header::AUTHORIZATION, header::CONTENT_TYPE]
+                .into_iter()
+                .chain(names(&[
+                    "tus-resumable",
+                    "upload-length",
+                    "upload-metadata",
+                    "upload-offset",
+                    "upload-checksum",
+                    "upload-defer-length",
+                    "x-http-method-override",
+                ]))
+                .collect::<Vec<_>>(),
+        )
+        .expose_headers(
+            [header::LOCATION]
+                .into_iter()
+                .chain(names(&[
+                    "tus-resumable",
+                    "tus-version",
+                    "tus-extension",
+                    "tus-max-size",
+                    "tus-checksum-algorithm",
+                    "upload-offset",
+                    "upload-length",
+                    "upload-metadata",
+                ]))
+                .collect::<Vec<_>>(),
+        )
+        .max_age(Duration::from_secs(600));
+    let plain = router.clone();
+    let cors = router.layer(layer);
+    Router::new().fallback_service(tower::service_fn(move |request: axum::extract::Request| {
+        use tower::ServiceExt as _;
+        let discovery = request.method() == Method::OPTIONS
+            && !request
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let service = if discovery {
+            plain.clone()
+        } else {
+            cors.clone()
+        };
+        service.oneshot(request)
+    }))
 }
 
 /// A tus answer: `status` with `Tus-Resumable` and `headers`.
