@@ -181,7 +181,12 @@
     localStorage.removeItem(fingerprint(upload.file));
     try {
       if (upload.url) {
-        const response = await tus("DELETE", upload.url);
+        // The aborted PATCH may still hold the upload on the server for a moment (423).
+        let response = await tus("DELETE", upload.url);
+        for (let tries = 0; response.status === 423 && tries < 10; tries += 1) {
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          response = await tus("DELETE", upload.url);
+        }
         if (!response.ok && response.status !== 404 && response.status !== 410) throw await failure(response, "cancelling the upload");
       }
       note(`Upload of ${upload.file.name} cancelled: nothing of it is streamed.`);
