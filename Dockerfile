@@ -32,13 +32,15 @@ RUN if [ ! -e /etc/ssl/certs/ca-certificates.crt ]; then \
     fi
 RUN useradd --system --user-group --uid 10001 --create-home \
         --home-dir /var/lib/weathervane --shell /usr/sbin/nologin weathervane && \
-    install -d -o weathervane -g weathervane /var/lib/weathervane/exports
+    install -d -o weathervane -g weathervane /var/lib/weathervane/exports /inbox
 WORKDIR /var/lib/weathervane
 ENV API_ADDR=0.0.0.0:9000 \
     WEATHERVANE_REJECTS=/var/lib/weathervane/rejects.csv \
     WEATHERVANE_STATE_FILE=/var/lib/weathervane/streamer.state
 USER weathervane
-EXPOSE 9000
+# The api, and the streamer's tus uploads (--upload-addr; /inbox, owned by the user, is
+# where a compose volume mounted there starts from).
+EXPOSE 9000 9200
 ENTRYPOINT ["weathervane"]
 CMD ["--help"]
 

@@ -11,7 +11,9 @@
 //! read-only user), the API answers `/avg` with the figures computed here from the CSV,
 //! logins are required and privileges hold, reads through the load balancer in front of
 //! the three api replicas all answer 200 and correctly while one replica and InfluxDB
-//! are killed, no password is in a log or a container's
+//! are killed, the streamer's published upload port refuses an upload without the
+//! generated token and takes one with it (CORS allowing the api's origin), no password
+//! is in a log or a container's
 //! configuration, `up` again keeps the credentials, a restarted streamer finds its state
 //! on its volume, and `down -v` leaves no container, network or volume of the project
 //! behind. A second test runs `weathervane replay --compose` on one scenario.
@@ -196,7 +198,7 @@ fn project(suffix: &str, env: Vec<(&'static str, String)>) -> ComposeProject {
 
 /// The files of the volume `secrets`: every password the stack runs with (the
 /// credentials service makes them; deploy/compose/make-credentials).
-const SECRET_FILES: [&str; 8] = [
+const SECRET_FILES: [&str; 9] = [
     "redis-streamer",
     "redis-ingester",
     "redis-processor",
@@ -205,6 +207,7 @@ const SECRET_FILES: [&str; 8] = [
     "influxdb-admin",
     "influxdb-writer",
     "influxdb-reader",
+    "upload-token",
 ];
 
 /// The generated passwords by file name, read from the project's volume `secrets` in a
@@ -328,6 +331,49 @@ fn assert_auth_is_required(
 
 /// No password in any container's log or configuration (its environment, command and
 /// mounts as `docker inspect` shows them), the one-shot services' included.
+/// The streamer's upload server on its published port: an upload without the generated
+/// token is refused (401); with it, one is created (in the inbox volume's staging
+/// directory) and terminated; a browser on the api's published origin may call it (CORS).
+async fn assert_uploads_need_the_token(port: u16, api_origin: &str, token: &str) {
+    let client = http_client();
+    let base = format!("http://127.0.0.1:{port}/uploads");
+    let create = |token: Option<&str>| {
+        let request = client
+            .post(&base)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", "10");
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    };
+    let refused = create(None).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let created = create(Some(token)).send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let deleted = client
+        .delete(format!("http://127.0.0.1:{port}{location}"))
+        .header("Tus-Resumable", "1.0.0")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, &base)
+        .header("Origin", api_origin)
+        .header("Access-Control-Request-Method", "PATCH")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        api_origin,
+        "the dashboard's origin may upload"
+    );
+}
+
 fn assert_no_secret_shown(project: &ComposeProject, secrets: &BTreeMap<&str, String>) {
     let logs = project.run(&["logs", "--no-color"]).unwrap();
     assert!(
@@ -407,7 +453,8 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
     let hours: BTreeSet<String> = expected.hours.keys().cloned().collect();
     assert_eq!((rows.len(), hours.len()), (7200, 24), "the sample day");
 
-    let (api_port, influx_port) = (
+    let (api_port, influx_port, upload_port) = (
+        weathervane_harness::free_port().unwrap(),
         weathervane_harness::free_port().unwrap(),
         weathervane_harness::free_port().unwrap(),
     );
@@ -417,6 +464,7 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
     env.extend([
         ("API_PORT", api_port.to_string()),
         ("INFLUXDB_PORT", influx_port.to_string()),
+        ("UPLOAD_PORT", upload_port.to_string()),
         ("WEATHERVANE_HOUR_INTERVAL", "0.3".to_owned()),
         ("WEATHERVANE_BATCH_SIZE", "50".to_owned()),
         ("WEATHERVANE_BATCH_INTERVAL", "0.1".to_owned()),
@@ -545,6 +593,11 @@ fn the_compose_stack_loses_nothing_when_redis_and_influxdb_are_killed() {
     }
 
     assert_auth_is_required(&runtime, influx_port, &redis, &secrets);
+    runtime.block_on(assert_uploads_need_the_token(
+        upload_port,
+        &format!("http://127.0.0.1:{api_port}"),
+        &secrets["upload-token"],
+    ));
 
     // The herd: one api replica and InfluxDB killed, every hour read through the load
     // balancer for 10 s: every answer 200 and correct (the replicas left answer from

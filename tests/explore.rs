@@ -5,7 +5,9 @@
 //! day-series and CSV answers are compared with values computed from the CSV. Then
 //! headless Chromium loads `/dashboard`; the values it drew (read from the DOM) are
 //! compared with the same expectations, and screenshots are saved under
-//! `target/test-artifacts/`.
+//! `target/test-artifacts/`. Last, the dashboard's upload box sends a generated CSV to a
+//! streamer's upload server on another origin (tus through the page's own script, CORS
+//! allowing the api's origin), and InfluxDB then holds exactly that file's rows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -199,7 +201,7 @@ async fn assert_fits(doc: &Value, addr: &str, route: &str, path: &str, status: u
 
 /// Every route the API serves (its router, `crates/api/src/openapi.rs`), with a request
 /// that succeeds.
-const ROUTES: [(&str, &str); 14] = [
+const ROUTES: [(&str, &str); 16] = [
     ("/", "/"),
     ("/avg", "/avg?state={state}&hour=05&date=2023-09-19"),
     (
@@ -217,6 +219,8 @@ const ROUTES: [(&str, &str); 14] = [
     ("/dashboard/app.js", "/dashboard/app.js"),
     ("/dashboard/style.css", "/dashboard/style.css"),
     ("/dashboard/exports.js", "/dashboard/exports.js"),
+    ("/dashboard/uploads.js", "/dashboard/uploads.js"),
+    ("/dashboard/config.json", "/dashboard/config.json"),
 ];
 
 /// The export job routes, which need a job (tests/exports.rs runs them).
@@ -931,4 +935,185 @@ fn want_hours(expected: &Expected, state: &str) -> usize {
         .values()
         .filter(|states| states.contains_key(state))
         .count()
+}
+
+/// Serves `body` (a CSV) to every GET on 127.0.0.1 at the port returned, with
+/// `Access-Control-Allow-Origin: *` so the dashboard's page may fetch it. A thread of the
+/// test process; it ends with the test.
+fn serve_file(body: Vec<u8>) -> u16 {
+    use std::io::{BufRead as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: {}\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    port
+}
+
+/// The attributes of the element with `id` in `html`.
+fn element_with_id(html: &str, tag: &str, id: &str) -> BTreeMap<String, String> {
+    elements(html, tag)
+        .into_iter()
+        .find(|attrs| attrs.get("id").map(String::as_str) == Some(id))
+        .unwrap_or_else(|| panic!("no <{tag} id={id:?}> in the page"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_uploads_a_csv_with_tus_and_it_is_stored_exactly() {
+    use weathervane_harness::{LocalStack, Role, free_port};
+    let Some(browser) = chromium() else {
+        return;
+    };
+    let upload_port = free_port().unwrap();
+    let upload_base = format!("http://127.0.0.1:{upload_port}");
+    let stack = weathervane_e2e::Stack::with(
+        LocalStack::builder()
+            .env("RUST_LOG", "info")
+            .env("API_UPLOAD_URL", &upload_base)
+            .env("API_DASHBOARD_TEST_HOOKS", "true")
+            .role(Role::Ingester)
+            .role(Role::Processor)
+            .role(Role::Api)
+            .start()
+            .unwrap(),
+    );
+    let origin = format!("http://{}", stack.api_addr());
+    let inbox = stack.dir().join("inbox");
+    let mut streamer = stack
+        .role(Role::Streamer)
+        .unwrap()
+        .args(["--hour-interval", "0", "--inbox-quiet", "1"])
+        .arg("--inbox")
+        .arg(&inbox)
+        .args(["--upload-addr", &format!("127.0.0.1:{upload_port}")])
+        .args(["--upload-cors-origin", &origin])
+        .arg("--state-file")
+        .arg(stack.dir().join("streamer-state"))
+        .arg("--rejects")
+        .arg(stack.dir().join("rejects.csv"));
+    streamer.start().unwrap();
+
+    let input = stack.generate(10, 1, 41);
+    let rows = read_csv(&input);
+    let bytes = std::fs::read(&input).unwrap();
+    let chunk = 8192;
+    assert!(
+        bytes.len() > 3 * chunk,
+        "several chunks: {} bytes",
+        bytes.len()
+    );
+    let file_port = serve_file(bytes.clone());
+
+    // Wait for the upload server (an OPTIONS answers 204 once it listens).
+    let client = http_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client
+        .request(reqwest::Method::OPTIONS, format!("{upload_base}/uploads"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 204)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the upload server never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The page uploads the file through its own tus client, in chunks.
+    let profile = stack.dir().join("chromium-profile");
+    let url = format!(
+        "{origin}/dashboard?upload_chunk={chunk}&upload_from=http://127.0.0.1:{file_port}/station-logs.csv"
+    );
+    let html = tokio::task::spawn_blocking({
+        let (browser, profile, url) = (browser.clone(), profile.clone(), url.clone());
+        move || run_chromium(&browser, &profile, &["--dump-dom".into()], &url)
+    })
+    .await
+    .unwrap();
+    let uploads = element_with_id(&html, "section", "uploads");
+    assert!(!uploads.contains_key("hidden"), "the upload box is shown");
+    assert_eq!(
+        uploads.get("data-state").map(String::as_str),
+        Some("uploaded"),
+        "{uploads:?}"
+    );
+    assert_eq!(uploads["data-offset"], bytes.len().to_string());
+    let upload_url = uploads["data-url"].clone();
+    assert!(
+        upload_url.starts_with(&format!("{upload_base}/uploads/")),
+        "{upload_url}"
+    );
+
+    // The server holds the same bytes and streams them; every hour gets its report.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let progress = loop {
+        let body: Value = client
+            .get(&upload_url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_ne!(body["state"], "failed", "{body}");
+        if body["state"] == "done" && body["hours_reported"] == body["hours"] {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upload was not reported in time: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(progress["bytes_received"], bytes.len() as u64);
+    assert_eq!(progress["file_name"], "station-logs.csv");
+    assert_eq!(progress["rows_read"], rows.len() as u64, "{progress}");
+    assert_eq!(progress["rows_rejected"], 0, "{progress}");
+    let hours: BTreeSet<String> = rows
+        .iter()
+        .map(|row| weathervane_e2e::hour_of(&row["time"]))
+        .collect();
+    assert_eq!(progress["hours"], hours.len() as u64, "{progress}");
+    weathervane_e2e::assert_stored_exactly(&stack, &rows).await;
+
+    // A reload shows the last upload's way through the pipeline, as the server tells it.
+    let html = tokio::task::spawn_blocking({
+        let (browser, profile) = (browser.clone(), profile.clone());
+        let url = format!("{origin}/dashboard");
+        move || run_chromium(&browser, &profile, &["--dump-dom".into()], &url)
+    })
+    .await
+    .unwrap();
+    let facts = element_with_id(&html, "dl", "upload-facts");
+    assert_eq!(facts["data-rows-read"], rows.len().to_string(), "{facts:?}");
+    assert_eq!(facts["data-rows-rejected"], "0");
+    assert_eq!(facts["data-hours-reported"], hours.len().to_string());
+
+    let path = artifacts_dir().join("dashboard-upload.png");
+    let _ = std::fs::remove_file(&path);
+    let args = vec![
+        "--window-size=1280,1700".to_string(),
+        format!("--screenshot={}", path.display()),
+    ];
+    let url = format!("{origin}/dashboard");
+    tokio::task::spawn_blocking(move || run_chromium(&browser, &profile, &args, &url))
+        .await
+        .unwrap();
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 10_000, "{} is {size} bytes", path.display());
+    drop(streamer);
 }

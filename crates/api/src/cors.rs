@@ -1,65 +1,11 @@
 //! CORS, off by default: with no `--cors-origin` the API sends no CORS header at all;
-//! with origins (or `*`) it answers browsers from those origins, for GET only.
+//! with origins (or `*`) it answers browsers from those origins, for GET only. The
+//! origins are parsed in `weathervane_core::cors` (the upload server takes the same).
 
 use axum::Router;
-use axum::http::{HeaderValue, Method};
+use axum::http::Method;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-
-/// The origins allowed to read the API from a browser.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum CorsOrigins {
-    /// No CORS headers (the default).
-    #[default]
-    Off,
-    /// `*`: any origin.
-    Any,
-    /// These origins, exactly (`https://example.org`, scheme and host, port if not the default).
-    List(Vec<HeaderValue>),
-}
-
-impl CorsOrigins {
-    /// From the origins given (each may be a comma-separated list): none is off, `*`
-    /// is any origin, else each must be `scheme://host[:port]`.
-    pub fn from_list(values: &[String]) -> Result<Self, String> {
-        let items: Vec<&str> = values
-            .iter()
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .collect();
-        if items.is_empty() {
-            return Ok(CorsOrigins::Off);
-        }
-        if items.contains(&"*") {
-            if items.len() > 1 {
-                return Err(format!(
-                    "CORS origins {items:?}: \"*\" already allows every origin; give it alone"
-                ));
-            }
-            return Ok(CorsOrigins::Any);
-        }
-        items
-            .iter()
-            .map(|item| origin(item))
-            .collect::<Result<_, _>>()
-            .map(CorsOrigins::List)
-    }
-}
-
-/// `scheme://host[:port]` with no path, as a browser sends it in `Origin`.
-fn origin(item: &str) -> Result<HeaderValue, String> {
-    let bad = || {
-        format!(
-            "CORS origin {item:?} is not an origin such as https://example.org or http://localhost:3000 (scheme and host, no path), nor *"
-        )
-    };
-    let (scheme, rest) = item.split_once("://").ok_or_else(bad)?;
-    let host_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '[' | ']');
-    if !matches!(scheme, "http" | "https") || rest.is_empty() || !rest.chars().all(host_ok) {
-        return Err(bad());
-    }
-    HeaderValue::from_str(item).map_err(|_| bad())
-}
+pub use weathervane_core::cors::CorsOrigins;
 
 /// `router` answering CORS requests from `origins` (unchanged when off).
 pub fn allow(router: Router, origins: &CorsOrigins) -> Router {
@@ -75,46 +21,4 @@ pub fn allow(router: Router, origins: &CorsOrigins) -> Router {
             .allow_headers([axum::http::header::ACCEPT])
             .expose_headers([axum::http::header::RETRY_AFTER]),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn list(values: &[&str]) -> Result<CorsOrigins, String> {
-        CorsOrigins::from_list(&values.iter().map(|v| v.to_string()).collect::<Vec<_>>())
-    }
-
-    #[test]
-    fn origins_are_off_any_or_a_checked_list() {
-        assert_eq!(list(&[]).unwrap(), CorsOrigins::Off);
-        assert_eq!(list(&[""]).unwrap(), CorsOrigins::Off);
-        assert_eq!(list(&["*"]).unwrap(), CorsOrigins::Any);
-        assert_eq!(
-            list(&[
-                "https://a.example, http://localhost:3000",
-                "http://[::1]:8080"
-            ])
-            .unwrap(),
-            CorsOrigins::List(vec![
-                HeaderValue::from_static("https://a.example"),
-                HeaderValue::from_static("http://localhost:3000"),
-                HeaderValue::from_static("http://[::1]:8080"),
-            ])
-        );
-        for bad in [
-            "example.org",
-            "https://a.example/path",
-            "ftp://a.example",
-            "https://",
-        ] {
-            let error = list(&[bad]).unwrap_err();
-            assert!(error.contains(bad), "{error}");
-        }
-        assert!(
-            list(&["*", "https://a.example"])
-                .unwrap_err()
-                .contains("alone")
-        );
-    }
 }

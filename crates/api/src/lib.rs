@@ -98,6 +98,34 @@ pub struct ServeOptions {
     /// What each replica holds in memory, and how often it catches up.
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Public base URL of the streamer's upload server (`--upload-addr`), as a browser
+    /// reaches it (http://host:port, no path): the dashboard's upload box sends tus uploads
+    /// there. The streamer must allow the api's origin (`--upload-cors-origin`). None (the
+    /// default): no upload box.
+    #[arg(long = "upload-url", env = "API_UPLOAD_URL", value_parser = upload_url)]
+    pub upload_url: Option<String>,
+    /// Test-only: the dashboard takes `upload_from=URL` and uploads that file as if picked
+    /// (the end-to-end test drives the real page this way).
+    #[arg(
+        long = "dashboard-test-hooks",
+        env = "API_DASHBOARD_TEST_HOOKS",
+        hide = true
+    )]
+    pub dashboard_test_hooks: bool,
+}
+
+/// `--upload-url`: http(s)://host[:port], with no path (a trailing slash is dropped).
+fn upload_url(value: &str) -> Result<String, String> {
+    let trimmed = value.trim().trim_end_matches('/');
+    CorsOrigins::from_list(&[trimmed.to_owned()])
+        .ok()
+        .filter(|origins| matches!(origins, CorsOrigins::List(_)))
+        .map(|_| trimmed.to_owned())
+        .ok_or_else(|| {
+            format!(
+                "{value:?} is not the base URL of an upload server such as http://127.0.0.1:9200 (scheme, host and port, no path)"
+            )
+        })
 }
 
 impl ServeOptions {
@@ -107,10 +135,7 @@ impl ServeOptions {
     }
 }
 
-/// One `--cors-origin` item, checked when the flags are read.
-fn cors_item(value: &str) -> Result<String, String> {
-    CorsOrigins::from_list(&[value.to_owned()]).map(|_| value.trim().to_owned())
-}
+use weathervane_core::cors::parse_item as cors_item;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -239,10 +264,19 @@ async fn run_with(
         Duration::from_secs_f64(store_args.catch_up_interval),
     );
     let (limits, token) = (config.serve.limits.clone(), supervisor.token());
+    let dashboard_config = dashboard::DashboardConfig {
+        upload_url: config.serve.upload_url.clone(),
+        test_hooks: config.serve.dashboard_test_hooks,
+    };
     supervisor.spawn_until_stopped("api-server", async move {
         serve(
             listener,
-            cors::allow(app(state, &limits).layer(axum::Extension(exports)), &cors),
+            cors::allow(
+                app(state, &limits)
+                    .layer(axum::Extension(exports))
+                    .layer(axum::Extension(dashboard_config)),
+                &cors,
+            ),
             &limits,
             token,
             SHUTDOWN_GRACE,
@@ -444,6 +478,12 @@ mod tests {
             ("/dashboard", "text/html", "/dashboard/app.js"),
             ("/dashboard/app.js", "text/javascript", "/state_extremes"),
             ("/dashboard/style.css", "text/css", "@media"),
+            ("/dashboard/uploads.js", "text/javascript", "Upload-Offset"),
+            (
+                "/dashboard/config.json",
+                "application/json",
+                "\"upload_url\":null",
+            ),
         ] {
             let response = app_without_influx()
                 .oneshot(Request::get(uri).body(Body::empty()).unwrap())
@@ -531,6 +571,21 @@ mod tests {
         assert_eq!(list.len(), 3);
         let error = cors(&["api", "--cors-origin", "a.example"]).unwrap_err();
         assert!(error.to_string().contains("a.example"), "{error}");
+    }
+
+    #[test]
+    fn the_upload_url_is_a_base_url_without_a_path() {
+        use clap::Parser;
+        let url = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.serve.upload_url);
+        assert_eq!(url(&["api"]).unwrap(), None);
+        assert_eq!(
+            url(&["api", "--upload-url", "http://127.0.0.1:9200/"]).unwrap(),
+            Some("http://127.0.0.1:9200".into())
+        );
+        for bad in ["127.0.0.1:9200", "http://h:9200/uploads", "*"] {
+            let error = url(&["api", "--upload-url", bad]).unwrap_err().to_string();
+            assert!(error.contains(bad), "{error}");
+        }
     }
 
     #[derive(Debug, clap::Parser)]

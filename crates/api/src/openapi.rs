@@ -51,6 +51,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(dashboard::script))
         .routes(routes!(dashboard::style))
         .routes(routes!(dashboard::exports_script))
+        .routes(routes!(dashboard::uploads_script))
+        .routes(routes!(dashboard::config))
         .routes(routes!(exports::routes::create, exports::routes::list))
         .routes(routes!(exports::routes::status, exports::routes::cancel))
         .routes(routes!(exports::routes::file))
@@ -233,6 +235,8 @@ mod tests {
             "/dashboard",
             "/dashboard/app.js",
             "/dashboard/style.css",
+            "/dashboard/uploads.js",
+            "/dashboard/config.json",
         ] {
             assert!(doc["paths"][path]["get"].is_object(), "{path} missing");
         }

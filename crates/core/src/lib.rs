@@ -16,6 +16,7 @@ pub mod buffer;
 pub mod bus;
 pub mod channel;
 pub mod config;
+pub mod cors;
 pub mod event;
 pub mod generation;
 pub mod health;

@@ -60,7 +60,10 @@ impl ComposeStack {
         fs::copy(data, input.join(&name)).with_context(|| format!("copying {}", data.display()))?;
         fs::set_permissions(input.join(&name), fs::Permissions::from_mode(0o644))?;
 
-        let (api_port, influx_port) = (
+        // Ports of its own for everything published, so a replay never collides with a
+        // stack already running (the streamer's upload server included).
+        let (api_port, influx_port, upload_port) = (
+            weathervane_harness::free_port()?,
             weathervane_harness::free_port()?,
             weathervane_harness::free_port()?,
         );
@@ -79,6 +82,7 @@ impl ComposeStack {
             )
             .env("API_PORT", api_port.to_string())
             .env("INFLUXDB_PORT", influx_port.to_string())
+            .env("UPLOAD_PORT", upload_port.to_string())
             .env("RUST_LOG", "info")
             // Progress reads the roles' events from their logs.
             .env("WEATHERVANE_EVENTS", "stderr");

@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use weathervane_core::config::Secret;
+use weathervane_core::cors::CorsOrigins;
 use weathervane_core::listen::ListenAddr;
 use weathervane_core::metrics::{self, Counter};
 use weathervane_core::row::{CsvSource, ReadOptions};
@@ -80,6 +81,11 @@ pub struct UploadArgs {
     /// is refused: uploads are writes).
     #[arg(long, env = "WEATHERVANE_UPLOAD_ALLOW_ANONYMOUS")]
     pub upload_allow_anonymous: bool,
+    /// Origins whose pages may upload from a browser (CORS; the dashboard's origin, as the
+    /// browser sends it): a list (repeat the flag, or commas), or * for any. None (the
+    /// default): no CORS headers at all.
+    #[arg(long = "upload-cors-origin", env = "WEATHERVANE_UPLOAD_CORS_ORIGINS", value_name = "ORIGIN", value_delimiter = ',', value_parser = weathervane_core::cors::parse_item)]
+    pub upload_cors_origins: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +103,8 @@ pub enum UploadError {
     Anonymous { addr: ListenAddr },
     #[error("upload token file {path} (WEATHERVANE_UPLOAD_TOKEN_FILE): {why}")]
     Token { path: PathBuf, why: String },
+    #[error("--upload-cors-origin: {0}")]
+    Cors(String),
     #[error("--upload-expiry-hours {0} must be a positive number of hours")]
     Expiry(f64),
     #[error("upload directory {path}: {source}")]
@@ -250,6 +258,7 @@ struct Uploads {
 /// The upload server, bound, ready to run under the role's supervisor.
 pub struct UploadServer {
     listener: TcpListener,
+    cors: CorsOrigins,
     uploads: Arc<Uploads>,
 }
 
@@ -273,6 +282,7 @@ impl UploadServer {
         if !(hours.is_finite() && hours > 0.0) {
             return Err(UploadError::Expiry(hours));
         }
+        let cors = CorsOrigins::from_list(&args.upload_cors_origins).map_err(UploadError::Cors)?;
         let token = match &args.upload_token_file {
             Some(path) => Some(read_token(path)?),
             None if is_loopback(&addr.host) || args.upload_allow_anonymous => None,
@@ -298,6 +308,7 @@ impl UploadServer {
         let counter = |name| metrics::counter(ROLE, name, &[]);
         Ok(Self {
             listener,
+            cors,
             uploads: Arc::new(Uploads {
                 dir,
                 inbox: inbox.clone(),
@@ -330,7 +341,7 @@ impl UploadServer {
                 .await;
             }
         });
-        let app = router(self.uploads);
+        let app = with_cors(router(self.uploads), &self.cors);
         let listener = self.listener;
         supervisor.spawn_until_stopped("upload-server", serve(listener, app, connections, token));
     }
@@ -479,6 +490,80 @@ fn router(uploads: Arc<Uploads>) -> Router {
         )
         .fallback(|| async { Refusal::new(404, "no such endpoint: tus uploads are at /uploads") })
         .with_state(uploads)
+}
+
+/// `router` answering browsers from `origins` (unchanged when off): the tus methods, the
+/// request headers a tus client sends, and the answer headers it must read (a browser
+/// hides every other from the page). Preflights are answered by the CORS layer, before
+/// `admit`; an OPTIONS without `Access-Control-Request-Method` is tus discovery and goes
+/// to the router (tower-http's layer would answer every OPTIONS as a preflight, hiding
+/// `Tus-Version` and the rest from tus clients).
+fn with_cors(router: Router, origins: &CorsOrigins) -> Router {
+    use axum::http::{HeaderName, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow_origin = match origins {
+        CorsOrigins::Off => return router,
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(list.clone()),
+    };
+    let names = |names: &[&'static str]| -> Vec<HeaderName> {
+        names.iter().map(|n| HeaderName::from_static(n)).collect()
+    };
+    let layer = CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(
+            [header::AUTHORIZATION, header::CONTENT_TYPE]
+                .into_iter()
+                .chain(names(&[
+                    "tus-resumable",
+                    "upload-length",
+                    "upload-metadata",
+                    "upload-offset",
+                    "upload-checksum",
+                    "upload-defer-length",
+                    "x-http-method-override",
+                ]))
+                .collect::<Vec<_>>(),
+        )
+        .expose_headers(
+            [header::LOCATION]
+                .into_iter()
+                .chain(names(&[
+                    "tus-resumable",
+                    "tus-version",
+                    "tus-extension",
+                    "tus-max-size",
+                    "tus-checksum-algorithm",
+                    "upload-offset",
+                    "upload-length",
+                    "upload-metadata",
+                ]))
+                .collect::<Vec<_>>(),
+        )
+        .max_age(Duration::from_secs(600));
+    let plain = router.clone();
+    let cors = router.layer(layer);
+    Router::new().fallback_service(tower::service_fn(move |request: axum::extract::Request| {
+        use tower::ServiceExt as _;
+        let discovery = request.method() == Method::OPTIONS
+            && !request
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let service = if discovery {
+            plain.clone()
+        } else {
+            cors.clone()
+        };
+        service.oneshot(request)
+    }))
 }
 
 /// A tus answer: `status` with `Tus-Resumable` and `headers`.
@@ -1055,6 +1140,88 @@ mod tests {
             .get("location")
             .map(|l| l.to_str().unwrap().to_owned());
         (status, location.unwrap_or(body))
+    }
+
+    #[tokio::test]
+    async fn cors_is_off_by_default_and_lets_the_origins_given_use_tus() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = uploads(dir.path(), 2, None);
+        let preflight = |origin: &str| {
+            Request::builder()
+                .method("OPTIONS")
+                .uri("/uploads")
+                .header("Origin", origin)
+                .header("Access-Control-Request-Method", "POST")
+                .header(
+                    "Access-Control-Request-Headers",
+                    "tus-resumable,upload-length,upload-metadata,authorization",
+                )
+                .body(Body::empty())
+                .unwrap()
+        };
+        let off = router(uploads.clone())
+            .oneshot(preflight("http://dash.example"))
+            .await
+            .unwrap();
+        assert!(off.headers().get("access-control-allow-origin").is_none());
+
+        let origins = CorsOrigins::from_list(&["http://dash.example".into()]).unwrap();
+        let app = || with_cors(router(uploads.clone()), &origins);
+        let allowed = app()
+            .oneshot(preflight("http://dash.example"))
+            .await
+            .unwrap();
+        let header = |response: &Response, name: &str| {
+            response.headers()[name]
+                .to_str()
+                .unwrap()
+                .to_ascii_lowercase()
+        };
+        assert_eq!(
+            header(&allowed, "access-control-allow-origin"),
+            "http://dash.example"
+        );
+        for method in ["post", "patch", "head", "delete"] {
+            assert!(header(&allowed, "access-control-allow-methods").contains(method));
+        }
+        for name in [
+            "tus-resumable",
+            "upload-length",
+            "upload-metadata",
+            "authorization",
+        ] {
+            assert!(header(&allowed, "access-control-allow-headers").contains(name));
+        }
+        let other = app()
+            .oneshot(preflight("http://evil.example"))
+            .await
+            .unwrap();
+        assert!(other.headers().get("access-control-allow-origin").is_none());
+
+        // A creation from the page: the client may read Location and Upload-Offset.
+        let created = app()
+            .oneshot(
+                Request::builder()
+                    .method("POST")
+                    .uri("/uploads")
+                    .header("Origin", "http://dash.example")
+                    .header("Tus-Resumable", "1.0.0")
+                    .header("Upload-Length", "10")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let exposed = header(&created, "access-control-expose-headers");
+        for name in [
+            "location",
+            "upload-offset",
+            "upload-length",
+            "tus-resumable",
+        ] {
+            assert!(exposed.contains(name), "{exposed}");
+        }
     }
 
     #[tokio::test]
