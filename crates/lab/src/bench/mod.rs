@@ -601,11 +601,12 @@ pub async fn readback_phase(
     write_rows: usize,
     writers: usize,
     rounds: usize,
+    only: Option<&[String]>,
 ) -> anyhow::Result<readback::ReadBack> {
     let hour = tokio::task::block_in_place(|| generate(work, stations, 1))?;
     let load = tokio::task::block_in_place(|| generate(work, stations, 3))?;
     let first: weathervane_core::HourKey = "2023-09-19T00".parse()?;
-    readback::compare(&hour, &load, first, write_rows, writers, rounds).await
+    readback::compare(&hour, &load, first, write_rows, writers, rounds, only).await
 }
 
 /// Runs every phase on fresh servers and returns what they measured.

@@ -179,6 +179,7 @@ pub async fn compare(
     write_rows: usize,
     writers: usize,
     rounds: usize,
+    only: Option<&[String]>,
 ) -> anyhow::Result<ReadBack> {
     let stack = tokio::task::block_in_place(start_servers)?;
     let pid = stack.influx.pid().unwrap_or_default();
@@ -192,7 +193,15 @@ pub async fn compare(
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(300))
         .build()?;
-    let variants = variants(hour);
+    let mut variants = variants(hour);
+    if let Some(only) = only {
+        // The current query stays first: the ratios are to it.
+        let mut index = 0;
+        variants.retain(|v| {
+            index += 1;
+            index == 1 || only.iter().any(|name| name == v.name)
+        });
+    }
     let mut costs: Vec<VariantCost> = variants
         .iter()
         .map(|v| VariantCost {
@@ -256,18 +265,20 @@ impl ReadBack {
         let (base_cpu, base_loaded) = (median(&base.idle_cpu), median(&base.loaded_wall));
         let mut out = format!(
             "#### Read-back of one hour ({} rows), medians of {} interleaved rounds\n\n\
-             | variant | status, answer bytes | influxd CPU s, idle | vs current | wall s, idle | wall s, loaded | vs current | influxd CPU s while loaded |\n\
+             | variant | status, answer bytes | influxd CPU s, idle (min-max) | vs current | wall s, idle | wall s, loaded | vs current | influxd CPU s while loaded |\n\
              |---|---|---|---|---|---|---|---|\n",
             self.rows, self.rounds
         );
         for v in &self.variants {
             let (cpu, loaded) = (median(&v.idle_cpu), median(&v.loaded_wall));
             out += &format!(
-                "| {} | {}, {} | {:.2} | {:.2} | {:.3} | {:.3} | {:.2} | {:.2} |\n",
+                "| {} | {}, {} | {:.2} ({:.2}-{:.2}) | {:.2} | {:.3} | {:.3} | {:.2} | {:.2} |\n",
                 v.name,
                 v.status,
                 v.bytes,
                 cpu,
+                v.idle_cpu.iter().copied().fold(f64::INFINITY, f64::min),
+                v.idle_cpu.iter().copied().fold(0.0, f64::max),
                 cpu / base_cpu,
                 median(&v.idle_wall),
                 loaded,
