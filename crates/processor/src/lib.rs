@@ -24,7 +24,7 @@ use weathervane_core::channel::{Channel, Deployment, Pattern};
 use weathervane_core::config::{InfluxArgs, RedisArgs};
 use weathervane_core::event::{self, Event};
 use weathervane_core::health::Health;
-use weathervane_core::influx::{InfluxClient, InfluxError, Series};
+use weathervane_core::influx::{InfluxClient, InfluxError};
 use weathervane_core::metrics;
 use weathervane_core::payload::{self, HourReported, HourReports};
 use weathervane_core::report::{self, HourReport, MetricValues};
@@ -267,11 +267,13 @@ enum JobError {
 
 impl ReportTarget {
     async fn report(&self, job: ReportJob) -> Result<HourReport, JobError> {
-        let series = self
+        // As CSV: InfluxDB spends less CPU encoding it than JSON (BENCHMARKS.md,
+        // read-back), and it holds the same exact values.
+        let answer = self
             .influx
-            .query(&schema::hour_rows_query(job.hour))
+            .query_csv(&schema::hour_rows_query(job.hour))
             .await?;
-        let rows = hour_rows(&series)?;
+        let rows = hour_rows_csv(&answer)?;
         if rows.len() as u64 != job.rows {
             return Err(JobError::RowCount {
                 stored: rows.len() as u64,
@@ -319,35 +321,51 @@ impl ReportTarget {
     }
 }
 
-/// `(state, zip_code, metrics)` for every row of the answer.
-fn hour_rows(series: &[Series]) -> Result<Vec<(String, String, MetricValues)>, JobError> {
+/// `(state, zip_code, metrics)` for every row of a CSV answer (see
+/// [`InfluxClient::query_csv`]): columns found by name in the header, which InfluxDB
+/// repeats when a new series starts; an empty answer has no rows.
+fn hour_rows_csv(answer: &str) -> Result<Vec<(String, String, MetricValues)>, JobError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(answer.as_bytes());
     let mut rows = Vec::new();
-    for series in series {
-        let find = |name: &str| {
-            series
-                .column(name)
-                .ok_or_else(|| JobError::Answer(format!("no column {name}")))
-        };
-        let metric_columns = Metric::ALL.map(|m| find(m.name()));
-        let (state, zip) = (find(schema::TAG_STATE)?, find(schema::TAG_ZIP_CODE)?);
-        for values in &series.values {
-            let text = |i: usize| values.get(i).and_then(|v| v.as_str()).map(str::to_owned);
-            let mut metrics = [0.0; 4];
-            for (slot, column) in metrics.iter_mut().zip(&metric_columns) {
-                let column = *column
-                    .as_ref()
-                    .map_err(|e| JobError::Answer(e.to_string()))?;
-                *slot = values
-                    .get(column)
-                    .and_then(serde_json::Value::as_f64)
-                    .ok_or_else(|| {
-                        JobError::Answer(format!("row without {}", series.columns[column]))
-                    })?;
+    // Positions of the state, the zip code and the metrics, from the last header.
+    let mut columns: Option<(usize, usize, [usize; 4])> = None;
+    for record in reader.records() {
+        let record = record.map_err(|e| JobError::Answer(format!("CSV: {e}")))?;
+        if record.get(0) == Some("name") {
+            let find = |name: &str| {
+                record
+                    .iter()
+                    .position(|c| c == name)
+                    .ok_or_else(|| JobError::Answer(format!("no column {name}")))
+            };
+            let mut metrics = [0; 4];
+            for (slot, metric) in metrics.iter_mut().zip(Metric::ALL) {
+                *slot = find(metric.name())?;
             }
-            match (text(state), text(zip)) {
-                (Some(state), Some(zip)) => rows.push((state, zip, metrics)),
-                _ => return Err(JobError::Answer("row without state or zip_code".into())),
+            columns = Some((
+                find(schema::TAG_STATE)?,
+                find(schema::TAG_ZIP_CODE)?,
+                metrics,
+            ));
+            continue;
+        }
+        let (state, zip, metric_columns) =
+            columns.ok_or_else(|| JobError::Answer("a row before the CSV header".into()))?;
+        let mut metrics = [0.0; 4];
+        for ((slot, column), metric) in metrics.iter_mut().zip(metric_columns).zip(Metric::ALL) {
+            *slot = record
+                .get(column)
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| JobError::Answer(format!("row without {}", metric.name())))?;
+        }
+        match (record.get(state), record.get(zip)) {
+            (Some(state), Some(zip)) if !state.is_empty() && !zip.is_empty() => {
+                rows.push((state.to_owned(), zip.to_owned(), metrics))
             }
+            _ => return Err(JobError::Answer("row without state or zip_code".into())),
         }
     }
     Ok(rows)
@@ -355,38 +373,14 @@ fn hour_rows(series: &[Series]) -> Result<Vec<(String, String, MetricValues)>, J
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
-    fn series(columns: &[&str], values: Vec<serde_json::Value>) -> Series {
-        Series {
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-            values: values
-                .into_iter()
-                .map(|v| v.as_array().unwrap().clone())
-                .collect(),
-        }
-    }
-
     #[test]
-    fn reads_state_zip_and_metrics_from_the_answer_whatever_the_column_order() {
-        let answer = series(
-            &[
-                "time",
-                "state",
-                "humidity",
-                "zip_code",
-                "temp_c",
-                "precip_mm",
-                "pressure_mb",
-            ],
-            vec![
-                json!([1, "CA", 40, "90001", 20.5, 0, 1012.5]),
-                json!([1, "NY", 90, "10001", 5, 1.25, 1020]),
-            ],
-        );
-        let rows = hour_rows(&[answer]).unwrap();
+    fn reads_state_zip_and_metrics_from_the_csv_answer_whatever_the_column_order() {
+        let answer = "name,tags,time,state,humidity,zip_code,temp_c,precip_mm,pressure_mb\n\
+                      weather_data,,1,CA,40,90001,20.5,0,1012.5\n\
+                      weather_data,,1,NY,90,\"10,001\",5,1.25,1020\n";
+        let rows = hour_rows_csv(answer).unwrap();
         assert_eq!(
             rows[0],
             (
@@ -395,46 +389,43 @@ mod tests {
                 [20.5, 1012.5, 40.0, 0.0]
             )
         );
+        assert_eq!(rows[1].1, "10,001");
         assert_eq!(rows[1].2, [5.0, 1020.0, 90.0, 1.25]);
+        assert!(hour_rows_csv("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_repeated_header_starts_a_series_with_its_own_column_order() {
+        let answer = "name,tags,time,temp_c,pressure_mb,humidity,precip_mm,state,zip_code\n\
+                      weather_data,,1,1,2,3,4,CA,90001\n\
+                      name,tags,time,state,zip_code,precip_mm,humidity,pressure_mb,temp_c\n\
+                      weather_data,,1,NY,10001,4,3,2,1\n";
+        let rows = hour_rows_csv(answer).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].2, rows[1].2);
+        assert_eq!(rows[1].0, "NY");
     }
 
     #[test]
     fn a_missing_column_or_value_is_an_error_not_a_wrong_report() {
-        let no_zip = series(
-            &[
-                "time",
-                "state",
-                "temp_c",
-                "pressure_mb",
-                "humidity",
-                "precip_mm",
-            ],
-            vec![json!([1, "CA", 1, 1, 1, 1])],
-        );
+        let no_zip = "name,tags,time,state,temp_c,pressure_mb,humidity,precip_mm\n\
+                      weather_data,,1,CA,1,1,1,1\n";
         assert!(
-            hour_rows(&[no_zip])
+            hour_rows_csv(no_zip)
                 .unwrap_err()
                 .to_string()
                 .contains("zip_code")
         );
-        let null_metric = series(
-            &[
-                "time",
-                "state",
-                "zip_code",
-                "temp_c",
-                "pressure_mb",
-                "humidity",
-                "precip_mm",
-            ],
-            vec![json!([1, "CA", "1", null, 1, 1, 1])],
-        );
+        let empty_metric = "name,tags,time,state,zip_code,temp_c,pressure_mb,humidity,precip_mm\n\
+                            weather_data,,1,CA,1,,1,1,1\n";
         assert!(
-            hour_rows(&[null_metric])
+            hour_rows_csv(empty_metric)
                 .unwrap_err()
                 .to_string()
                 .contains("temp_c")
         );
+        let no_header = "weather_data,,1,CA,1,1,1,1,1\n";
+        assert!(hour_rows_csv(no_header).is_err());
     }
 
     #[test]

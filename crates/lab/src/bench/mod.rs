@@ -7,6 +7,7 @@
 //! buffered row, and scale. Returns a [`BenchReport`]; its `markdown()` is the report
 //! `weathervane bench` prints (ratios first, see `report`).
 
+pub mod readback;
 mod report;
 
 use std::collections::BTreeMap;
@@ -715,6 +716,22 @@ async fn herd(
         three,
         one_influx_down: one_influx_down?,
     })
+}
+
+/// The read-back comparison ([`readback::compare`]) on `stations` stations: the first hour
+/// of the generated day is read back, the next two hours are the writers' load.
+pub async fn readback_phase(
+    work: &Path,
+    stations: u32,
+    write_rows: usize,
+    writers: usize,
+    rounds: usize,
+    only: Option<&[String]>,
+) -> anyhow::Result<readback::ReadBack> {
+    let hour = tokio::task::block_in_place(|| generate(work, stations, 1))?;
+    let load = tokio::task::block_in_place(|| generate(work, stations, 3))?;
+    let first: weathervane_core::HourKey = "2023-09-19T00".parse()?;
+    readback::compare(&hour, &load, first, write_rows, writers, rounds, only).await
 }
 
 /// Runs every phase on fresh servers and returns what they measured.
