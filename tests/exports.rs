@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use weathervane_e2e::{CsvRow, Expected, Stack, close, http_client, read_csv};
+use weathervane_e2e::{CsvRow, Expected, Stack, close, http_client, parse_csv, read_csv};
 use weathervane_harness::{LocalStack, ManagedProcess, Role, free_port};
 
 /// VmRSS and VmHWM of `pid`, in KiB.
@@ -94,23 +94,7 @@ async fn download(
 }
 
 fn parse(bytes: &[u8]) -> Vec<CsvRow> {
-    let mut reader = csv::Reader::from_reader(bytes);
-    let header: Vec<String> = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    reader
-        .records()
-        .map(|r| {
-            header
-                .iter()
-                .cloned()
-                .zip(r.unwrap().iter().map(str::to_owned))
-                .collect()
-        })
-        .collect()
+    parse_csv(bytes)
 }
 
 /// The exported raw rows equal `input` (same rows, every cell: numbers numerically).
@@ -412,7 +396,7 @@ async fn exports_match_the_input_stay_small_resume_cancel_and_survive_a_killed_r
         other_addr.clone()
     } else {
         assert!(
-            runner.ends_with(&format!(":{other_pid}")),
+            runner.contains(&format!(":{other_pid}/")),
             "runner {runner}"
         );
         other.kill();

@@ -19,7 +19,12 @@ pub const METRICS: [&str; 4] = ["temp_c", "pressure_mb", "humidity", "precip_mm"
 pub type CsvRow = BTreeMap<String, String>;
 
 pub fn read_csv(path: &Path) -> Vec<CsvRow> {
-    let mut reader = csv::Reader::from_path(path).expect("readable CSV");
+    parse_csv(std::fs::File::open(path).expect("readable CSV"))
+}
+
+/// CSV text (a header row, then rows) as rows of cells by column name.
+pub fn parse_csv(source: impl std::io::Read) -> Vec<CsvRow> {
+    let mut reader = csv::Reader::from_reader(source);
     let header: Vec<String> = reader
         .headers()
         .unwrap()
