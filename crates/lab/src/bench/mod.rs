@@ -528,17 +528,7 @@ async fn api(
     let addr = format!("127.0.0.1:{}", weathervane_harness::free_port()?);
     let mut api = stack.role(Role::Api)?.env("API_ADDR", &addr);
     api.start()?;
-    let states: Vec<String> = {
-        let mut source = CsvSource::open(data)?;
-        let mut states: Vec<String> = std::iter::from_fn(|| source.next_row())
-            .filter_map(|r| r.ok())
-            .map(|(_, row)| row.state)
-            .take(5000)
-            .collect();
-        states.sort();
-        states.dedup();
-        states
-    };
+    let states = states_in(data)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let http = crate::expected::http_client()?;
     while http.get(format!("http://{addr}/")).send().await.is_err() {
@@ -592,6 +582,19 @@ async fn api(
         loads: results,
         checked,
     })
+}
+
+/// The states of the input's first 5,000 rows, sorted: what the API phases ask about.
+fn states_in(data: &Path) -> anyhow::Result<Vec<String>> {
+    let mut source = CsvSource::open(data)?;
+    let mut states: Vec<String> = std::iter::from_fn(|| source.next_row())
+        .filter_map(|r| r.ok())
+        .map(|(_, row)| row.state)
+        .take(5000)
+        .collect();
+    states.sort();
+    states.dedup();
+    Ok(states)
 }
 
 /// The herd phase: `wrk` on one api replica, on three behind HAProxy, and on one with
@@ -668,17 +671,7 @@ async fn herd(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let states: Vec<String> = {
-        let mut source = CsvSource::open(data)?;
-        let mut states: Vec<String> = std::iter::from_fn(|| source.next_row())
-            .filter_map(|r| r.ok())
-            .map(|(_, row)| row.state)
-            .take(5000)
-            .collect();
-        states.sort();
-        states.dedup();
-        states
-    };
+    let states = states_in(data)?;
     let paths: Vec<String> = states
         .iter()
         .enumerate()
