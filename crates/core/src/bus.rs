@@ -119,6 +119,23 @@ fn failure(url: &str, error: &(dyn std::error::Error + 'static)) -> BusError {
     }
 }
 
+/// A multiplexed connection for requests and answers (the publisher's, the api's export
+/// queue's), bounded by the bus's connect and response timeouts. `url` is the redacted URL
+/// its errors name.
+pub async fn connect(client: &Client, url: &str) -> Result<MultiplexedConnection, BusError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    let connecting = client.get_multiplexed_async_connection_with_config(&config);
+    tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, connecting)
+        .await
+        .map_err(|_| BusError::Unavailable {
+            url: url.to_owned(),
+            reason: "connect timed out".into(),
+        })?
+        .map_err(|e| failure(url, &e))
+}
+
 /// Connects once to fail fast on what no retry fixes: a `rediss://` server whose
 /// certificate is not trusted, or that refuses ours. Redis being down, slow or refusing
 /// the login is not an error here: the roles ride out outages, even at start, and
@@ -217,17 +234,7 @@ impl Publisher {
     /// `PUBLISH`: how many subscribers received the message (0 means nobody did).
     async fn publish_uncounted(&mut self, channel: &str, payload: &[u8]) -> Result<u32, BusError> {
         if self.connection.is_none() {
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(Some(RESPONSE_TIMEOUT));
-            let connecting = self
-                .client
-                .get_multiplexed_async_connection_with_config(&config);
-            let connection = tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, connecting)
-                .await
-                .map_err(|_| self.unavailable("connect timed out"))?
-                .map_err(|e| failure(&self.url, &e))?;
-            self.connection = Some(connection);
+            self.connection = Some(connect(&self.client, &self.url).await?);
         }
         let connection = self.connection.as_mut().expect("connected above");
         let mut command = redis::cmd("PUBLISH");

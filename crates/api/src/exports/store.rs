@@ -14,14 +14,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Value};
+use redis::{Client, Value};
 use tokio::sync::Mutex;
 use weathervane_core::bus::{self, BusError};
 use weathervane_core::config::{RedisArgs, redact_url};
 
 use super::job::Job;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The bus's response timeout (`bus::connect` sets it on the connection); a command gets
+/// it and half a second more before it is abandoned.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const GROUP: &str = "exporters";
 /// The stream keeps at most about this many entries (`MAXLEN ~`): a backlog bound, far
@@ -132,16 +133,16 @@ impl Store {
         if let Some(connection) = slot.as_ref() {
             return Ok(connection.clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let connecting = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config);
-        let connection = tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, connecting)
-            .await
-            .map_err(|_| self.unavailable("connect timed out"))?
-            .map_err(|e| self.unavailable(e))?;
+        // The export queue names every Redis failure as its own "unavailable".
+        let connection =
+            bus::connect(&self.client, &self.url)
+                .await
+                .map_err(|error| match error {
+                    BusError::Unavailable { reason, .. } | BusError::Certificate { reason, .. } => {
+                        self.unavailable(reason)
+                    }
+                    other => self.unavailable(other),
+                })?;
         *slot = Some(connection.clone());
         Ok(connection)
     }
